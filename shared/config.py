@@ -1,0 +1,112 @@
+"""Settings (environment, prefix ``LANDLINE_``) and the tenant registry.
+
+The same code runs in Cloud Functions and on the local stack; only these settings differ. Emulators are found through
+the variables the Google clients already honour (``PUBSUB_EMULATOR_HOST``, ``STORAGE_EMULATOR_HOST``) plus
+``LANDLINE_BIGQUERY_ENDPOINT``, which the BigQuery client has no variable for.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import SetupError
+
+TENANT_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LANDLINE_", extra="ignore")
+
+    project: str = "landline-local"
+    raw_events_topic: str = "raw-events"
+    send_requests_topic: str = "send-requests"
+    # Where tenants are described: a JSON file (local stack, or a file shipped with a deployment) or inline JSON.
+    tenants_file: Path | None = None
+    tenants_json: str | None = None
+    bigquery_endpoint: str | None = None
+    # Batching of raw lines into Pub/Sub messages: well under the 10 MB message limit and the 10 MB request limit.
+    batch_max_lines: int = Field(1000, ge=1, le=100_000)
+    batch_max_bytes: int = Field(2_000_000, ge=1024, le=8_000_000)
+    # Future-timestamp policy (issue 4): events more than this after receivedAt are rejected.
+    max_future_skew_hours: float = 24.0
+    # Secrets for push providers on the local stack (Secret Manager in the cloud).
+    secrets_file: Path | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.bigquery_endpoint is not None
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    return Settings()
+
+
+class Tenant(BaseModel):
+    """One customer: its bucket and dataset, pinned to ``region``."""
+
+    name: str = Field(pattern=TENANT_NAME_PATTERN)
+    region: str
+    bucket: str
+    dataset: str
+    # Optional prefix before ``segment-logs/`` in the bucket (Segment lets customers choose one).
+    prefix: str = ""
+    push_provider: str | None = None
+
+    @field_validator("region")
+    @classmethod
+    def _lower_region(cls, value: str) -> str:
+        return value.lower()
+
+
+class TenantRegistry:
+    """Tenants by name and by bucket. Re-reads its file when it changes, so `landline tenant add` needs no restart."""
+
+    def __init__(self, cfg: Settings) -> None:
+        self._cfg = cfg
+        self._lock = threading.Lock()
+        self._mtime: float | None = None
+        self._tenants: dict[str, Tenant] = {}
+
+    def _load(self) -> dict[str, Tenant]:
+        cfg = self._cfg
+        if cfg.tenants_json:
+            raw = json.loads(cfg.tenants_json)
+        elif cfg.tenants_file:
+            path = cfg.tenants_file
+            mtime = path.stat().st_mtime if path.exists() else None
+            with self._lock:
+                if mtime == self._mtime and self._tenants:
+                    return self._tenants
+                raw = json.loads(path.read_text()) if mtime is not None else {}
+                self._mtime = mtime
+                self._tenants = {name: Tenant.model_validate(t) for name, t in raw.items()}
+                return self._tenants
+        else:
+            raise SetupError(
+                "no tenants are configured", "set LANDLINE_TENANTS_FILE or LANDLINE_TENANTS_JSON for the function"
+            )
+        return {name: Tenant.model_validate(t) for name, t in raw.items()}
+
+    def all(self) -> list[Tenant]:
+        return list(self._load().values())
+
+    def get(self, name: str) -> Tenant:
+        tenants = self._load()
+        if name not in tenants:
+            raise SetupError(f"unknown tenant {name!r}", f"create it with `landline tenant add {name} --region R`")
+        return tenants[name]
+
+    def by_bucket(self, bucket: str) -> Tenant | None:
+        return next((t for t in self._load().values() if t.bucket == bucket), None)
+
+
+@lru_cache(maxsize=1)
+def tenants() -> TenantRegistry:
+    return TenantRegistry(settings())

@@ -1,0 +1,1 @@
+"""BigQuery: table schemas, typed rows, the region check and the streaming writer."""

@@ -1,0 +1,176 @@
+"""Typed rows, one class per table. Producers (ingest ledger, loader, push) build these; the writer serialises them.
+
+Plain slotted dataclasses rather than pydantic models: they are built once per input line on the hot path, after
+validation already happened, so a second validation pass would only cost time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+BAD_ROW_SCHEMA_VERSION = "1-0-0"
+
+
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+@dataclass(slots=True, frozen=True)
+class Lineage:
+    """Where a row came from: ``origin`` = ``gs://bucket/object#generation`` (or ``pubsub://topic/message-id``)."""
+
+    source_format: str
+    origin: str | None = None
+    line_number: int | None = None
+    received_at: datetime | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class EventRow:
+    contact_id: str
+    timestamp: datetime
+    event_name: str
+    event_instance_id: str
+    lineage: Lineage
+    timezone: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    table = "events"
+
+    @property
+    def insert_id(self) -> str:
+        return self.event_instance_id
+
+    def to_bq(self, loaded_at: datetime) -> dict[str, Any]:
+        return {
+            "contact_id": self.contact_id,
+            "timestamp": _ts(self.timestamp),
+            "event_name": self.event_name,
+            "event_instance_id": self.event_instance_id,
+            "timezone": self.timezone,
+            "metadata": self.metadata,
+            "source_format": self.lineage.source_format,
+            "origin": self.lineage.origin,
+            "line_number": self.lineage.line_number,
+            "received_at": _ts(self.lineage.received_at),
+            "loaded_at": _ts(loaded_at),
+        }
+
+
+@dataclass(slots=True, frozen=True)
+class UserPropertiesRow:
+    contact_id: str
+    updated_at: datetime
+    event_instance_id: str
+    lineage: Lineage
+    country: str | None = None
+    timezone: str | None = None
+    push_token: str | None = None
+    phone_number: str | None = None
+    email_address: str | None = None
+    properties: dict[str, Any] = field(default_factory=dict)
+
+    table = "user_properties"
+
+    @property
+    def insert_id(self) -> str:
+        return self.event_instance_id
+
+    def to_bq(self, loaded_at: datetime) -> dict[str, Any]:
+        return {
+            "contact_id": self.contact_id,
+            "updated_at": _ts(self.updated_at),
+            "event_instance_id": self.event_instance_id,
+            "country": self.country,
+            "timezone": self.timezone,
+            "push_token": self.push_token,
+            "phone_number": self.phone_number,
+            "email_address": self.email_address,
+            "properties": self.properties,
+            "source_format": self.lineage.source_format,
+            "origin": self.lineage.origin,
+            "line_number": self.lineage.line_number,
+            "received_at": _ts(self.lineage.received_at),
+            "loaded_at": _ts(loaded_at),
+        }
+
+
+@dataclass(slots=True, frozen=True)
+class RejectedRow:
+    """Snowplow-style versioned bad-row envelope: why, who rejected it, where it came from, and the payload."""
+
+    rejected_id: str
+    reason_code: str
+    message: str
+    payload: str
+    lineage: Lineage
+    processor_name: str
+    processor_version: str
+    schema_version: str = BAD_ROW_SCHEMA_VERSION
+
+    table = "rejected"
+
+    @property
+    def insert_id(self) -> str:
+        return self.rejected_id
+
+    def to_bq(self, loaded_at: datetime) -> dict[str, Any]:
+        return {
+            "rejected_id": self.rejected_id,
+            "schema_version": self.schema_version,
+            "reason_code": self.reason_code,
+            "message": self.message,
+            "processor_name": self.processor_name,
+            "processor_version": self.processor_version,
+            "payload": self.payload,
+            "source_format": self.lineage.source_format,
+            "origin": self.lineage.origin,
+            "line_number": self.lineage.line_number,
+            "received_at": _ts(self.lineage.received_at),
+            "rejected_at": _ts(loaded_at),
+        }
+
+
+@dataclass(slots=True, frozen=True)
+class FileLedgerRow:
+    """One state change of one object generation (append-only; ``files_latest`` shows the newest per file)."""
+
+    origin: str
+    bucket: str
+    object_name: str
+    generation: str
+    status: str  # started | loaded | truncated | rejected | ignored | failed
+    attempt_id: str
+    bytes_read: int = 0
+    lines: int = 0
+    batches: int = 0
+    encoding: str | None = None
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    table = "files"
+
+    @property
+    def insert_id(self) -> str:
+        return f"{self.origin}/{self.attempt_id}/{self.status}"
+
+    def to_bq(self, loaded_at: datetime) -> dict[str, Any]:
+        return {
+            "origin": self.origin,
+            "bucket": self.bucket,
+            "object_name": self.object_name,
+            "generation": self.generation,
+            "status": self.status,
+            "attempt_id": self.attempt_id,
+            "bytes_read": self.bytes_read,
+            "lines": self.lines,
+            "batches": self.batches,
+            "encoding": self.encoding,
+            "error": self.error,
+            "started_at": _ts(self.started_at),
+            "finished_at": _ts(self.finished_at),
+            "recorded_at": _ts(loaded_at),
+        }

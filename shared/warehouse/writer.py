@@ -1,0 +1,175 @@
+"""Streaming inserts with stable insertIds, chunked within BigQuery's limits, with per-row error classification.
+
+* ``row_ids`` are always the rows' stable ids: the client's default is a fresh random UUID per call, which defeats
+  dedup on redelivery.
+* ``skip_invalid_rows=True`` so one bad row does not stop its neighbours; if ``stopped`` rows come back anyway they are
+  retried under a derived insertId, because BigQuery (and the emulator) remember an insertId even for a row they did
+  not store, and a retry under the same id within the dedup window would be dropped silently. Exact dedup happens in
+  the views, so the derived id cannot create a visible duplicate.
+* Rows BigQuery calls ``invalid`` become rejected rows (reason ``warehouse_invalid``); everything else raises.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from google.api_core import exceptions as gexc
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from shared import __version__
+from shared.errors import SetupError, TransientError
+from shared.warehouse.client import check_region
+from shared.warehouse.rows import Lineage, RejectedRow
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from google.cloud import bigquery
+
+    from shared.config import Tenant
+
+MAX_ROWS_PER_REQUEST = 500  # BigQuery's recommendation (the hard limit is 50,000)
+MAX_BYTES_PER_REQUEST = 8_000_000  # the hard limit is 10 MB per request, JSON overhead included
+MAX_STOPPED_RETRIES = 3
+_TRANSIENT = (
+    gexc.ServiceUnavailable,
+    gexc.InternalServerError,
+    gexc.TooManyRequests,
+    gexc.BadGateway,
+    gexc.GatewayTimeout,
+    gexc.DeadlineExceeded,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+class Row(Protocol):
+    table: str
+
+    @property
+    def insert_id(self) -> str: ...
+
+    def to_bq(self, loaded_at: datetime) -> dict[str, Any]: ...
+
+
+@dataclass
+class WriteResult:
+    """What happened to each row handed to ``write_rows``."""
+
+    written: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    invalid: list[RejectedRow] = field(default_factory=list)
+
+    @property
+    def total_written(self) -> int:
+        return sum(self.written.values())
+
+
+def _chunks(items: list[tuple[str, dict[str, Any], Row]]) -> list[list[tuple[str, dict[str, Any], Row]]]:
+    chunks: list[list[tuple[str, dict[str, Any], Row]]] = []
+    current: list[tuple[str, dict[str, Any], Row]] = []
+    size = 0
+    for item in items:
+        item_size = len(json.dumps(item[1], default=str)) + len(item[0]) + 32
+        if current and (len(current) >= MAX_ROWS_PER_REQUEST or size + item_size > MAX_BYTES_PER_REQUEST):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += item_size
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+@retry(
+    retry=retry_if_exception_type(_TRANSIENT),
+    stop=stop_after_attempt(4),
+    wait=wait_exponential_jitter(initial=0.5, max=8),
+    reraise=True,
+)
+def _insert(client: bigquery.Client, table: str, rows: list[dict[str, Any]], ids: list[str]) -> list[dict[str, Any]]:
+    return list(client.insert_rows_json(table, rows, row_ids=ids, skip_invalid_rows=True))
+
+
+def _setup_error(exc: Exception, table: str) -> SetupError:
+    if isinstance(exc, gexc.NotFound):
+        return SetupError(f"table {table} does not exist", "run `landline tenant add` (or apply infra/terraform)")
+    return SetupError(
+        f"BigQuery refused access to {table}: {exc}",
+        "grant the function's service account roles/bigquery.dataEditor on the tenant's dataset",
+    )
+
+
+def write_rows(client: bigquery.Client, tenant: Tenant, rows: Sequence[Row], *, processor: str) -> WriteResult:
+    """Write ``rows`` (any mix of tables) to the tenant's dataset after checking its region."""
+    result = WriteResult()
+    if not rows:
+        return result
+    check_region(client, tenant)
+    loaded_at = datetime.now(UTC)
+    by_table: dict[str, list[tuple[str, dict[str, Any], Row]]] = defaultdict(list)
+    for row in rows:
+        by_table[row.table].append((row.insert_id, row.to_bq(loaded_at), row))
+    for table_name, items in by_table.items():
+        table = f"{client.project}.{tenant.dataset}.{table_name}"
+        for chunk in _chunks(items):
+            _write_chunk(client, table, table_name, chunk, result, processor)
+    if result.invalid:
+        # Rejections of rejections are not expected (all-STRING payload); if they happen, raise rather than loop.
+        nested = WriteResult()
+        for chunk in _chunks([(r.insert_id, r.to_bq(loaded_at), r) for r in result.invalid]):
+            _write_chunk(client, f"{client.project}.{tenant.dataset}.rejected", "rejected", chunk, nested, processor)
+        if nested.invalid:
+            raise SetupError("the rejected table refused a bad row", "check the rejected table's schema")
+        result.written["rejected"] += nested.written["rejected"]
+    return result
+
+
+def _write_chunk(
+    client: bigquery.Client,
+    table: str,
+    table_name: str,
+    chunk: list[tuple[str, dict[str, Any], Row]],
+    result: WriteResult,
+    processor: str,
+) -> None:
+    pending = chunk
+    for attempt in range(MAX_STOPPED_RETRIES + 1):
+        ids = [i if attempt == 0 else f"{i}~retry{attempt}" for i, _, _ in pending]
+        try:
+            errors = _insert(client, table, [r for _, r, _ in pending], ids)
+        except (gexc.NotFound, gexc.Forbidden) as exc:
+            raise _setup_error(exc, table) from exc
+        except _TRANSIENT as exc:
+            raise TransientError(f"insert into {table} failed after retries: {exc}") from exc
+        except gexc.BadRequest as exc:
+            raise TransientError(f"insert into {table} was refused as a whole: {exc}") from exc
+        failed: dict[int, list[dict[str, Any]]] = {e["index"]: e.get("errors", []) for e in errors}
+        stopped: list[tuple[str, dict[str, Any], Row]] = []
+        for index, (insert_id, payload, row) in enumerate(pending):
+            row_errors = failed.get(index)
+            if row_errors is None:
+                result.written[table_name] += 1
+            elif all(e.get("reason") == "stopped" for e in row_errors):
+                stopped.append((insert_id, payload, row))
+            else:
+                lineage = getattr(row, "lineage", None) or Lineage(source_format="unknown")
+                message = "; ".join(f"{e.get('location') or '-'}: {e.get('message') or e.get('reason')}" for e in row_errors)
+                result.invalid.append(
+                    RejectedRow(
+                        rejected_id=f"warehouse:{insert_id}",
+                        reason_code="warehouse_invalid",
+                        message=f"BigQuery rejected the row for {table_name}: {message}"[:2000],
+                        payload=json.dumps(payload, default=str),
+                        lineage=lineage,
+                        processor_name=processor,
+                        processor_version=__version__,
+                    )
+                )
+        if not stopped:
+            return
+        pending = stopped
+    raise TransientError(f"{len(pending)} rows into {table} kept being stopped by other rows' errors")
