@@ -1,0 +1,19 @@
+"""Cloud Function: a scheduler tick (or a send request) -> due pushes through each tenant's provider."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import functions_framework
+
+from shared.envelopes import pubsub_message
+from shared.runtime import run_stage
+
+
+@functions_framework.cloud_event
+def send_due(cloud_event: Any) -> None:
+    from shared.push.tick import handle_push_event
+
+    message = pubsub_message(cloud_event)
+    topic = str(cloud_event["source"]).rsplit("/", 1)[-1] if cloud_event["source"] else ""
+    run_stage("send_due", lambda: handle_push_event(message, topic), message_id=message.message_id)

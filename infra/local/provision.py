@@ -1,0 +1,96 @@
+"""Creates the topology from infra/topology.yaml in the Pub/Sub emulator, and the default tenant."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from google.api_core import exceptions as gexc
+from google.cloud import pubsub_v1
+from google.protobuf import duration_pb2
+
+if TYPE_CHECKING:
+    from infra.local.stack import StackConfig
+    from infra.local.topology import Topology
+
+DEFAULT_TENANT = "default"
+
+
+def _clients(cfg: StackConfig) -> tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient]:
+    os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{cfg.port('pubsub')}"
+    return pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+
+
+def push_subscription_name(function: str, topic: str, run_id: str) -> str:
+    # Unique per run: re-creating a subscription with the same name stalled deliveries in the emulator.
+    return f"{function}--{topic}--{run_id}"
+
+
+def create_topology(cfg: StackConfig, topology: Topology, *, pubsub_only: bool = False) -> None:
+    publisher, subscriber = _clients(cfg)
+    project = cfg.project
+    notification_topic = topology.local.storage_notifications_topic
+    topics = [*topology.topics, notification_topic]
+    for topic in topics:
+        for name in (topic, topology.dead_letter_topic(topic)):
+            try:
+                publisher.create_topic(name=publisher.topic_path(project, name))
+            except gexc.AlreadyExists:
+                pass
+        keep = subscriber.subscription_path(project, f"{topology.dead_letter_topic(topic)}--keep")
+        try:  # a topic without subscriptions drops what is published to it: keep dead letters for inspection
+            subscriber.create_subscription(name=keep, topic=publisher.topic_path(project, topology.dead_letter_topic(topic)))
+        except gexc.AlreadyExists:
+            pass
+    if pubsub_only:
+        return
+    retry = topology.local.retry
+    for fn_name, fn in topology.functions.items():
+        for trigger in fn.triggers:
+            topic = trigger.topic if trigger.type == "pubsub" else notification_topic
+            assert topic is not None
+            sub = subscriber.subscription_path(project, push_subscription_name(fn_name, topic, cfg.run_id))
+            endpoint = f"{cfg.url('router')}/push/{fn_name}/projects/{project}/topics/{topic}"
+            request = {
+                "name": sub,
+                "topic": publisher.topic_path(project, topic),
+                "push_config": {"push_endpoint": endpoint},
+                "ack_deadline_seconds": topology.defaults.ack_deadline_seconds,
+                "retry_policy": {
+                    "minimum_backoff": duration_pb2.Duration(seconds=retry.minimum_backoff_seconds),
+                    "maximum_backoff": duration_pb2.Duration(seconds=retry.maximum_backoff_seconds),
+                },
+                "dead_letter_policy": {
+                    "dead_letter_topic": publisher.topic_path(project, topology.dead_letter_topic(topic)),
+                    "max_delivery_attempts": topology.defaults.max_delivery_attempts,
+                },
+            }
+            try:
+                subscriber.create_subscription(request=request)
+            except gexc.AlreadyExists:
+                pass
+
+
+def ensure_default_tenant(cfg: StackConfig, topology: Topology, region: str | None) -> None:
+    import json
+
+    tenants = json.loads(cfg.paths.tenants.read_text() or "{}")
+    if DEFAULT_TENANT in tenants:
+        return
+    add_local_tenant(cfg, DEFAULT_TENANT, region or topology.defaults.region)
+
+
+def add_local_tenant(cfg: StackConfig, name: str, region: str, **kwargs: object) -> object:
+    """``shared.tenancy.add_tenant`` with the settings of this stack."""
+    from shared.config import Settings
+    from shared.tenancy import add_tenant
+
+    env = cfg.client_env()
+    os.environ.update({k: v for k, v in env.items() if k in ("STORAGE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST")})
+    settings = Settings(
+        project=cfg.project,
+        tenants_file=cfg.paths.tenants,
+        bigquery_endpoint=env["LANDLINE_BIGQUERY_ENDPOINT"],
+        secrets_file=cfg.paths.secrets,
+    )
+    return add_tenant(name, region, cfg=settings, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,254 @@
+"""`landline`: the command line for the local stack (and, where it makes sense, a real project).
+
+Every command that talks to the stack reads its endpoints from the state folder (``$LANDLINE_HOME``, default
+``.landline/`` in the repository), so scripts and tests can run several stacks side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from infra.local.stack import Stack, StackConfig
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+tenant_app = typer.Typer(no_args_is_help=True, help="Tenants: a bucket and a dataset pinned to one region.")
+app.add_typer(tenant_app, name="tenant")
+
+HomeOpt = Annotated[Path | None, typer.Option("--home", envvar="LANDLINE_HOME", help="state folder of the stack")]
+TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="tenant name")]
+
+
+def _stack(home: Path | None, port_base: int | None = None) -> Stack:
+    from infra.local.stack import Stack
+
+    return Stack(home=home, port_base=port_base)
+
+
+def activate(cfg: StackConfig) -> None:
+    """Point this process's Google clients and settings at the running stack."""
+    from shared import clients, config
+
+    os.environ.update(cfg.client_env())
+    config.settings.cache_clear()
+    config.tenants.cache_clear()
+    clients.storage_client.cache_clear()
+    clients.publisher.cache_clear()
+
+
+def _running(home: Path | None) -> Stack:
+    stack = _stack(home)
+    if not stack.cfg.paths.config.exists() or stack.pid("pubsub") is None:
+        typer.echo("The local stack is not running: start it with `landline up`.", err=True)
+        raise typer.Exit(2)
+    activate(stack.cfg)
+    return stack
+
+
+def _echo_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+@app.command()
+def up(
+    home: HomeOpt = None,
+    port_base: Annotated[int | None, typer.Option(help="first of the stack's ports", envvar="LANDLINE_PORT_BASE")] = None,
+    region: Annotated[str | None, typer.Option(help="region of the default tenant")] = None,
+) -> None:
+    """Start the local stack in the background (idempotent) and wait until it is healthy."""
+    from infra.local.stack import StackError
+
+    stack = _stack(home, port_base)
+    try:
+        seconds = stack.up(default_region=region)
+    except StackError as exc:
+        typer.echo(f"landline up failed: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"local stack healthy in {seconds:.1f}s (state in {stack.home})")
+    _print_status(stack)
+
+
+@app.command()
+def down(home: HomeOpt = None) -> None:
+    """Stop every process of the local stack."""
+    stack = _stack(home)
+    stopped = stack.down()
+    typer.echo(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+
+
+def _print_status(stack: Stack) -> None:
+    for row in stack.status():
+        mark = "healthy" if row["healthy"] else ("UNHEALTHY" if row["pid"] else "stopped")
+        typer.echo(f"  {row['service']:<12} {mark:<10} port {row['port']!s:<6} pid {row['pid'] or '-'!s:<8} {row['log']}")
+
+
+@app.command()
+def status(home: HomeOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """What runs, where, and whether it is healthy."""
+    stack = _stack(home)
+    rows = stack.status()
+    if as_json:
+        _echo_json(rows)
+    else:
+        typer.echo(f"state folder: {stack.home}")
+        _print_status(stack)
+    if not all(r["healthy"] for r in rows):
+        raise typer.Exit(1)
+
+
+@tenant_app.command("add")
+def tenant_add(
+    name: str,
+    region: Annotated[str, typer.Option(help="GCP region the tenant's data is pinned to")],
+    prefix: Annotated[str, typer.Option(help="prefix before segment-logs/ in the bucket")] = "",
+    push_provider: Annotated[str | None, typer.Option(help="fcm, apns, onesignal, braze or expo")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Create a tenant's bucket and dataset (location REGION) and register it."""
+    from shared.tenancy import add_tenant
+
+    _running(home)
+    tenant = add_tenant(name, region, prefix=prefix, push_provider=push_provider)
+    _echo_json(tenant.model_dump())
+
+
+@tenant_app.command("list")
+def tenant_list(home: HomeOpt = None) -> None:
+    from shared.config import tenants
+
+    _running(home)
+    _echo_json([t.model_dump() for t in tenants().all()])
+
+
+@app.command()
+def drop(
+    paths: Annotated[list[Path], typer.Argument(exists=True, help="files or directories to upload")],
+    tenant: TenantOpt = "default",
+    prefix: Annotated[str, typer.Option(help="object name prefix")] = "",
+    home: HomeOpt = None,
+) -> None:
+    """Upload files into the tenant's bucket: a file to PREFIX/<name>, a directory's files to PREFIX/<relative path>."""
+    import httpx
+
+    from shared.clients import storage_client
+    from shared.config import tenants
+
+    stack = _running(home)
+    bucket = storage_client().bucket(tenants().get(tenant).bucket)
+    uploads: list[tuple[Path, str]] = []
+    for path in paths:
+        if path.is_dir():
+            uploads += [(f, f.relative_to(path).as_posix()) for f in sorted(path.rglob("*")) if f.is_file()]
+        else:
+            uploads.append((path, path.name))
+    expected = []
+    for file, relative in uploads:
+        name = f"{prefix.strip('/')}/{relative}" if prefix.strip("/") else relative
+        blob = bucket.blob(name)
+        blob.upload_from_filename(str(file))
+        expected.append(f"{bucket.name}/{name}#{blob.generation}")
+        typer.echo(f"gs://{bucket.name}/{name}#{blob.generation}")
+    # Tell the router which finalize events to expect, so `landline wait` knows these files are still to come.
+    httpx.post(f"{stack.cfg.url('router')}/expect", json=expected, timeout=5)
+
+
+def wait_idle(router_url: str, timeout: float, quiet: float = 1.5) -> dict[str, Any]:
+    """Block until no delivery is in flight, none awaits a retry, no dropped file is pending, and all is quiet."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = httpx.get(f"{router_url}/stats", timeout=5).json()
+        busy = stats["inflight"] or stats["awaiting_retry"] or stats["expected_objects"]
+        if not busy and stats["idle_seconds"] >= quiet:
+            return dict(stats)
+        if time.monotonic() > deadline:
+            raise TimeoutError(json.dumps(stats))
+        time.sleep(0.2)
+
+
+@app.command()
+def wait(timeout: Annotated[float, typer.Option(help="seconds")] = 120.0, home: HomeOpt = None) -> None:
+    """Return when every delivered message is processed (no backlog); non-zero on timeout."""
+    stack = _running(home)
+    try:
+        stats = wait_idle(stack.cfg.url("router"), timeout)
+    except TimeoutError as exc:
+        typer.echo(f"still busy after {timeout:.0f}s: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"idle: delivered {stats['delivered']}, failures {stats['failures']}")
+
+
+@app.command()
+def query(sql: str, tenant: TenantOpt = "default", home: HomeOpt = None) -> None:
+    """Run SQL against the tenant's dataset (unqualified table names resolve there); rows as JSON lines."""
+    from shared.stats import run_query
+
+    _running(home)
+    for row in run_query(tenant, sql):
+        typer.echo(json.dumps(row, default=str))
+
+
+@app.command()
+def stats(
+    tenant: TenantOpt = "default", as_json: Annotated[bool, typer.Option("--json")] = False, home: HomeOpt = None
+) -> None:
+    """Counts: files by status, lines, events, event_rows, duplicates, users, rejected by reason, sends by status."""
+    from shared.stats import tenant_stats
+
+    _running(home)
+    counts = tenant_stats(tenant)
+    if as_json:
+        typer.echo(json.dumps(counts, default=str))
+    else:
+        from shared.stats import format_stats
+
+        typer.echo(format_stats(tenant, counts))
+
+
+@app.command()
+def tick(home: HomeOpt = None) -> None:
+    """Publish one scheduler tick to send-ticks (what Cloud Scheduler does every few minutes)."""
+    from shared.clients import publisher, topic_path
+
+    _running(home)
+    future = publisher().publish(topic_path("send-ticks"), json.dumps({"at": time.time()}).encode(), origin="cli")
+    typer.echo(f"tick published: {future.result(timeout=30)}")
+
+
+@app.command()
+def demo(
+    home: HomeOpt = None,
+    keep: Annotated[bool, typer.Option(help="leave the stack running afterwards")] = True,
+) -> None:
+    """Up, drop the bundled sample Segment files, wait, tick, wait, and print a readable summary."""
+    from shared.demo import run_demo
+
+    stack = _stack(home)
+    typer.echo("starting the local stack ...")
+    seconds = stack.up()
+    typer.echo(f"stack healthy in {seconds:.1f}s")
+    activate(stack.cfg)
+    try:
+        run_demo(stack.cfg, typer.echo)
+    finally:
+        if not keep:
+            stack.down()
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

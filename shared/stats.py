@@ -1,0 +1,89 @@
+"""Counts and ad-hoc queries over a tenant's dataset (used by `landline stats`, `landline query` and the demo).
+
+Every line read is accounted for: ``lines == events + user_property_rows + rejected_lines + duplicates``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.cloud import bigquery
+
+from shared.config import settings, tenants
+from shared.warehouse.client import bigquery_client, check_region
+
+
+def run_query(tenant_name: str, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Run ``sql`` with the tenant's dataset as default dataset, in the tenant's location."""
+    tenant = tenants().get(tenant_name)
+    client = bigquery_client()
+    check_region(client, tenant)
+    job_config = bigquery.QueryJobConfig(default_dataset=f"{settings().project}.{tenant.dataset}")
+    if params:
+        job_config.query_parameters = [bigquery.ScalarQueryParameter(k, _bq_type(v), v) for k, v in params.items()]
+    job = client.query(sql, job_config=job_config, location=tenant.region)
+    return [dict(row.items()) for row in job.result()]
+
+
+def _bq_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "BOOL"
+    if isinstance(value, int):
+        return "INT64"
+    if isinstance(value, float):
+        return "FLOAT64"
+    return "STRING"
+
+
+_COUNTS_SQL = """
+SELECT
+  (SELECT COUNT(*) FROM events) AS event_rows,
+  (SELECT COUNT(DISTINCT event_instance_id) FROM events) AS events,
+  (SELECT COUNT(*) FROM user_properties) AS user_property_row_count,
+  (SELECT COUNT(DISTINCT event_instance_id) FROM user_properties) AS user_property_rows,
+  (SELECT COUNT(DISTINCT contact_id) FROM user_properties) AS users,
+  (SELECT COUNT(DISTINCT rejected_id) FROM rejected) AS rejected_lines
+"""
+
+
+def tenant_stats(tenant_name: str) -> dict[str, Any]:
+    counts = run_query(tenant_name, _COUNTS_SQL)[0]
+    files = run_query(tenant_name, "SELECT status, COUNT(*) AS n, SUM(lines) AS lines FROM files_latest GROUP BY status")
+    rejected = run_query(
+        tenant_name, "SELECT reason_code, COUNT(DISTINCT rejected_id) AS n FROM rejected GROUP BY reason_code"
+    )
+    sends = run_query(tenant_name, "SELECT status, COUNT(DISTINCT message_id) AS n FROM message_sends GROUP BY status")
+    duplicates = (counts["event_rows"] - counts["events"]) + (
+        counts["user_property_row_count"] - counts["user_property_rows"]
+    )
+    return {
+        "tenant": tenant_name,
+        "files": {r["status"]: r["n"] for r in files},
+        "lines": sum(int(r["lines"] or 0) for r in files),
+        "events": counts["events"],
+        "event_rows": counts["event_rows"],
+        "user_property_rows": counts["user_property_rows"],
+        "duplicates": duplicates,
+        "users": counts["users"],
+        "rejected_lines": counts["rejected_lines"],
+        "rejected": {r["reason_code"]: r["n"] for r in rejected},
+        "sends": {r["status"]: r["n"] for r in sends},
+    }
+
+
+def format_stats(tenant_name: str, s: dict[str, Any]) -> str:
+    files = ", ".join(f"{k} {v}" for k, v in sorted(s["files"].items())) or "none"
+    rejected = ", ".join(f"{k} {v}" for k, v in sorted(s["rejected"].items())) or "none"
+    sends = ", ".join(f"{k} {v}" for k, v in sorted(s["sends"].items())) or "none"
+    return "\n".join(
+        [
+            f"tenant {tenant_name}",
+            f"  files        {files}",
+            f"  lines read   {s['lines']}",
+            f"  events       {s['events']} unique ({s['event_rows']} rows stored)",
+            f"  user props   {s['user_property_rows']} records for {s['users']} contacts",
+            f"  duplicates   {s['duplicates']}",
+            f"  rejected     {s['rejected_lines']} ({rejected})",
+            f"  sends        {sends}",
+        ]
+    )
