@@ -1,0 +1,197 @@
+"""shared.ingest.batching: bounds, determinism, line numbers, partial and oversized lines."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import random
+
+import pytest
+
+from shared.ingest.batching import (
+    MAX_SKIPPED_RANGES,
+    Batch,
+    attribute_line_numbers,
+    batch_attributes,
+    batch_id,
+    batch_lines,
+    encode_batch,
+)
+from shared.ingest.decode import RawLine, open_lines
+
+ORIGIN = "gs://acme-raw/segment-logs/src1/1714521600000/part-0001.gz#1714560000123456"
+
+
+def reference_batches(lines: list[RawLine], max_lines: int, max_bytes: int) -> list[tuple[int, int, list[bytes], bool]]:
+    """Obvious per-line greedy packing (no skipped-range cap: tests keep gaps few)."""
+    out: list[tuple[int, int, list[bytes], bool]] = []
+    cur: list[RawLine] = []
+    size = -1
+    for line in lines:
+        n = len(line.data)
+        if n > max_bytes:
+            if cur:
+                out.append((cur[0].number, cur[-1].number, [r.data for r in cur], False))
+                cur, size = [], -1
+            out.append((line.number, line.number, [line.data], True))
+            continue
+        if cur and (len(cur) >= max_lines or size + 1 + n > max_bytes):
+            out.append((cur[0].number, cur[-1].number, [r.data for r in cur], False))
+            cur, size = [], -1
+        cur.append(line)
+        size += 1 + n
+    if cur:
+        out.append((cur[0].number, cur[-1].number, [r.data for r in cur], False))
+    return out
+
+
+def random_lines(n: int, seed: int, max_len: int = 300) -> list[RawLine]:
+    rng = random.Random(seed)
+    number, out = 0, []
+    for _ in range(n):
+        number += 1 if rng.random() > 0.05 else rng.randrange(2, 5)  # a few blank lines in between
+        out.append(RawLine(number, b"{" + b"x" * rng.randrange(0, max_len) + b"}"))
+    return out
+
+
+def check_invariants(batches: list[Batch], lines: list[RawLine], max_lines: int, max_bytes: int) -> None:
+    assert [b.index for b in batches] == list(range(len(batches)))
+    assert [line for b in batches for line in b.lines] == [r.data for r in lines]
+    assert [n for b in batches for n in b.line_numbers()] == [r.number for r in lines]
+    for b in batches:
+        assert b.payload_bytes == len(encode_batch(b))
+        assert len(b.lines) <= max_lines
+        if b.oversized:
+            assert len(b.lines) == 1 and b.payload_bytes > max_bytes
+        else:
+            assert b.payload_bytes <= max_bytes
+
+
+@pytest.mark.parametrize(("max_lines", "max_bytes"), [(1, 10_000), (7, 10_000), (1000, 1500), (50, 302), (3, 120)])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_batches_respect_both_bounds_and_match_greedy_reference(seed: int, max_lines: int, max_bytes: int) -> None:
+    # GIVEN random-length lines (some longer than max_bytes) with a few blank-line gaps
+    lines = random_lines(2000, seed)
+    # WHEN batched
+    batches = list(batch_lines(lines, max_lines, max_bytes))
+    # THEN no bound is exceeded, nothing is lost or reordered, and the cut points are the greedy ones
+    check_invariants(batches, lines, max_lines, max_bytes)
+    assert [(b.first_line, b.last_line, b.lines, b.oversized) for b in batches] == reference_batches(
+        lines, max_lines, max_bytes
+    )
+
+
+def test_oversized_line_goes_alone_and_is_flagged() -> None:
+    # GIVEN a line bigger than max_bytes between small ones
+    lines = [RawLine(1, b"{1}"), RawLine(2, b"{" + b"x" * 500 + b"}"), RawLine(3, b"{3}")]
+    # WHEN batched with max_bytes=100
+    batches = list(batch_lines(lines, max_lines=10, max_bytes=100))
+    # THEN it is alone in its batch, flagged, and so are its attributes
+    assert [(b.lines, b.oversized) for b in batches] == [([b"{1}"], False), ([lines[1].data], True), ([b"{3}"], False)]
+    assert batch_attributes(batches[1], tenant="t", origin=ORIGIN)["oversized"] == "true"
+    assert "oversized" not in batch_attributes(batches[0], tenant="t", origin=ORIGIN)
+
+
+def test_line_exactly_max_bytes_fits() -> None:
+    # GIVEN lines of exactly max_bytes WHEN batched THEN each fits alone and none is oversized
+    lines = [RawLine(i, b"{" + b"x" * 98 + b"}") for i in (1, 2)]
+    batches = list(batch_lines(lines, max_lines=10, max_bytes=100))
+    assert [(len(b.lines), b.oversized) for b in batches] == [(1, False), (1, False)]
+
+
+@pytest.mark.parametrize("chunk_size", [16, 1000, 1 << 20])
+def test_batches_are_deterministic_and_independent_of_read_chunks(chunk_size: int) -> None:
+    # GIVEN the same object generation processed twice, with different read chunk sizes
+    text = b"".join(json.dumps({"i": i, "pad": "y" * (i % 97)}).encode() + b"\n" for i in range(3000))
+    data = gzip.compress(text)
+    base = [
+        (encode_batch(b), batch_attributes(b, tenant="t", origin=ORIGIN))
+        for b in batch_lines(open_lines(io.BytesIO(data)), max_lines=100, max_bytes=5000)
+    ]
+    # WHEN batched again
+    again = [
+        (encode_batch(b), batch_attributes(b, tenant="t", origin=ORIGIN))
+        for b in batch_lines(open_lines(io.BytesIO(data), chunk_size=chunk_size), max_lines=100, max_bytes=5000)
+    ]
+    # THEN payloads and attributes (batch ids included) are identical
+    assert again == base
+    assert len({a["batch_id"] for _, a in base}) == len(base)
+
+
+def test_reader_fast_path_equals_rawline_path() -> None:
+    # GIVEN a file with CRLF and blank lines
+    text = b"".join(b'{"i":%d}' % i + (b"\r\n\n" if i % 13 == 0 else b"\n") for i in range(5000))
+    data = gzip.compress(text)
+    # WHEN batched from the reader (chunk fast path) and from a plain RawLine iterable
+    fast = list(batch_lines(open_lines(io.BytesIO(data), chunk_size=4096), 300, 4000))
+    slow = list(batch_lines(list(open_lines(io.BytesIO(data))), 300, 4000))
+    # THEN the batches are the same
+    assert fast == slow
+
+
+def test_blank_lines_are_reported_so_the_loader_can_number_lines() -> None:
+    # GIVEN blank lines inside what becomes one batch
+    data = b'{"a":1}\n\n\n{"b":2}\n \n{"c":3}\n'
+    # WHEN batched
+    [batch] = batch_lines(open_lines(io.BytesIO(data)), 100, 10_000)
+    attrs = batch_attributes(batch, tenant="acme", origin=ORIGIN)
+    # THEN the attributes list the skipped ranges and give back each line's physical number
+    assert (attrs["first_line"], attrs["last_line"], attrs["line_count"]) == ("1", "6", "3")
+    assert attrs["skipped_lines"] == "2-3,5"
+    assert attribute_line_numbers(attrs) == [1, 4, 6] == batch.line_numbers()
+
+
+def test_many_gaps_split_the_batch_to_keep_attributes_small() -> None:
+    # GIVEN every other line blank
+    data = b"".join(b'{"i":%d}\n\n' % i for i in range(500))
+    # WHEN batched with generous bounds
+    batches = list(batch_lines(open_lines(io.BytesIO(data), chunk_size=64), 1000, 1 << 20))
+    # THEN each batch lists at most MAX_SKIPPED_RANGES gaps and the attribute stays far below 1024 bytes
+    assert all(len(b.skipped) <= MAX_SKIPPED_RANGES for b in batches)
+    assert all(len(batch_attributes(b, tenant="t", origin="o").get("skipped_lines", "")) < 1024 for b in batches)
+    assert [n for b in batches for n in b.line_numbers()] == list(range(1, 1000, 2))
+
+
+def test_partial_line_of_truncated_file_is_published_and_marked() -> None:
+    # GIVEN a truncated gzip whose last line is broken
+    data = gzip.compress(b'{"a":1}\n{"b":2}\n{"c":3')[:-8]
+    reader = open_lines(io.BytesIO(data))
+    # WHEN batched
+    batches = list(batch_lines(reader, 2, 1000))
+    # THEN the broken line is published, and only its batch names it
+    assert reader.truncated
+    assert [b.lines for b in batches] == [[b'{"a":1}', b'{"b":2}'], [b'{"c":3']]
+    attrs = [batch_attributes(b, tenant="t", origin=ORIGIN) for b in batches]
+    assert "partial_line" not in attrs[0] and attrs[1]["partial_line"] == "3"
+
+
+def test_attributes_have_every_key_as_strings() -> None:
+    # GIVEN a batch WHEN its attributes are built THEN all documented keys are present, all strings
+    [batch] = batch_lines([RawLine(1, b'{"a":1}'), RawLine(2, b'{"b":2}')], 10, 100)
+    attrs = batch_attributes(batch, tenant="acme", origin=ORIGIN, fmt="segment")
+    assert attrs == {
+        "tenant": "acme",
+        "format": "segment",
+        "origin": ORIGIN,
+        "batch_index": "0",
+        "batch_id": batch_id(ORIGIN, 0),
+        "first_line": "1",
+        "last_line": "2",
+        "line_count": "2",
+    }
+    assert encode_batch(batch) == b'{"a":1}\n{"b":2}'
+
+
+def test_batch_id_is_stable_hex_and_distinct() -> None:
+    # GIVEN origins and indexes WHEN ids are computed THEN they are 32 hex chars, stable, and differ per input
+    a = batch_id(ORIGIN, 0)
+    assert a == batch_id(ORIGIN, 0) and len(a) == 32 and int(a, 16) >= 0
+    assert len({a, batch_id(ORIGIN, 1), batch_id(ORIGIN + "0", 0), batch_id(ORIGIN.replace("#", "#9"), 0)}) == 4
+
+
+def test_no_lines_no_batches_and_bounds_are_validated() -> None:
+    # GIVEN nothing WHEN batched THEN no batch; bad bounds are a programming error
+    assert list(batch_lines([], 10, 10)) == []
+    with pytest.raises(ValueError):
+        list(batch_lines([RawLine(1, b"{}")], 0, 10))
