@@ -1,0 +1,167 @@
+"""Apple Push Notification service, token (JWT) auth, HTTP/2: ``POST {base}/3/device/{token}``.
+
+The ES256 provider token is cached per (team_id, key_id) in-process and re-signed only after ``JWT_TTL`` (Apple: no
+more than once every 20 min, no less than once every 60 min; re-signing too often gets 429
+TooManyProviderTokenUpdates). Across instances the signed token should live in shared storage (e.g. a Secret Manager
+version or Firestore doc with its iat) so that cold starts reuse it instead of minting their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import jwt
+
+from shared.push.providers.base import HttpProvider, PushMessage, SendOutcome, epoch_to_datetime, retry_after_seconds
+from shared.push.retry import Retryable, RetryPolicy
+
+if TYPE_CHECKING:
+    import httpx
+
+    from shared.push.credentials import ApnsCredentials
+
+PRODUCTION_URL = "https://api.push.apple.com"
+SANDBOX_URL = "https://api.sandbox.push.apple.com"
+JWT_TTL = 50 * 60.0
+MAX_PAYLOAD = 4096
+INVALID_TOKEN_REASONS = {"Unregistered", "ExpiredToken", "BadDeviceToken"}
+RETRY_STATUSES = {429, 500, 503}
+
+
+@dataclass(slots=True)
+class _SignedToken:
+    value: str
+    issued_at: float
+
+
+class ProviderTokenCache:
+    """Signed provider JWTs per (team_id, key_id), shared by every adapter in the process."""
+
+    def __init__(self, ttl: float = JWT_TTL) -> None:
+        self.ttl = ttl
+        self._tokens: dict[tuple[str, str], _SignedToken] = {}
+        self.signs: dict[tuple[str, str], int] = {}
+
+    def get(self, team_id: str, key_id: str, private_key: str, *, stale: str | None = None) -> str:
+        """The cached token, or a new one if it is older than ``ttl`` or equals ``stale`` (APNs said it expired)."""
+        key = (team_id, key_id)
+        now = time.time()
+        cur = self._tokens.get(key)
+        if cur is not None and now - cur.issued_at < self.ttl and cur.value != stale:
+            return cur.value
+        iat = int(now)
+        value = jwt.encode({"iss": team_id, "iat": iat}, private_key, algorithm="ES256", headers={"kid": key_id})
+        self._tokens[key] = _SignedToken(value, iat)
+        self.signs[key] = self.signs.get(key, 0) + 1
+        return value
+
+    def clear(self) -> None:
+        self._tokens.clear()
+        self.signs.clear()
+
+
+TOKEN_CACHE = ProviderTokenCache()
+
+
+def apns_id(message: PushMessage) -> str:
+    """A stable canonical UUID per message (apns-id is echoed back and shows in Apple's delivery log)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"landline:{message.idempotency_key or message.message_id}"))
+
+
+def build_payload(message: PushMessage) -> dict[str, Any]:
+    payload: dict[str, Any] = {k: v for k, v in message.data.items() if k != "aps"}
+    payload["aps"] = {"alert": {"title": message.title, "body": message.body}, "sound": "default"}
+    if message.deep_link:
+        payload.setdefault("deep_link", message.deep_link)
+    return payload
+
+
+class ApnsProvider(HttpProvider):
+    name = "apns"
+
+    def __init__(
+        self,
+        credentials: ApnsCredentials,
+        *,
+        base_url: str | None = None,
+        max_concurrency: int = 100,
+        rate_per_second: float = 5_000.0,
+        retry_policy: RetryPolicy | None = None,
+        client: httpx.AsyncClient | None = None,
+        token_cache: ProviderTokenCache | None = None,
+    ) -> None:
+        default = PRODUCTION_URL if credentials.environment == "production" else SANDBOX_URL
+        super().__init__(
+            base_url=base_url or credentials.base_url or default,
+            http2=True,
+            max_concurrency=max_concurrency,
+            rate_per_second=rate_per_second,
+            retry_policy=retry_policy,
+            client=client,
+        )
+        self.creds = credentials
+        self.tokens = token_cache or TOKEN_CACHE
+        self._resign_lock = asyncio.Lock()
+
+    def _jwt(self, stale: str | None = None) -> str:
+        c = self.creds
+        return self.tokens.get(c.team_id, c.key_id, c.private_key.reveal(), stale=stale)
+
+    async def _post(self, message: PushMessage, body: bytes, jwt_token: str) -> httpx.Response:
+        headers = {
+            "authorization": f"bearer {jwt_token}",
+            "apns-topic": self.creds.topic,
+            "apns-push-type": "alert",
+            "apns-priority": "10" if message.priority == "high" else "5",
+            "apns-id": apns_id(message),
+        }
+        if message.expires_at is not None:
+            headers["apns-expiration"] = str(int(message.expires_at.timestamp()))
+        if message.collapse_key:
+            headers["apns-collapse-id"] = message.collapse_key[:64]
+        return await self._client.post(f"{self.base_url}/3/device/{message.token}", content=body, headers=headers)
+
+    async def _send_one(self, message: PushMessage) -> SendOutcome | Retryable:
+        body = json.dumps(build_payload(message), separators=(",", ":")).encode()
+        if len(body) > MAX_PAYLOAD:
+            return SendOutcome(message.message_id, "failed", "PayloadTooLarge")
+        token = self._jwt()
+        resp = await self._post(message, body, token)
+        reason = _reason(resp)
+        if resp.status_code == 403 and reason == "ExpiredProviderToken":
+            async with self._resign_lock:  # one re-sign for all streams that saw the same expired token
+                token = self._jwt(stale=token)
+            resp = await self._post(message, body, token)
+            reason = _reason(resp)
+        status = resp.status_code
+        if status == 200:
+            return SendOutcome(message.message_id, "sent", provider_message_id=resp.headers.get("apns-id"))
+        if reason in INVALID_TOKEN_REASONS and status in (400, 410):
+            invalidated = None
+            if status == 410:
+                ts = _json(resp).get("timestamp")
+                invalidated = epoch_to_datetime(ts / 1000) if isinstance(ts, int | float) else None
+            return SendOutcome(message.message_id, "invalid_token", reason, token_invalidated_at=invalidated)
+        if status in RETRY_STATUSES:
+            return Retryable(reason or f"HTTP_{status}", retry_after_seconds(resp.headers))
+        return SendOutcome(message.message_id, "failed", reason or f"HTTP_{status}")
+
+
+def _json(resp: httpx.Response) -> dict[str, Any]:
+    try:
+        value = resp.json()
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _reason(resp: httpx.Response) -> str | None:
+    if resp.status_code == 200 or not resp.content:
+        return None
+    reason = _json(resp).get("reason")
+    return str(reason) if reason else None
