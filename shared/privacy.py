@@ -1,0 +1,266 @@
+"""PII policy for event metadata (DESIGN.md "PII"): events carry no PII; contact addresses live in user_properties.
+
+Three layers, cheapest first:
+
+* context paths that always identify a person or device (``ip``, ``userAgent``, device ids, ``location``,
+  ``traits``...) are dropped; only an allow-list of descriptive context sections reaches metadata at all;
+* keys that name personal data (``email``, ``phone``, ``first_name``, ``dateOfBirth``...) are removed or hashed,
+  compared case- and separator-insensitively (``firstName`` = ``first_name`` = ``FIRST-NAME``), at any depth;
+* string values that look like an email address, a phone number or an IP address are removed or hashed wherever
+  they are, because free-form properties hold them under innocent keys (``"note": "call +14155552671"``).
+
+Hot path: called once per event, so key and value verdicts are memoised (most keys, and many values such as
+library names and locales, repeat across events) and values are first screened by one cheap regex.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, PrivateAttr, field_validator
+
+from shared.sources.common import canonical_json
+
+_SEPARATORS = re.compile(r"[^a-z0-9]")
+
+
+def normalise_key(key: str) -> str:
+    """``firstName``, ``first_name`` and ``First-Name`` all become ``firstname``."""
+    return _SEPARATORS.sub("", key.lower())
+
+
+DEFAULT_PII_KEYS: frozenset[str] = frozenset(
+    normalise_key(k)
+    for k in (
+        "email", "email_address", "mail", "phone", "phone_number", "mobile", "mobile_phone", "mobile_number",
+        "cell_phone", "telephone", "fax", "name", "first_name", "last_name", "full_name", "middle_name",
+        "given_name", "family_name", "surname", "display_name", "address", "street", "street_address",
+        "address_line1", "address_line2", "postal_code", "post_code", "zip", "zip_code", "birthday", "birth_date",
+        "date_of_birth", "dob", "age", "gender", "username", "user_name", "avatar", "ip", "ip_address",
+        "user_agent", "user_agent_data", "device_id", "advertising_id", "idfa", "idfv", "gaid", "adid",
+        "push_token", "device_token", "location", "latitude", "longitude", "ssn", "password",
+    )
+)  # fmt: skip
+# A key *containing* one of these is personal too (``billing_email``, ``customerPhoneNumber``).
+DEFAULT_PII_KEY_FRAGMENTS: tuple[str, ...] = (
+    "email", "phonenumber", "mobilenumber", "password", "firstname", "lastname", "birthday", "dateofbirth",
+    "ipaddress", "useragent", "streetaddress", "postalcode", "advertisingid",
+)  # fmt: skip
+# Context sections copied into event metadata (everything else in ``context`` is left out).
+DEFAULT_CONTEXT_KEEP: tuple[str, ...] = (
+    "locale", "app", "os", "page", "library", "campaign", "screen", "network", "device", "referrer", "groupId",
+)  # fmt: skip
+# Context paths dropped even inside kept sections (in both modes: hashing a device id still tracks a device).
+DEFAULT_CONTEXT_DROP: tuple[str, ...] = (
+    "ip", "userAgent", "userAgentData", "device.id", "device.advertisingId", "device.adTrackingEnabled",
+    "device.token", "device.name", "location", "traits",
+)  # fmt: skip
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4 = re.compile(rf"(?<![\d.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\.?\d)")
+_IPV6_CANDIDATE = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])")
+# A run of 7-15 digits with at most two separators between digits, not glued to letters, dots or dashes (so UUIDs,
+# versions and timestamps are not runs); E.164 when it starts with "+", "formatted" when it has separators.
+_PHONE_CANDIDATE = re.compile(r"(?<![\w+.-])\+?\(?\d(?:[\s().-]{0,2}\d){6,14}(?![\w-]|\.\d)")
+_DIGIT_GROUPS = re.compile(r"\d+")
+_DATE_LIKE = re.compile(r"\d{4}[./-]\d{1,2}[./-]\d{1,2}|\d{1,2}[./-]\d{1,2}[./-]\d{4}")
+# One cheap screen: a string can only be one of the above with an "@", a hex-colon group, or 4 digits in a short span.
+# Most strings (names, paths, locales, versions) fail it at C speed.
+_SUSPECT = re.compile(r"@|:[0-9A-Fa-f]{0,4}:|\d[\s().+-]{0,2}\d[\s().-]{0,2}\d[\s().-]{0,2}\d")
+_CACHE_LIMIT = 200_000
+
+
+def looks_like_pii(value: str) -> bool:
+    """True if ``value`` contains an email address, an E.164 or formatted (7+ digit) phone number, or an IP."""
+    if not _SUSPECT.search(value):
+        return False
+    if "@" in value and _EMAIL.search(value):
+        return True
+    if _IPV4.search(value):
+        return True
+    for m in _PHONE_CANDIDATE.finditer(value):
+        text = m.group()
+        digits = sum(c.isdigit() for c in text)
+        # "+" = E.164-ish; otherwise it must look dialled: (area) or 3+ digit groups ("45790-32" is a SKU)
+        formatted = text[0] == "+" or "(" in text or len(_DIGIT_GROUPS.findall(text)) >= 3
+        if digits <= 15 and formatted and not _DATE_LIKE.search(text):
+            return True
+    if ":" in value:
+        for m in _IPV6_CANDIDATE.finditer(value):
+            try:
+                ipaddress.IPv6Address(m.group())
+            except ValueError:
+                continue
+            return True
+    return False
+
+
+def _drop_tree(paths: tuple[str, ...]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for path in paths:
+        node = tree
+        *parents, leaf = path.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if child is True:
+                break
+            node = child
+        else:
+            node[leaf] = True
+    return tree
+
+
+def _drop(value: dict[str, Any], tree: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in value.items():
+        sub = tree.get(k)
+        if sub is True:
+            continue
+        out[k] = _drop(v, sub) if sub and type(v) is dict else v
+    return out
+
+
+class PrivacyPolicy(BaseModel):
+    """What counts as PII and what happens to it. ``mode="hash"`` keeps joinability (salted sha256) without values."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Literal["remove", "hash"] = "remove"
+    salt: str = ""
+    pii_keys: frozenset[str] = DEFAULT_PII_KEYS
+    pii_key_fragments: tuple[str, ...] = DEFAULT_PII_KEY_FRAGMENTS
+    context_keep: tuple[str, ...] = DEFAULT_CONTEXT_KEEP
+    context_drop: tuple[str, ...] = DEFAULT_CONTEXT_DROP
+    # Inside context sections these keys describe software, not people (app.name, os.name, library.name).
+    context_safe_keys: frozenset[str] = frozenset({"name"})
+    scan_values: bool = True
+
+    _key_verdicts: dict[str, bool] = PrivateAttr(default_factory=dict)
+    _value_verdicts: dict[str, bool] = PrivateAttr(default_factory=dict)
+    _drops: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("pii_keys", mode="after")
+    @classmethod
+    def _normalise_keys(cls, keys: frozenset[str]) -> frozenset[str]:
+        return frozenset(normalise_key(k) for k in keys)
+
+    @field_validator("pii_key_fragments", mode="after")
+    @classmethod
+    def _normalise_fragments(cls, fragments: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(normalise_key(f) for f in fragments)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._drops = _drop_tree(self.context_drop)
+
+    # -- verdicts --------------------------------------------------------------------------------------------------
+    def is_pii_key(self, key: str) -> bool:
+        verdict = self._key_verdicts.get(key)
+        if verdict is None:
+            norm = normalise_key(key)
+            verdict = norm in self.pii_keys or any(f in norm for f in self.pii_key_fragments)
+            if len(self._key_verdicts) > _CACHE_LIMIT:
+                self._key_verdicts.clear()
+            self._key_verdicts[key] = verdict
+        return verdict
+
+    def is_pii_value(self, value: str) -> bool:
+        if not self.scan_values:
+            return False
+        verdict = self._value_verdicts.get(value)
+        if verdict is None:
+            verdict = looks_like_pii(value)
+            if len(self._value_verdicts) > _CACHE_LIMIT:
+                self._value_verdicts.clear()
+            self._value_verdicts[value] = verdict
+        return verdict
+
+    def pseudonym(self, value: Any) -> str:
+        """Salted sha256 of a value (strings as-is, anything else as canonical JSON)."""
+        if not isinstance(value, str):
+            value = canonical_json(value)
+        return "sha256:" + hashlib.sha256((self.salt + value).encode("utf-8", "surrogatepass")).hexdigest()
+
+    # -- scrubbing -------------------------------------------------------------------------------------------------
+    def scrub(self, value: dict[str, Any]) -> dict[str, Any]:
+        """A copy of free-form data (properties, group traits, native metadata) with no PII keys or values."""
+        return self._dict(value, frozenset())
+
+    def scrub_context(self, context: dict[str, Any]) -> dict[str, Any]:
+        """The allow-listed, PII-free part of a Segment ``context``, for event metadata."""
+        out: dict[str, Any] = {}
+        drops = self._drops
+        safe = self.context_safe_keys
+        for key in self.context_keep:
+            v = context.get(key)
+            if v is None:
+                continue
+            sub = drops.get(key)
+            if sub is True:
+                continue
+            t = type(v)
+            if t is dict:
+                if sub:
+                    v = _drop(v, sub)
+                v = self._dict(v, safe)
+                if v:
+                    out[key] = v
+            elif t is str:
+                if self.is_pii_value(v):
+                    if self.mode == "hash":
+                        out[key] = self.pseudonym(v)
+                else:
+                    out[key] = v
+            elif t is list:
+                out[key] = self._list(v, safe)
+            else:
+                out[key] = v
+        return out
+
+    def _dict(self, value: dict[str, Any], safe: frozenset[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        hashing = self.mode == "hash"
+        for k, v in value.items():
+            if k not in safe and self.is_pii_key(k):
+                if hashing and v is not None:
+                    out[k] = self.pseudonym(v)
+                continue
+            t = type(v)
+            if t is str:
+                if self.is_pii_value(v):
+                    if hashing:
+                        out[k] = self.pseudonym(v)
+                    continue
+                out[k] = v
+            elif t is dict:
+                out[k] = self._dict(v, safe)
+            elif t is list:
+                out[k] = self._list(v, safe)
+            else:
+                out[k] = v
+        return out
+
+    def _list(self, value: list[Any], safe: frozenset[str]) -> list[Any]:
+        out: list[Any] = []
+        hashing = self.mode == "hash"
+        for v in value:
+            t = type(v)
+            if t is str:
+                if self.is_pii_value(v):
+                    if hashing:
+                        out.append(self.pseudonym(v))
+                    continue
+                out.append(v)
+            elif t is dict:
+                out.append(self._dict(v, safe))
+            elif t is list:
+                out.append(self._list(v, safe))
+            else:
+                out.append(v)
+        return out
+
+
+DEFAULT_POLICY = PrivacyPolicy()

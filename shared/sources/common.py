@@ -1,0 +1,199 @@
+"""Validators and helpers every source format shares: reason codes, strict timestamps, JSON diagnosis, content hashes.
+
+The fast path is one pydantic ``validate_json`` pass per line. Everything here that is slow (re-parsing with the
+stdlib, walking pydantic errors) runs only after that pass failed, to name the precise reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import AwareDatetime, BeforeValidator, Strict, StringConstraints
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+
+class RejectReason(StrEnum):
+    """Stable, machine-readable reason codes of the ``rejected`` table. Never rename one: replays filter on them."""
+
+    INVALID_JSON = "invalid_json"
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_UNICODE = "invalid_unicode"
+    NOT_AN_OBJECT = "not_an_object"
+    UNKNOWN_TYPE = "unknown_type"
+    MISSING_IDENTITY = "missing_identity"
+    MISSING_EVENT_NAME = "missing_event_name"
+    MISSING_GROUP_ID = "missing_group_id"
+    MISSING_PREVIOUS_ID = "missing_previous_id"
+    INVALID_TIMESTAMP = "invalid_timestamp"
+    MISSING_TIMESTAMP = "missing_timestamp"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    INVALID_FIELD = "invalid_field"
+    TRUNCATED_LINE = "truncated_line"
+    LINE_TOO_LARGE = "line_too_large"
+    UNKNOWN_FORMAT = "unknown_format"
+
+
+class Rejection(Exception):
+    """A record that can never load. Raised inside mapping, turned into a ``RejectedRow`` by ``shared.load.parse``."""
+
+    def __init__(self, reason: RejectReason, message: str, message_id: str | None = None) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+        self.message_id = message_id
+
+
+# ISO-8601 with a zone only (``Z`` or ``+hh:mm``): a naive time is ambiguous, and strict mode refuses epoch numbers.
+Timestamp = Annotated[AwareDatetime, Strict()]
+# Non-blank string: the regex runs in Rust; ``\S`` anywhere means "not only whitespace". The value is kept as sent.
+NonBlankStr = Annotated[str, StringConstraints(pattern=r"\S")]
+
+
+def _blank_to_none(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+# Optional identity: ``null`` and blank strings both mean "absent" (Segment libraries send ``"userId": null``).
+OptionalId = Annotated[str | None, BeforeValidator(_blank_to_none)]
+
+
+def to_utc(value: datetime) -> datetime:
+    """Aware datetime in ``datetime.UTC`` (pydantic hands back its own fixed-offset tzinfo)."""
+    if value.tzinfo is UTC:
+        return value
+    if value.utcoffset():
+        return value.astimezone(UTC)
+    return value.replace(tzinfo=UTC)
+
+
+def canonical_json(value: Any) -> str:
+    """Key-order and whitespace independent JSON, so equal content hashes equally."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def content_hash(value: Any) -> str:
+    """sha256 of the canonical JSON of ``value``: a stable id for records that carry none."""
+    return hashlib.sha256(canonical_json(value).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def has_non_finite(raw: bytes) -> bool:
+    """True if ``raw`` holds a bare NaN/Infinity token. pydantic's parser accepts them; strict JSON does not.
+
+    The byte search is the cheap filter; the stdlib re-parse only runs when the word appears (maybe inside a string).
+    """
+    if b"NaN" not in raw and b"Infinity" not in raw:
+        return False
+    try:
+        json.loads(raw, parse_constant=_no_constant)
+    except ValueError as exc:
+        return "not valid JSON" in str(exc)
+    return False
+
+
+def diagnose_json(raw: bytes, parser_message: str) -> tuple[RejectReason, str]:
+    """Name why ``raw`` is not acceptable JSON, after the fast parser said it is not."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return RejectReason.INVALID_UTF8, f"invalid UTF-8 at byte {exc.start}"
+    stripped = text.strip()
+    if not stripped:
+        return RejectReason.INVALID_JSON, "empty line"
+    try:
+        value = json.loads(stripped, parse_constant=_no_constant)
+    except ValueError as exc:
+        msg = str(exc)
+        if "not valid JSON" in msg:
+            return RejectReason.INVALID_JSON, msg
+        if ("EOF while parsing" in parser_message or "Unterminated string" in msg) and stripped[0] in "{[":
+            return RejectReason.TRUNCATED_LINE, f"line ends inside a JSON value ({parser_message})"
+        return RejectReason.INVALID_JSON, parser_message
+    try:
+        canonical_json(value).encode("utf-8")
+    except UnicodeEncodeError:
+        return RejectReason.INVALID_UNICODE, "lone surrogate escape (e.g. \\ud800): not encodable as UTF-8"
+    return RejectReason.INVALID_JSON, parser_message
+
+
+# Which reason a pydantic error on a given field means; anything else is ``invalid_field``.
+FIELD_REASONS: dict[str, RejectReason] = {
+    "event": RejectReason.MISSING_EVENT_NAME,
+    "event_name": RejectReason.MISSING_EVENT_NAME,
+    "groupId": RejectReason.MISSING_GROUP_ID,
+    "previousId": RejectReason.MISSING_PREVIOUS_ID,
+    "userId": RejectReason.MISSING_IDENTITY,
+    "contact_id": RejectReason.MISSING_IDENTITY,
+    "timestamp": RejectReason.INVALID_TIMESTAMP,
+    "originalTimestamp": RejectReason.INVALID_TIMESTAMP,
+    "sentAt": RejectReason.INVALID_TIMESTAMP,
+    "receivedAt": RejectReason.INVALID_TIMESTAMP,
+    "updated_at": RejectReason.INVALID_TIMESTAMP,
+}
+_MISSING_NAMES = {
+    RejectReason.MISSING_EVENT_NAME,
+    RejectReason.MISSING_GROUP_ID,
+    RejectReason.MISSING_PREVIOUS_ID,
+    RejectReason.MISSING_IDENTITY,
+}
+# When several errors come back, the most specific wins.
+_PRIORITY = [
+    RejectReason.NOT_AN_OBJECT,
+    RejectReason.UNKNOWN_TYPE,
+    RejectReason.MISSING_IDENTITY,
+    RejectReason.MISSING_EVENT_NAME,
+    RejectReason.MISSING_GROUP_ID,
+    RejectReason.MISSING_PREVIOUS_ID,
+    RejectReason.INVALID_TIMESTAMP,
+    RejectReason.MISSING_TIMESTAMP,
+    RejectReason.INVALID_FIELD,
+]
+_TYPE_REASONS = {
+    "dict_type": RejectReason.NOT_AN_OBJECT,
+    "model_type": RejectReason.NOT_AN_OBJECT,
+    "model_attributes_type": RejectReason.NOT_AN_OBJECT,
+    "union_tag_invalid": RejectReason.UNKNOWN_TYPE,
+    "union_tag_not_found": RejectReason.UNKNOWN_TYPE,
+}
+
+
+def reason_from_validation(raw: bytes, exc: ValidationError, kind_field: str) -> tuple[RejectReason, str]:
+    """Map a pydantic ``ValidationError`` to one reason code and a message that names the field."""
+    found: list[tuple[RejectReason, str]] = []
+    for err in exc.errors(include_url=False):
+        etype, loc = err["type"], err["loc"]
+        if etype == "json_invalid":
+            return diagnose_json(raw, err.get("ctx", {}).get("error", err["msg"]))
+        if etype in _TYPE_REASONS and len(loc) == 0:
+            reason = _TYPE_REASONS[etype]
+            if reason is RejectReason.UNKNOWN_TYPE:
+                tag = err.get("ctx", {}).get("tag")
+                msg = f"unknown {kind_field} {tag!r}" if tag is not None else f"no {kind_field!r} field"
+            else:
+                msg = "top-level JSON value is not an object"
+            found.append((reason, msg))
+            continue
+        field_loc = loc[1:] if len(loc) > 1 else loc  # loc[0] is the union tag
+        name = str(field_loc[0]) if field_loc else ""
+        reason = (
+            FIELD_REASONS.get(name, RejectReason.INVALID_FIELD) if len(field_loc) == 1 else RejectReason.INVALID_FIELD
+        )
+        if reason in _MISSING_NAMES and not (
+            etype in ("missing", "string_pattern_mismatch") or (etype == "string_type" and err.get("input") is None)
+        ):
+            reason = RejectReason.INVALID_FIELD  # present but of the wrong type: say which field, not "missing"
+        path = ".".join(str(p) for p in field_loc)
+        found.append((reason, f"{path}: {err['msg']}"))
+    if not found:
+        return RejectReason.INVALID_FIELD, str(exc)
+    found.sort(key=lambda rm: _PRIORITY.index(rm[0]))
+    return found[0]
