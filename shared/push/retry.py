@@ -53,7 +53,7 @@ class RetryPolicy:
         """Seconds to wait before the next attempt: the server's Retry-After if it gave one, else exponential backoff
         with jitter; never below the provider's documented minimum."""
         last = retry_state.outcome.result() if retry_state.outcome and not retry_state.outcome.failed else None
-        backoff = wait_exponential_jitter(self.initial, self.maximum, 2, self.jitter)(retry_state)
+        backoff = wait_exponential_jitter(multiplier=self.initial, max=self.maximum, jitter=self.jitter)(retry_state)
         if isinstance(last, Retryable):
             base = last.retry_after if last.retry_after is not None else backoff
             return max(base, last.min_delay)

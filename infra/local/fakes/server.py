@@ -50,6 +50,7 @@ FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 FCM_SCOPES = ("https://www.googleapis.com/auth/firebase.messaging", "https://www.googleapis.com/auth/cloud-platform")
 MAX_PAYLOAD = 4096
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 APNS_TOKEN_UPDATE_WINDOW = 20 * 60.0
 APNS_JWT_MAX_AGE = 3600.0
 
@@ -399,8 +400,9 @@ class FakeApp:
         provider = PROVIDERS[offset]
         stats = self.state.stats[provider]
         client = scope.get("client") or ("?", 0)
-        stats.connections.add(f"{client[0]}:{client[1]}")
-        stats.http_versions[scope.get("http_version", "?")] += 1
+        if path != "/token":  # the OAuth exchange comes from google-auth's own (requests) connection
+            stats.connections.add(f"{client[0]}:{client[1]}")
+            stats.http_versions[scope.get("http_version", "?")] += 1
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
         try:
@@ -505,7 +507,8 @@ class FakeApp:
                 return 400, {}, {"error": "invalid_grant", "error_description": "Invalid grant: account not found"}
             host = headers.get("host") or f"127.0.0.1:{scope['server'][1]}"
             port = scope["server"][1]
-            audiences = [f"http://{host}/token", f"http://127.0.0.1:{port}/token", f"http://localhost:{port}/token"]
+            # google-auth 2.63.0 always puts Google's endpoint in aud (not token_uri); accept it and our own URL.
+            audiences = [GOOGLE_TOKEN_URI, f"http://{host}/token", f"http://127.0.0.1:{port}/token"]
             claims = jwt.decode(assertion, key, algorithms=["RS256"], audience=audiences, options={"require": ["exp"]})
         except jwt.InvalidTokenError as exc:
             return 400, {}, {"error": "invalid_grant", "error_description": f"Invalid JWT: {type(exc).__name__}"}
