@@ -54,7 +54,10 @@ def test_config_errors_fail_without_retry(fake, fcm_creds):
     # WHEN sent
     out = send(fcm_creds, [msg(1, "a1"), msg(2, "a2")])
     # THEN both fail with the FCM error code, after one request each
-    assert [(o.status, o.reason) for o in out] == [("failed", "SENDER_ID_MISMATCH"), ("failed", "THIRD_PARTY_AUTH_ERROR")]
+    assert [(o.status, o.reason) for o in out] == [
+        ("failed", "SENDER_ID_MISMATCH"),
+        ("failed", "THIRD_PARTY_AUTH_ERROR"),
+    ]
     assert fake.stats("fcm")["requests"] == 2
 
 
