@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from infra.local.stack import Stack, StackConfig
+    from infra.local.stack import Stack
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 tenant_app = typer.Typer(no_args_is_help=True, help="Tenants: a bucket and a dataset pinned to one region.")
@@ -32,18 +32,9 @@ def _stack(home: Path | None, port_base: int | None = None) -> Stack:
     return Stack(home=home, port_base=port_base)
 
 
-def activate(cfg: StackConfig) -> None:
-    """Point this process's Google clients and settings at the running stack."""
-    from shared import clients, config
-
-    os.environ.update(cfg.client_env())
-    config.settings.cache_clear()
-    config.tenants.cache_clear()
-    clients.storage_client.cache_clear()
-    clients.publisher.cache_clear()
-
-
 def _running(home: Path | None) -> Stack:
+    from infra.local.stack import activate
+
     stack = _stack(home)
     if not stack.cfg.paths.config.exists() or stack.pid("pubsub") is None:
         typer.echo("The local stack is not running: start it with `landline up`.", err=True)
@@ -235,6 +226,8 @@ def demo(
     typer.echo("starting the local stack ...")
     seconds = stack.up()
     typer.echo(f"stack healthy in {seconds:.1f}s")
+    from infra.local.stack import activate
+
     activate(stack.cfg)
     try:
         run_demo(stack.cfg, typer.echo)

@@ -81,16 +81,9 @@ def ensure_default_tenant(cfg: StackConfig, topology: Topology, region: str | No
 
 
 def add_local_tenant(cfg: StackConfig, name: str, region: str, **kwargs: object) -> object:
-    """``shared.tenancy.add_tenant`` with the settings of this stack."""
-    from shared.config import Settings
+    """``shared.tenancy.add_tenant`` with this stack's settings."""
+    from infra.local.stack import activate
     from shared.tenancy import add_tenant
 
-    env = cfg.client_env()
-    os.environ.update({k: v for k, v in env.items() if k in ("STORAGE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST")})
-    settings = Settings(
-        project=cfg.project,
-        tenants_file=cfg.paths.tenants,
-        bigquery_endpoint=env["LANDLINE_BIGQUERY_ENDPOINT"],
-        secrets_file=cfg.paths.secrets,
-    )
-    return add_tenant(name, region, cfg=settings, **kwargs)  # type: ignore[arg-type]
+    activate(cfg)
+    return add_tenant(name, region, **kwargs)  # type: ignore[arg-type]

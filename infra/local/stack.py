@@ -110,6 +110,17 @@ class StackConfig:
         return cls(home=home, **data)
 
 
+def activate(cfg: StackConfig) -> None:
+    """Point this process's Google clients and settings at the stack described by ``cfg``."""
+    from shared import clients, config
+
+    os.environ.update(cfg.client_env())
+    config.settings.cache_clear()
+    config.tenants.cache_clear()
+    clients.storage_client.cache_clear()
+    clients.publisher.cache_clear()
+
+
 def default_home() -> Path:
     return Path(os.environ.get("LANDLINE_HOME") or REPO / ".landline").resolve()
 

@@ -1,0 +1,26 @@
+"""Session fixtures. Tests marked ``stack`` share one real local stack, started here in a private state folder on
+free ports, and stopped (every process) at the end of the session."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.stack_support import StackHandle, free_port_base
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
+    from infra.local.stack import Stack
+
+    home = tmp_path_factory.mktemp("landline-home")
+    stack = Stack(home=home, port_base=free_port_base())
+    try:
+        stack.up(timeout=90)
+        yield StackHandle(stack)
+    finally:
+        stack.down()
