@@ -139,9 +139,7 @@ class PrivacyPolicy(BaseModel):
     context_safe_keys: frozenset[str] = frozenset({"name"})
     scan_values: bool = True
 
-    _key_verdicts: dict[str, bool] = PrivateAttr(default_factory=dict)
-    _value_verdicts: dict[str, bool] = PrivateAttr(default_factory=dict)
-    _drops: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _scrubber: Scrubber = PrivateAttr()
 
     @field_validator("pii_keys", mode="after")
     @classmethod
@@ -154,28 +152,67 @@ class PrivacyPolicy(BaseModel):
         return tuple(normalise_key(f) for f in fragments)
 
     def model_post_init(self, context: Any, /) -> None:
-        self._drops = _drop_tree(self.context_drop)
+        self._scrubber = Scrubber(self)
+
+    @property
+    def scrubber(self) -> Scrubber:
+        """The compiled, plain-Python form used on the hot path (pydantic attribute access costs microseconds)."""
+        return self._scrubber
+
+    def is_pii_key(self, key: str) -> bool:
+        return self._scrubber.is_pii_key(key)
+
+    def is_pii_value(self, value: str) -> bool:
+        return self._scrubber.is_pii_value(value)
+
+    def pseudonym(self, value: Any) -> str:
+        return self._scrubber.pseudonym(value)
+
+    def scrub(self, value: dict[str, Any]) -> dict[str, Any]:
+        """A copy of free-form data (properties, group traits, native metadata) with no PII keys or values."""
+        return self._scrubber.scrub(value)
+
+    def scrub_context(self, context: dict[str, Any]) -> dict[str, Any]:
+        """The allow-listed, PII-free part of a Segment ``context``, for event metadata."""
+        return self._scrubber.scrub_context(context)
+
+
+class Scrubber:
+    """A ``PrivacyPolicy`` compiled for speed: plain slots, memoised verdicts, no pydantic on the per-event path."""
+
+    __slots__ = ("context_keep", "drops", "fragments", "hashing", "key_verdicts", "pii_keys", "safe", "salt",
+                 "scan_values", "value_verdicts")  # fmt: skip
+
+    def __init__(self, policy: PrivacyPolicy) -> None:
+        self.hashing = policy.mode == "hash"
+        self.salt = policy.salt
+        self.pii_keys = policy.pii_keys
+        self.fragments = policy.pii_key_fragments
+        self.context_keep = policy.context_keep
+        self.drops = _drop_tree(policy.context_drop)
+        self.safe = policy.context_safe_keys
+        self.scan_values = policy.scan_values
+        self.key_verdicts: dict[str, bool] = {}
+        self.value_verdicts: dict[str, bool] = {}
 
     # -- verdicts --------------------------------------------------------------------------------------------------
     def is_pii_key(self, key: str) -> bool:
-        verdict = self._key_verdicts.get(key)
+        verdict = self.key_verdicts.get(key)
         if verdict is None:
             norm = normalise_key(key)
-            verdict = norm in self.pii_keys or any(f in norm for f in self.pii_key_fragments)
-            if len(self._key_verdicts) > _CACHE_LIMIT:
-                self._key_verdicts.clear()
-            self._key_verdicts[key] = verdict
+            verdict = norm in self.pii_keys or any(f in norm for f in self.fragments)
+            if len(self.key_verdicts) > _CACHE_LIMIT:
+                self.key_verdicts.clear()
+            self.key_verdicts[key] = verdict
         return verdict
 
     def is_pii_value(self, value: str) -> bool:
-        if not self.scan_values:
-            return False
-        verdict = self._value_verdicts.get(value)
+        verdict = self.value_verdicts.get(value)
         if verdict is None:
-            verdict = looks_like_pii(value)
-            if len(self._value_verdicts) > _CACHE_LIMIT:
-                self._value_verdicts.clear()
-            self._value_verdicts[value] = verdict
+            verdict = self.scan_values and looks_like_pii(value)
+            if len(self.value_verdicts) > _CACHE_LIMIT:
+                self.value_verdicts.clear()
+            self.value_verdicts[value] = verdict
         return verdict
 
     def pseudonym(self, value: Any) -> str:
@@ -186,14 +223,12 @@ class PrivacyPolicy(BaseModel):
 
     # -- scrubbing -------------------------------------------------------------------------------------------------
     def scrub(self, value: dict[str, Any]) -> dict[str, Any]:
-        """A copy of free-form data (properties, group traits, native metadata) with no PII keys or values."""
-        return self._dict(value, frozenset())
+        return self._dict(value, _NOTHING)
 
     def scrub_context(self, context: dict[str, Any]) -> dict[str, Any]:
-        """The allow-listed, PII-free part of a Segment ``context``, for event metadata."""
         out: dict[str, Any] = {}
-        drops = self._drops
-        safe = self.context_safe_keys
+        drops = self.drops
+        safe = self.safe
         for key in self.context_keep:
             v = context.get(key)
             if v is None:
@@ -210,7 +245,7 @@ class PrivacyPolicy(BaseModel):
                     out[key] = v
             elif t is str:
                 if self.is_pii_value(v):
-                    if self.mode == "hash":
+                    if self.hashing:
                         out[key] = self.pseudonym(v)
                 else:
                     out[key] = v
@@ -222,16 +257,23 @@ class PrivacyPolicy(BaseModel):
 
     def _dict(self, value: dict[str, Any], safe: frozenset[str]) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        hashing = self.mode == "hash"
+        keys = self.key_verdicts
+        values = self.value_verdicts
         for k, v in value.items():
-            if k not in safe and self.is_pii_key(k):
-                if hashing and v is not None:
+            bad = keys.get(k)
+            if bad is None:
+                bad = self.is_pii_key(k)
+            if bad and k not in safe:
+                if self.hashing and v is not None:
                     out[k] = self.pseudonym(v)
                 continue
             t = type(v)
             if t is str:
-                if self.is_pii_value(v):
-                    if hashing:
+                bad = values.get(v)
+                if bad is None:
+                    bad = self.is_pii_value(v)
+                if bad:
+                    if self.hashing:
                         out[k] = self.pseudonym(v)
                     continue
                 out[k] = v
@@ -245,12 +287,15 @@ class PrivacyPolicy(BaseModel):
 
     def _list(self, value: list[Any], safe: frozenset[str]) -> list[Any]:
         out: list[Any] = []
-        hashing = self.mode == "hash"
+        values = self.value_verdicts
         for v in value:
             t = type(v)
             if t is str:
-                if self.is_pii_value(v):
-                    if hashing:
+                bad = values.get(v)
+                if bad is None:
+                    bad = self.is_pii_value(v)
+                if bad:
+                    if self.hashing:
                         out.append(self.pseudonym(v))
                     continue
                 out.append(v)
@@ -263,4 +308,5 @@ class PrivacyPolicy(BaseModel):
         return out
 
 
+_NOTHING: frozenset[str] = frozenset()
 DEFAULT_POLICY = PrivacyPolicy()

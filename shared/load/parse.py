@@ -91,7 +91,7 @@ def rejected_row(
 class LineParser:
     """Holds the per-batch settings so the per-line path does no setup work."""
 
-    __slots__ = ("_fn", "fmt", "max_line_bytes", "now", "policy", "skew")
+    __slots__ = ("_fn", "fmt", "max_line_bytes", "now", "policy", "scrubber", "skew")
 
     def __init__(
         self,
@@ -103,6 +103,7 @@ class LineParser:
     ) -> None:
         self.fmt = fmt
         self.policy = policy
+        self.scrubber = policy.scrubber
         self.skew = timedelta(hours=max_future_skew_hours)
         self.now = to_utc(now) if now is not None else datetime.now(UTC)
         self.max_line_bytes = max_line_bytes
@@ -146,8 +147,14 @@ class LineParser:
     def _segment(self, raw: bytes, lineage: Lineage) -> Row:
         msg = self._validate(SEGMENT_ADAPTER, raw, "type")
         mid = msg.messageId
-        contact = msg.userId or msg.anonymousId
-        if not contact:
+        if mid is not None and (not mid or mid.isspace()):
+            mid = None
+        contact = msg.userId
+        if not contact or contact.isspace():
+            contact = msg.anonymousId
+            if not contact or contact.isspace():
+                contact = None
+        if contact is None:
             raise Rejection(RejectReason.MISSING_IDENTITY, "neither userId nor anonymousId is set", mid)
         ts = msg.timestamp or msg.originalTimestamp or msg.receivedAt
         if ts is None:
@@ -162,7 +169,7 @@ class LineParser:
         tz = ctx.get("timezone")
         if type(tz) is not str:
             tz = None
-        policy = self.policy
+        policy = self.scrubber
         t = type(msg)
         if t is Identify:
             return self._identify(msg, contact, ts, mid, tz, ctx, lineage)
@@ -245,7 +252,7 @@ class LineParser:
             ts = to_utc(rec.timestamp)
             iid = rec.instance_id
             self._check_future(ts, lineage.received_at, iid)
-            md = self.policy.scrub(rec.metadata) if rec.metadata else {}
+            md = self.scrubber.scrub(rec.metadata) if rec.metadata else {}
             return EventRow(rec.contact_id, ts, rec.event_name, iid, lineage, rec.timezone, md)
         updated = rec.updated_at
         if updated is not None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from shared.sources.common import NonBlankStr, OptionalId, Timestamp, to_utc
+from shared.sources.common import NonBlankStr, Timestamp, present, to_utc
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -25,9 +25,9 @@ class SegmentMessage(BaseModel):
     # numbers as ids (some libraries send numeric userIds) become strings rather than rejections
     model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True, frozen=True)
 
-    messageId: OptionalId = None
-    userId: OptionalId = None
-    anonymousId: OptionalId = None
+    messageId: str | None = None
+    userId: str | None = None
+    anonymousId: str | None = None
     timestamp: Timestamp | None = None
     originalTimestamp: Timestamp | None = None
     sentAt: Timestamp | None = None
@@ -39,8 +39,8 @@ class SegmentMessage(BaseModel):
 
     @property
     def contact_id(self) -> str | None:
-        """userId, else anonymousId (blank and null already mean absent)."""
-        return self.userId or self.anonymousId
+        """userId, else anonymousId; null and blank strings mean absent. None: the call names nobody."""
+        return present(self.userId) or present(self.anonymousId)
 
     @property
     def event_time(self) -> datetime | None:

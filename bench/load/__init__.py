@@ -1,0 +1,1 @@
+"""Loader benchmark: python -m bench.load [--quick]."""

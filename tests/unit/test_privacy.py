@@ -1,0 +1,150 @@
+"""PII policy: no personal data in event rows, whatever key or depth it hides under."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.load import parse_line
+from shared.privacy import PrivacyPolicy, looks_like_pii, normalise_key
+from shared.warehouse.rows import EventRow, Lineage, UserPropertiesRow
+
+EVENTS = Path(__file__).resolve().parents[1] / "events"
+NOW = datetime(2024, 5, 15, tzinfo=UTC)
+LINEAGE = Lineage("segment", "gs://b/o#1", 1, NOW)
+
+# Every personal value planted in tests/events/track_with_pii.json (and its context).
+PII_VALUES = [
+    "jane.doe@example.com",
+    "jane.alt@example.org",
+    "billing.jane@example.com",
+    "+44 7700 900123",
+    "(415) 555-2671",
+    "203.0.113.42",
+    "198.51.100.7",
+    "2001:db8::8a2e:370:7334",
+    "B9E6D4B3-3C6F-4E0A-9F21-8E7B2C5D1A90",  # device id
+    "6D92078A-8246-4BA4-AE5B-76104861E7DC",  # advertising id
+    "f07a9c4c7d3e8b1a2e5f6a7b8c9d0e1f",  # push token (prefix)
+    "Jane's iPhone",
+    "Mozilla/5.0",
+    "51.5072",  # location (the city is also in the timezone name, a column events keep)
+    "-0.1276",
+    "Baker Street",
+    "Jane",
+    "Doe",
+    "1990-04-01",
+    "female",
+]
+
+
+def sample(name: str) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text())
+    return event
+
+
+def event_row(event: dict[str, Any], policy: PrivacyPolicy | None = None) -> EventRow:
+    kw = {"policy": policy} if policy else {}
+    row = parse_line(json.dumps(event).encode(), fmt="segment", lineage=LINEAGE, now=NOW, **kw)
+    assert isinstance(row, EventRow), row
+    return row
+
+
+@pytest.mark.parametrize("name", ["track_with_pii", "track", "page", "screen", "group", "alias"])
+def test_no_pii_anywhere_in_serialised_event_rows(name: str) -> None:
+    # GIVEN records carrying email, phone, IP, device id, advertising id, userAgent and location
+    event = sample(name)
+    if name != "track_with_pii":
+        event["context"] = sample("track_with_pii")["context"] | event.get("context", {})
+        event["context"]["userAgent"] = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X)"
+    # WHEN parsed and serialised for BigQuery
+    out = json.dumps(event_row(event).to_bq(NOW), ensure_ascii=False)
+    # THEN none of the personal values appears anywhere in the output
+    leaked = [value for value in PII_VALUES if value in out]
+    assert not leaked, out
+
+
+def test_pii_sample_keeps_the_non_personal_facts() -> None:
+    row = event_row(sample("track_with_pii"))
+    assert row.metadata["priority"] == "high" and row.metadata["ticket_id"] == "T-88231"
+    assert row.metadata["attachments"] == ["screenshot.png"]
+    assert row.metadata["context"]["app"]["name"] == "Acme"  # app/os/library names describe software, not people
+    assert row.metadata["context"]["os"]["name"] == "iOS"
+
+
+def test_hash_mode_replaces_values_with_salted_hashes() -> None:
+    # GIVEN a hashing policy with a salt
+    policy = PrivacyPolicy(mode="hash", salt="tenant-salt")
+    row = event_row(sample("track_with_pii"), policy)
+    out = json.dumps(row.to_bq(NOW))
+    # THEN personal keys keep their place with a sha256 pseudonym, and no value leaks
+    assert row.metadata["email"].startswith("sha256:")
+    assert row.metadata["email"] == policy.pseudonym("jane.doe@example.com")
+    assert row.metadata["email"] != PrivacyPolicy(mode="hash", salt="other").pseudonym("jane.doe@example.com")
+    assert not [v for v in PII_VALUES if v in out]
+    # AND dropped context paths stay dropped even when hashing
+    assert "ip" not in row.metadata["context"] and "device" in row.metadata["context"]
+    assert "id" not in row.metadata["context"]["device"]
+
+
+@pytest.mark.parametrize(
+    "key", ["email", "Email", "EMAIL_ADDRESS", "emailAddress", "first_name", "firstName", "FIRST-NAME",
+            "phone_number", "phoneNumber", "billingEmail", "customer_phone_number", "dateOfBirth", "ip", "userAgent"],
+)  # fmt: skip
+def test_pii_keys_match_case_and_separator_insensitively(key: str) -> None:
+    assert PrivacyPolicy().is_pii_key(key)
+
+
+@pytest.mark.parametrize("key", ["plan", "order_id", "total", "currency", "title", "path", "sku", "iphone_model"])
+def test_ordinary_keys_are_kept(key: str) -> None:
+    assert not PrivacyPolicy().is_pii_key(key)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["jane@example.com", "write to jane.doe+x@mail.co.uk", "+14155552671", "(415) 555-2671", "415-555-2671",
+     "+44 20 7946 0958", "415.555.2671", "192.168.1.20", "from 10.0.0.1.", "2001:db8::1", "::1",
+     "fe80::1ff:fe23:4567:890a", "https://x.example/?ref=jane@example.com"],
+)  # fmt: skip
+def test_values_that_look_personal_are_detected(value: str) -> None:
+    assert looks_like_pii(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2024-01-01", "2024-05-14T09:21:03.629Z", "2024-05-14T14:51:09+05:30", "10.15.7", "17.4.1", "Signed Up",
+     "https://acme.example/pricing?plan=pro", "en-US", "12:30:45", "1234567", "45790-32", "1700000000000",
+     "a1b2c3d4-1111-2222-3333-444455556666", "iPhone14,5", "$19.99", "std::vector"],
+)  # fmt: skip
+def test_ordinary_values_are_kept(value: str) -> None:
+    assert not looks_like_pii(value)
+
+
+def test_scrub_walks_lists_and_nested_dicts_without_mutating_input() -> None:
+    data = {"items": [{"name": "x", "qty": 1}, "call +14155552671", ["ok", "10.0.0.1"]], "deep": {"a": {"email": 1}}}
+    before = json.dumps(data)
+    out = PrivacyPolicy().scrub(data)
+    assert out == {"items": [{"qty": 1}, ["ok"]], "deep": {"a": {}}}
+    assert json.dumps(data) == before
+
+
+def test_policy_is_configurable() -> None:
+    # GIVEN a policy that also treats "plan" as personal, keeps "name", and keeps no context
+    policy = PrivacyPolicy(pii_keys=frozenset({"Plan", "email"}), pii_key_fragments=(), context_keep=())
+    assert normalise_key("Plan") in policy.pii_keys
+    row = event_row(sample("group"), policy)
+    assert "plan" not in row.metadata["traits"] and row.metadata["traits"]["name"] == "Initech"
+    assert "context" not in row.metadata
+    # AND value scanning can be switched off
+    assert PrivacyPolicy(scan_values=False).scrub({"note": "jane@example.com"}) == {"note": "jane@example.com"}
+
+
+def test_identify_keeps_contact_data_in_user_properties_only() -> None:
+    # GIVEN an identify call WHEN parsed THEN contact addresses land in user_properties (where sending needs them)
+    row = parse_line((EVENTS / "identify.json").read_bytes(), fmt="segment", lineage=LINEAGE, now=NOW)
+    assert isinstance(row, UserPropertiesRow)
+    assert row.email_address == "jane.doe@example.com"
