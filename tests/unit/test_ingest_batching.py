@@ -82,6 +82,29 @@ def test_batches_respect_both_bounds_and_match_greedy_reference(seed: int, max_l
     )
 
 
+@pytest.mark.parametrize(("max_lines", "max_bytes"), [(1, 10_000), (7, 10_000), (1000, 1500), (50, 302), (3, 120)])
+@pytest.mark.parametrize("chunk_size", [300, 4096, 1 << 16])
+def test_reader_fast_path_matches_greedy_reference(chunk_size: int, max_lines: int, max_bytes: int) -> None:
+    # GIVEN a gzip of random-length lines (some above max_bytes), with stretches holding CRLF and blank lines
+    rng = random.Random(max_lines * max_bytes + chunk_size)
+    ends = [b"\n"] * 40 + [b"\r\n", b"\n\n"]
+    text = b"".join(
+        b"{" + b"x" * rng.randrange(0, 300) + b"}" + (rng.choice(ends) if i % 2000 > 1500 else b"\n")
+        for i in range(6000)
+    )
+    data = gzip.compress(text)
+    chunks = list(open_lines(io.BytesIO(data), chunk_size=chunk_size).iter_chunks_of_lines())
+    assert any(c.numbers is None for c in chunks) and any(c.numbers is not None for c in chunks)  # both paths run
+    lines = list(open_lines(io.BytesIO(data)))
+    # WHEN batched straight from the reader (chunk fast path)
+    batches = list(batch_lines(open_lines(io.BytesIO(data), chunk_size=chunk_size), max_lines, max_bytes))
+    # THEN the result is the obvious greedy packing of the same lines
+    check_invariants(batches, lines, max_lines, max_bytes)
+    assert [(b.first_line, b.last_line, b.lines, b.oversized) for b in batches] == reference_batches(
+        lines, max_lines, max_bytes
+    )
+
+
 def test_oversized_line_goes_alone_and_is_flagged() -> None:
     # GIVEN a line bigger than max_bytes between small ones
     lines = [RawLine(1, b"{1}"), RawLine(2, b"{" + b"x" * 500 + b"}"), RawLine(3, b"{3}")]
