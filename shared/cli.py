@@ -7,7 +7,6 @@ Every command that talks to the stack reads its endpoints from the state folder 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from infra.local.stack import Stack
+    from infra.local.stack import Stack, StackConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 tenant_app = typer.Typer(no_args_is_help=True, help="Tenants: a bucket and a dataset pinned to one region.")
@@ -118,6 +117,31 @@ def tenant_list(home: HomeOpt = None) -> None:
     _echo_json([t.model_dump() for t in tenants().all()])
 
 
+def drop_files(cfg: StackConfig, paths: list[Path], tenant: str, prefix: str) -> list[str]:
+    """Upload into the tenant's bucket; tells the router which finalize events to expect (for `landline wait`)."""
+    import httpx
+
+    from shared.clients import storage_client
+    from shared.config import tenants
+
+    bucket = storage_client().bucket(tenants().get(tenant).bucket)
+    uploads: list[tuple[Path, str]] = []
+    for path in paths:
+        if path.is_dir():
+            uploads += [(f, f.relative_to(path).as_posix()) for f in sorted(path.rglob("*")) if f.is_file()]
+        else:
+            uploads.append((path, path.name))
+    expected, uploaded = [], []
+    for file, relative in uploads:
+        name = f"{prefix.strip('/')}/{relative}" if prefix.strip("/") else relative
+        blob = bucket.blob(name)
+        blob.upload_from_filename(str(file))
+        expected.append(f"{bucket.name}/{name}#{blob.generation}")
+        uploaded.append(f"gs://{bucket.name}/{name}#{blob.generation}")
+    httpx.post(f"{cfg.url('router')}/expect", json=expected, timeout=5)
+    return uploaded
+
+
 @app.command()
 def drop(
     paths: Annotated[list[Path], typer.Argument(exists=True, help="files or directories to upload")],
@@ -126,28 +150,9 @@ def drop(
     home: HomeOpt = None,
 ) -> None:
     """Upload files into the tenant's bucket: a file to PREFIX/<name>, a directory's files to PREFIX/<relative path>."""
-    import httpx
-
-    from shared.clients import storage_client
-    from shared.config import tenants
-
     stack = _running(home)
-    bucket = storage_client().bucket(tenants().get(tenant).bucket)
-    uploads: list[tuple[Path, str]] = []
-    for path in paths:
-        if path.is_dir():
-            uploads += [(f, f.relative_to(path).as_posix()) for f in sorted(path.rglob("*")) if f.is_file()]
-        else:
-            uploads.append((path, path.name))
-    expected = []
-    for file, relative in uploads:
-        name = f"{prefix.strip('/')}/{relative}" if prefix.strip("/") else relative
-        blob = bucket.blob(name)
-        blob.upload_from_filename(str(file))
-        expected.append(f"{bucket.name}/{name}#{blob.generation}")
-        typer.echo(f"gs://{bucket.name}/{name}#{blob.generation}")
-    # Tell the router which finalize events to expect, so `landline wait` knows these files are still to come.
-    httpx.post(f"{stack.cfg.url('router')}/expect", json=expected, timeout=5)
+    for line in drop_files(stack.cfg, paths, tenant, prefix):
+        typer.echo(line)
 
 
 def wait_idle(router_url: str, timeout: float, quiet: float = 1.5) -> dict[str, Any]:
@@ -207,11 +212,15 @@ def stats(
 @app.command()
 def tick(home: HomeOpt = None) -> None:
     """Publish one scheduler tick to send-ticks (what Cloud Scheduler does every few minutes)."""
+    _running(home)
+    typer.echo(f"tick published: {publish_tick()}")
+
+
+def publish_tick() -> str:
     from shared.clients import publisher, topic_path
 
-    _running(home)
     future = publisher().publish(topic_path("send-ticks"), json.dumps({"at": time.time()}).encode(), origin="cli")
-    typer.echo(f"tick published: {future.result(timeout=30)}")
+    return str(future.result(timeout=30))
 
 
 @app.command()
@@ -220,7 +229,7 @@ def demo(
     keep: Annotated[bool, typer.Option(help="leave the stack running afterwards")] = True,
 ) -> None:
     """Up, drop the bundled sample Segment files, wait, tick, wait, and print a readable summary."""
-    from shared.demo import run_demo
+    from infra.local.demo import run_demo
 
     stack = _stack(home)
     typer.echo("starting the local stack ...")

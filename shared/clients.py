@@ -10,8 +10,8 @@ import os
 from functools import lru_cache
 
 from google.auth.credentials import AnonymousCredentials
-from google.cloud import pubsub_v1, storage
-from google.cloud.pubsub_v1.types import BatchSettings, LimitExceededBehavior, PublishFlowControl, PublisherOptions
+from google.cloud import pubsub_v1, storage  # type: ignore[attr-defined]
+from google.cloud.pubsub_v1.types import BatchSettings, LimitExceededBehavior, PublisherOptions, PublishFlowControl
 
 from shared.config import settings
 

@@ -31,8 +31,8 @@ class Settings(BaseSettings):
     tenants_json: str | None = None
     bigquery_endpoint: str | None = None
     # Batching of raw lines into Pub/Sub messages: well under the 10 MB message limit and the 10 MB request limit.
-    batch_max_lines: int = Field(1000, ge=1, le=100_000)
-    batch_max_bytes: int = Field(2_000_000, ge=1024, le=8_000_000)
+    batch_max_lines: int = Field(default=1000, ge=1, le=100_000)
+    batch_max_bytes: int = Field(default=2_000_000, ge=1024, le=8_000_000)
     # Future-timestamp policy (issue 4): events more than this after receivedAt are rejected.
     max_future_skew_hours: float = 24.0
     # Secrets for push providers on the local stack (Secret Manager in the cloud).

@@ -17,7 +17,7 @@ from infra.local.stack import Stack
 BIN = Path(sys.executable).with_name("landline")
 
 
-def free_port_base(span: int = 10) -> int:
+def free_port_base(span: int = 16) -> int:
     """A base port whose next ``span`` ports are all free (random, so parallel runs do not collide)."""
     import random
 

@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING
 
 from google.api_core import exceptions as gexc
-from google.cloud import pubsub_v1
+from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 from google.protobuf import duration_pb2
 
 if TYPE_CHECKING:
@@ -47,8 +47,7 @@ def create_topology(cfg: StackConfig, topology: Topology, *, pubsub_only: bool =
     retry = topology.local.retry
     for fn_name, fn in topology.functions.items():
         for trigger in fn.triggers:
-            topic = trigger.topic if trigger.type == "pubsub" else notification_topic
-            assert topic is not None
+            topic = trigger.topic if trigger.type == "pubsub" and trigger.topic else notification_topic
             sub = subscriber.subscription_path(project, push_subscription_name(fn_name, topic, cfg.run_id))
             endpoint = f"{cfg.url('router')}/push/{fn_name}/projects/{project}/topics/{topic}"
             request = {
@@ -71,13 +70,19 @@ def create_topology(cfg: StackConfig, topology: Topology, *, pubsub_only: bool =
                 pass
 
 
-def ensure_default_tenant(cfg: StackConfig, topology: Topology, region: str | None) -> None:
+def ensure_tenants(cfg: StackConfig, topology: Topology, default_region: str | None) -> None:
+    """Re-create every registered tenant's bucket and dataset (the storage emulator keeps buckets in memory only),
+    and the default tenant if it does not exist yet."""
     import json
 
-    tenants = json.loads(cfg.paths.tenants.read_text() or "{}")
-    if DEFAULT_TENANT in tenants:
-        return
-    add_local_tenant(cfg, DEFAULT_TENANT, region or topology.defaults.region)
+    from shared.config import Tenant
+
+    registered = [Tenant.model_validate(t) for t in json.loads(cfg.paths.tenants.read_text() or "{}").values()]
+    for tenant in registered:
+        add_local_tenant(cfg, tenant.name, tenant.region, bucket=tenant.bucket, dataset=tenant.dataset,
+                         prefix=tenant.prefix, push_provider=tenant.push_provider)
+    if DEFAULT_TENANT not in {t.name for t in registered}:
+        add_local_tenant(cfg, DEFAULT_TENANT, default_region or topology.defaults.region)
 
 
 def add_local_tenant(cfg: StackConfig, name: str, region: str, **kwargs: object) -> object:

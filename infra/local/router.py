@@ -97,7 +97,7 @@ def make_handler(
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        def log_message(self, format: str, *args: Any) -> None:
             log.debug(format, *args)
 
         def _reply(self, status: int, payload: dict[str, Any] | None = None) -> None:

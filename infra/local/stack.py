@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -262,7 +263,7 @@ def services(cfg: StackConfig, topology: Topology) -> list[Service]:
         ),
         Service(
             "fakes",
-            [py, "-m", "infra.local.fakes", "--port", str(cfg.port("fakes")), "--state-dir", str(cfg.home / "fakes")],
+            [py, "-m", "infra.local.fakes", "--port-base", str(cfg.port("fakes")), "--state-dir", str(cfg.home / "fakes")],
             _http_ok(f"{cfg.url('fakes')}/_fake/stats", lambda r: r.status_code == 200),
             env={"PYTHONUNBUFFERED": "1"},
         ),
@@ -296,8 +297,8 @@ class Stack:
     def available_services(self) -> list[Service]:
         return [s for s in services(self.cfg, self.topology) if s.name != "fakes" or _fakes_installed()]
 
-    def status(self) -> list[dict[str, object]]:
-        rows = []
+    def status(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
         for svc in self.available_services():
             pid = self.pid(svc.name)
             rows.append(
@@ -347,10 +348,10 @@ class Stack:
                 create_topology(self.cfg, self.topology, pubsub_only=True)
         self.cfg.save()
         self._wait_healthy(svcs, t0 + timeout)
-        from infra.local.provision import create_topology, ensure_default_tenant
+        from infra.local.provision import create_topology, ensure_tenants
 
         create_topology(self.cfg, self.topology)
-        ensure_default_tenant(self.cfg, self.topology, default_region)
+        ensure_tenants(self.cfg, self.topology, default_region)
         return time.monotonic() - t0
 
     def _wait_healthy(self, svcs: list[Service], deadline: float) -> None:

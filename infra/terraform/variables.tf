@@ -1,0 +1,37 @@
+variable "project" {
+  type        = string
+  description = "GCP project id"
+}
+
+variable "tenants" {
+  description = "Tenants: name => {region, bucket, dataset, prefix, push_provider}"
+  type = map(object({
+    region        = string
+    bucket        = string
+    dataset       = string
+    prefix        = optional(string, "")
+    push_provider = optional(string)
+  }))
+}
+
+variable "source_version" {
+  type        = string
+  description = "Version tag of the function source archives uploaded by Cloud Build"
+}
+
+variable "source_bucket_location" {
+  type    = string
+  default = "EU"
+}
+
+variable "max_instances" {
+  type        = number
+  default     = 20
+  description = "Back-pressure on BigQuery quotas and provider APIs"
+}
+
+variable "raw_file_retention_days" {
+  type        = number
+  default     = 30
+  description = "Raw files are kept this long for replays"
+}
