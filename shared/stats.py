@@ -35,11 +35,16 @@ def _bq_type(value: Any) -> str:
     return "STRING"
 
 
+# A line is identified by its position (origin, line_number): a redelivered batch stores the same positions again,
+# which must not count twice; the same event id at two positions is a duplicate.
 _COUNTS_SQL = """
 SELECT
   (SELECT COUNT(*) FROM events) AS event_rows,
   (SELECT COUNT(DISTINCT event_instance_id) FROM events) AS events,
-  (SELECT COUNT(*) FROM user_properties) AS user_property_row_count,
+  (SELECT COUNT(DISTINCT CONCAT(IFNULL(origin, ''), '#', IFNULL(CAST(line_number AS STRING), event_instance_id)))
+     FROM events) AS event_lines,
+  (SELECT COUNT(DISTINCT CONCAT(IFNULL(origin, ''), '#', IFNULL(CAST(line_number AS STRING), event_instance_id)))
+     FROM user_properties) AS user_property_lines,
   (SELECT COUNT(DISTINCT event_instance_id) FROM user_properties) AS user_property_rows,
   (SELECT COUNT(DISTINCT contact_id) FROM user_properties) AS users,
   (SELECT COUNT(DISTINCT rejected_id) FROM rejected) AS rejected_lines
@@ -48,13 +53,15 @@ SELECT
 
 def tenant_stats(tenant_name: str) -> dict[str, Any]:
     counts = run_query(tenant_name, _COUNTS_SQL)[0]
-    files = run_query(tenant_name, "SELECT status, COUNT(*) AS n, SUM(lines) AS lines FROM files_latest GROUP BY status")
+    files = run_query(
+        tenant_name, "SELECT status, COUNT(*) AS n, SUM(lines) AS lines FROM files_latest GROUP BY status"
+    )
     rejected = run_query(
         tenant_name, "SELECT reason_code, COUNT(DISTINCT rejected_id) AS n FROM rejected GROUP BY reason_code"
     )
     sends = run_query(tenant_name, "SELECT status, COUNT(DISTINCT message_id) AS n FROM message_sends GROUP BY status")
-    duplicates = (counts["event_rows"] - counts["events"]) + (
-        counts["user_property_row_count"] - counts["user_property_rows"]
+    duplicates = (counts["event_lines"] - counts["events"]) + (
+        counts["user_property_lines"] - counts["user_property_rows"]
     )
     return {
         "tenant": tenant_name,

@@ -1,125 +1,135 @@
-"""Ingest one object generation: stream it, split it into lines, publish batches of lines, record the file.
+"""Ingest one object generation: classify it, stream it, publish batches of lines, record it in the file ledger.
 
-Idempotent on ``gs://bucket/object#generation``: batch ids are derived from the origin and the batch index, so a
-second delivery of the same generation publishes identical batches, and the loader's stable event ids keep the
-deduplicated views exact.
+Idempotent on ``gs://bucket/object#generation``: batches are cut from the line sequence alone and their ids hash
+origin + index, so a second delivery (or a redelivery after a crash mid-file) publishes identical batches, and the
+loader's stable event ids keep the deduplicated views exact. An overwrite is a new generation, hence a new file.
+
+Failure classes: a bad file (unreadable encoding) is recorded as ``rejected`` and acked; a non-data object is
+recorded as ``ignored`` and acked; Pub/Sub or Storage hiccups raise ``TransientError`` (the event is redelivered);
+a missing topic or a permission problem raises ``SetupError`` naming the fix.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from google.api_core import exceptions as gexc
+from google.resumable_media import common as media_errors
 
 from shared.clients import publisher, storage_client, topic_path
 from shared.config import Tenant, settings, tenants
-from shared.errors import SetupError, TransientError
+from shared.errors import PermanentError, SetupError, TransientError
+from shared.ingest.batching import batch_attributes, batch_lines, encode_batch
+from shared.ingest.decode import FileRejected, open_lines
+from shared.ingest.layout import classify_object
 from shared.warehouse.client import bigquery_client
 from shared.warehouse.rows import FileLedgerRow
 from shared.warehouse.writer import write_rows
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from concurrent.futures import Future
 
     from shared.envelopes import StorageObjectData
 
 PROCESSOR = "landline.ingest"
+READ_CHUNK_BYTES = 8 * 1024 * 1024  # bytes per ranged GET from Cloud Storage; bounds memory with the decoder's chunk
+PUBLISH_TIMEOUT_S = 300
 
 
 @dataclass
 class IngestResult:
     origin: str
-    status: str
+    status: str  # loaded | truncated | rejected | ignored
     lines: int = 0
     batches: int = 0
     bytes_read: int = 0
+    reason: str | None = None
 
 
-def batch_id(origin: str, index: int) -> str:
-    return hashlib.sha256(f"{origin}|{index}".encode()).hexdigest()[:32]
+class _Ledger:
+    """Writes this attempt's rows to the tenant's ``files`` table."""
 
+    def __init__(self, tenant: Tenant, obj: StorageObjectData) -> None:
+        self.tenant = tenant
+        self.obj = obj
+        self.attempt = uuid.uuid4().hex[:12]
+        self.started = datetime.now(UTC)
 
-def _lines(obj: StorageObjectData) -> Iterator[bytes]:
-    blob = storage_client().bucket(obj.bucket).blob(obj.name, generation=int(obj.generation))
-    with blob.open("rb") as raw:
-        head = raw.read(2)
-        raw.seek(0)
-        stream = gzip.GzipFile(fileobj=raw) if head == b"\x1f\x8b" else raw
-        for line in stream:
-            line = line.rstrip(b"\n").removesuffix(b"\r")
-            if line.strip():
-                yield line
+    def record(self, result: IngestResult, *, encoding: str | None = None, finished: bool = True) -> None:
+        row = FileLedgerRow(
+            origin=self.obj.origin,
+            bucket=self.obj.bucket,
+            object_name=self.obj.name,
+            generation=self.obj.generation,
+            status=result.status,
+            attempt_id=self.attempt,
+            bytes_read=result.bytes_read,
+            lines=result.lines,
+            batches=result.batches,
+            encoding=encoding,
+            error=result.reason,
+            started_at=self.started,
+            finished_at=datetime.now(UTC) if finished else None,
+        )
+        write_rows(bigquery_client(), self.tenant, [row], processor=PROCESSOR)
 
 
 def ingest_object(obj: StorageObjectData) -> IngestResult:
     tenant = tenants().by_bucket(obj.bucket)
     if tenant is None:
         raise SetupError(
-            f"bucket {obj.bucket} belongs to no tenant", "register it with `landline tenant add NAME --region R`"
+            f"bucket {obj.bucket} belongs to no tenant",
+            "register it with `landline tenant add NAME --region R` (or add it to the function's LANDLINE_TENANTS_JSON)",
         )
-    cfg = settings()
-    attempt = uuid.uuid4().hex[:12]
-    started = datetime.now(UTC)
-    origin = obj.origin
-    topic = topic_path(cfg.raw_events_topic)
-    futures: list[Future[str]] = []
-    lines = 0
-    batch: list[bytes] = []
-    first_line = 1
-
-    def flush() -> None:
-        nonlocal batch, first_line
-        if not batch:
-            return
-        index = len(futures)
-        attributes = {
-            "tenant": tenant.name,
-            "format": "segment",
-            "origin": origin,
-            "batch_index": str(index),
-            "batch_id": batch_id(origin, index),
-            "first_line": str(first_line),
-            "last_line": str(first_line + len(batch) - 1),
-        }
-        futures.append(publisher().publish(topic, b"\n".join(batch), **attributes))
-        first_line += len(batch)
-        batch = []
-
+    ledger = _Ledger(tenant, obj)
+    layout = classify_object(obj.name, tenant.prefix)
+    if not layout.is_data:
+        result = IngestResult(obj.origin, "ignored", reason=layout.reason)
+        ledger.record(result)
+        return result
+    ledger.record(IngestResult(obj.origin, "started"), finished=False)
     try:
-        for line in _lines(obj):
-            batch.append(line)
-            lines += 1
-            if len(batch) >= cfg.batch_max_lines:
-                flush()
-        flush()
-        for future in futures:
-            future.result(timeout=120)
+        result, encoding = _publish_object(tenant, obj)
+    except FileRejected as exc:
+        result, encoding = IngestResult(obj.origin, "rejected", reason=f"{exc.reason}: {exc.message}"), None
+        ledger.record(result)
+        raise
+    ledger.record(result, encoding=encoding)
+    return result
+
+
+def _publish_object(tenant: Tenant, obj: StorageObjectData) -> tuple[IngestResult, str]:
+    cfg = settings()
+    topic = topic_path(cfg.raw_events_topic)
+    origin = obj.origin
+    blob = storage_client().bucket(obj.bucket).blob(obj.name, generation=int(obj.generation))
+    futures: list[Future[str]] = []
+    try:
+        # raw_download: the stored bytes, even for objects with Content-Encoding: gzip; the decoder sniffs them.
+        with blob.open("rb", chunk_size=READ_CHUNK_BYTES, raw_download=True) as raw:
+            reader = open_lines(raw)
+            for batch in batch_lines(reader, cfg.batch_max_lines, cfg.batch_max_bytes):
+                attributes = batch_attributes(batch, tenant=tenant.name, origin=origin)
+                futures.append(publisher().publish(topic, encode_batch(batch), **attributes))
+            for future in futures:
+                future.result(timeout=PUBLISH_TIMEOUT_S)
     except gexc.NotFound as exc:
-        raise SetupError(f"topic {topic} or object {origin} not found: {exc}", "apply the topology (`landline up`)") from exc
-    except gexc.GoogleAPICallError as exc:
-        raise TransientError(f"publishing {origin} failed: {exc}") from exc
-    _record(tenant, obj, attempt, "loaded", started, lines=lines, batches=len(futures))
-    return IngestResult(origin=origin, status="loaded", lines=lines, batches=len(futures))
-
-
-def _record(tenant: Tenant, obj: StorageObjectData, attempt: str, status: str, started: datetime, **counts: int) -> None:
-    row = FileLedgerRow(
-        origin=obj.origin,
-        bucket=obj.bucket,
-        object_name=obj.name,
-        generation=obj.generation,
-        status=status,
-        attempt_id=attempt,
-        bytes_read=counts.get("bytes_read", 0),
-        lines=counts.get("lines", 0),
-        batches=counts.get("batches", 0),
-        started_at=started,
-        finished_at=datetime.now(UTC),
+        if obj.name in str(exc) or "No such object" in str(exc):
+            raise PermanentError("object_gone", f"{origin} no longer exists (deleted or overwritten)") from exc
+        raise SetupError(f"topic {topic} not found: {exc}", "create the topology (`landline up` or terraform apply)") from exc
+    except (gexc.Forbidden, gexc.PermissionDenied) as exc:
+        raise SetupError(
+            f"permission denied while ingesting {origin}: {exc}",
+            "grant the ingest_file service account roles/storage.objectViewer on the bucket and "
+            "roles/pubsub.publisher on the raw-events topic",
+        ) from exc
+    except (gexc.GoogleAPICallError, media_errors.InvalidResponse, ConnectionError, TimeoutError) as exc:
+        raise TransientError(f"ingesting {origin} failed: {exc}") from exc
+    status = "truncated" if reader.truncated else "loaded"
+    result = IngestResult(
+        origin, status, lines=reader.lines, batches=len(futures), bytes_read=reader.bytes_in, reason=reader.error
     )
-    write_rows(bigquery_client(), tenant, [row], processor=PROCESSOR)
+    return result, reader.encoding

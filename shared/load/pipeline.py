@@ -1,17 +1,25 @@
-"""Load one raw-events message: validate every line, map it to rows, write them to the tenant's dataset."""
+"""Load one raw-events message: validate every line, map it to rows, write rows and rejections to the tenant's dataset.
+
+A message is either a batch from ``ingest_file`` (attributes name the origin and the line numbers) or a direct
+publisher's message (one native event, or NDJSON; ``format`` defaults to ``native``). Every line comes out as exactly
+one row or one rejected row; after they are written the message is acked. A message whose tenant is missing or unknown
+is a setup error: it is retried and, after the subscription's attempts, kept in the dead-letter topic.
+"""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from shared.config import tenants
-from shared.errors import PermanentError
+from shared.config import settings, tenants
+from shared.errors import SetupError
+from shared.ingest.batching import attribute_line_numbers
+from shared.load.parse import ParsedBatch, parse_lines, rejected_row
+from shared.sources.common import RejectReason
 from shared.warehouse.client import bigquery_client
-from shared.warehouse.rows import EventRow, Lineage
-from shared.warehouse.writer import WriteResult, write_rows
+from shared.warehouse.rows import Lineage, RejectedRow
+from shared.warehouse.writer import write_rows
 
 if TYPE_CHECKING:
     from shared.envelopes import PubSubMessage
@@ -23,32 +31,67 @@ PROCESSOR = "landline.load"
 class LoadResult:
     lines: int
     written: dict[str, int]
+    rejected: dict[str, int]
+
+
+def _line_numbers(attributes: dict[str, str], count: int) -> list[int]:
+    if "first_line" in attributes and "last_line" in attributes:
+        numbers = attribute_line_numbers(attributes)
+        if len(numbers) == count:
+            return numbers
+    return list(range(1, count + 1))
+
+
+def _publish_time(message: PubSubMessage) -> datetime:
+    if message.publish_time:
+        try:
+            return datetime.fromisoformat(message.publish_time.replace("Z", "+00:00")).astimezone(UTC)
+        except ValueError:
+            pass
+    return datetime.now(UTC)
+
+
+def parse_message(message: PubSubMessage, topic: str | None = None) -> ParsedBatch:
+    """Message -> rows and rejections (no I/O)."""
+    attributes = message.attributes
+    fmt = attributes.get("format", "native")
+    origin = attributes.get("origin") or f"pubsub://{topic or settings().raw_events_topic}/{message.message_id}"
+    payload = message.decoded()
+    # A direct publisher may end its NDJSON with a newline or leave blank lines: they are not records.
+    lines = [line.removesuffix(b"\r") for line in payload.split(b"\n")]
+    numbered = [(n, line) for n, line in zip(_line_numbers(attributes, len(lines)), lines, strict=True) if line.strip()]
+    lineage = Lineage(fmt, origin, None, _publish_time(message))
+    partial = int(attributes["partial_line"]) if "partial_line" in attributes else None
+    truncated: list[RejectedRow] = []
+    if partial is not None:
+        for n, line in numbered:
+            if n == partial:
+                truncated.append(
+                    rejected_row(
+                        line,
+                        Lineage(fmt, origin, n, lineage.received_at),
+                        RejectReason.TRUNCATED_LINE,
+                        "the file ends inside this line (truncated gzip)",
+                    )
+                )
+        numbered = [(n, line) for n, line in numbered if n != partial]
+    parsed = parse_lines(
+        numbered, fmt=fmt, lineage=lineage, max_future_skew_hours=settings().max_future_skew_hours
+    )
+    parsed.rejected.extend(truncated)
+    return parsed
 
 
 def load_message(message: PubSubMessage, topic: str | None = None) -> LoadResult:
-    attributes = message.attributes
-    tenant_name = attributes.get("tenant")
+    tenant_name = message.attributes.get("tenant")
     if not tenant_name:
-        raise PermanentError("missing_tenant", "message has no tenant attribute")
-    tenant = tenants().get(tenant_name)
-    origin = attributes.get("origin") or f"pubsub://{topic or 'raw-events'}/{message.message_id}"
-    first_line = int(attributes.get("first_line", "1"))
-    received_at = datetime.now(UTC)
-    rows = []
-    lines = message.decoded().split(b"\n")
-    for offset, raw in enumerate(lines):
-        record = json.loads(raw)
-        if record.get("type") != "track":
-            continue
-        rows.append(
-            EventRow(
-                contact_id=record.get("userId") or record["anonymousId"],
-                timestamp=datetime.fromisoformat(record["timestamp"]),
-                event_name=record["event"],
-                event_instance_id=record["messageId"],
-                lineage=Lineage("segment", origin, first_line + offset, received_at),
-                metadata=record.get("properties") or {},
-            )
+        raise SetupError(
+            f"message {message.message_id} has no tenant attribute",
+            "publish with attribute tenant=<name>; the message is kept in the dead-letter topic",
         )
-    result: WriteResult = write_rows(bigquery_client(), tenant, rows, processor=PROCESSOR)
-    return LoadResult(lines=len(lines), written=dict(result.written))
+    tenant = tenants().get(tenant_name)
+    parsed = parse_message(message, topic)
+    result = write_rows(bigquery_client(), tenant, [*parsed.rows, *parsed.rejected], processor=PROCESSOR)
+    return LoadResult(
+        lines=len(parsed.rows) + len(parsed.rejected), written=dict(result.written), rejected=parsed.reasons()
+    )

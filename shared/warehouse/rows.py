@@ -6,11 +6,23 @@ validation already happened, so a second validation pass would only cost time.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 BAD_ROW_SCHEMA_VERSION = "1-0-0"
+
+
+def position_insert_id(instance_id: str, lineage: Lineage) -> str:
+    """insertId of a row: the event's stable id *at its position* (origin + line).
+
+    A redelivery of the same batch carries the same positions and is deduplicated; the same messageId on another line
+    or in another file (Segment's own duplicates) is stored, so the views can count it as a duplicate instead of the
+    streaming layer dropping it silently. Exact dedup by event id happens in the views.
+    """
+    key = f"{instance_id}|{lineage.origin}|{lineage.line_number}"
+    return hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -41,7 +53,7 @@ class EventRow:
 
     @property
     def insert_id(self) -> str:
-        return self.event_instance_id
+        return position_insert_id(self.event_instance_id, self.lineage)
 
     def to_bq(self, loaded_at: datetime) -> dict[str, Any]:
         return {
@@ -76,7 +88,7 @@ class UserPropertiesRow:
 
     @property
     def insert_id(self) -> str:
-        return self.event_instance_id
+        return position_insert_id(self.event_instance_id, self.lineage)
 
     def to_bq(self, loaded_at: datetime) -> dict[str, Any]:
         return {

@@ -170,7 +170,9 @@ VIEWS: dict[str, str] = {
     "files_latest": """
         SELECT * FROM `{ds}.files`
         WHERE TRUE
-        QUALIFY ROW_NUMBER() OVER (PARTITION BY origin ORDER BY recorded_at DESC, finished_at DESC) = 1
+        QUALIFY ROW_NUMBER() OVER (
+            PARTITION BY origin ORDER BY IF(status = 'started', 0, 1) DESC, recorded_at DESC
+        ) = 1
     """,
     "rejected_deduped": """
         SELECT * FROM `{ds}.rejected`
