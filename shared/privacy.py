@@ -72,6 +72,7 @@ _DATE_LIKE = re.compile(r"\d{4}[./-]\d{1,2}[./-]\d{1,2}|\d{1,2}[./-]\d{1,2}[./-]
 # Most strings (names, paths, locales, versions) fail it at C speed.
 _SUSPECT = re.compile(r"@|:[0-9A-Fa-f]{0,4}:|\d[\s().+-]{0,2}\d[\s().-]{0,2}\d[\s().-]{0,2}\d")
 _CACHE_LIMIT = 200_000
+_SECTION_CACHE_LIMIT = 20_000
 
 
 def looks_like_pii(value: str) -> bool:
@@ -173,7 +174,10 @@ class PrivacyPolicy(BaseModel):
         return self._scrubber.scrub(value)
 
     def scrub_context(self, context: dict[str, Any]) -> dict[str, Any]:
-        """The allow-listed, PII-free part of a Segment ``context``, for event metadata."""
+        """The allow-listed, PII-free part of a Segment ``context``, for event metadata.
+
+        Sections of the result may be shared between calls (memoised): treat row metadata as read-only.
+        """
         return self._scrubber.scrub_context(context)
 
 
@@ -181,7 +185,7 @@ class Scrubber:
     """A ``PrivacyPolicy`` compiled for speed: plain slots, memoised verdicts, no pydantic on the per-event path."""
 
     __slots__ = ("context_keep", "drops", "fragments", "hashing", "key_verdicts", "pii_keys", "safe", "salt",
-                 "scan_values", "value_verdicts")  # fmt: skip
+                 "scan_values", "sections", "value_verdicts")  # fmt: skip
 
     def __init__(self, policy: PrivacyPolicy) -> None:
         self.hashing = policy.mode == "hash"
@@ -194,6 +198,7 @@ class Scrubber:
         self.scan_values = policy.scan_values
         self.key_verdicts: dict[str, bool] = {}
         self.value_verdicts: dict[str, bool] = {}
+        self.sections: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     # -- verdicts --------------------------------------------------------------------------------------------------
     def is_pii_key(self, key: str) -> bool:
@@ -229,6 +234,7 @@ class Scrubber:
         out: dict[str, Any] = {}
         drops = self.drops
         safe = self.safe
+        memo = self.sections
         for key in self.context_keep:
             v = context.get(key)
             if v is None:
@@ -238,11 +244,23 @@ class Scrubber:
                 continue
             t = type(v)
             if t is dict:
+                # Sections such as app, os, library, device repeat verbatim across a client's events: memoise
+                # flat ones by content (a nested one is unhashable and just gets scrubbed).
                 if sub:
-                    v = _drop(v, sub)
-                v = self._dict(v, safe)
-                if v:
-                    out[key] = v
+                    v = _drop(v, sub)  # first, so per-device ids do not defeat the memo
+                memo_key: tuple[Any, ...] | None = (key, *v.items())
+                try:
+                    done = memo.get(memo_key)  # type: ignore[arg-type]
+                except TypeError:
+                    done = memo_key = None
+                if done is None:
+                    done = self._dict(v, safe)
+                    if memo_key is not None:
+                        if len(memo) > _SECTION_CACHE_LIMIT:
+                            memo.clear()
+                        memo[memo_key] = done
+                if done:
+                    out[key] = done
             elif t is str:
                 if self.is_pii_value(v):
                     if self.hashing:
