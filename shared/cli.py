@@ -99,13 +99,26 @@ def tenant_add(
     region: Annotated[str, typer.Option(help="GCP region the tenant's data is pinned to")],
     prefix: Annotated[str, typer.Option(help="prefix before segment-logs/ in the bucket")] = "",
     push_provider: Annotated[str | None, typer.Option(help="fcm, apns, onesignal, braze or expo")] = None,
+    quiet_hours: Annotated[str | None, typer.Option(help="HH:MM-HH:MM in each contact's timezone")] = None,
+    frequency_cap: Annotated[int | None, typer.Option(help="max pushes per contact per 24 h")] = None,
     home: HomeOpt = None,
 ) -> None:
-    """Create a tenant's bucket and dataset (location REGION) and register it."""
+    """Create a tenant's bucket and dataset (location REGION) and register it. On the local stack, a push provider
+    gets generated credentials, stored in the stack's secrets file and registered with the fake provider."""
     from shared.tenancy import add_tenant
 
-    _running(home)
-    tenant = add_tenant(name, region, prefix=prefix, push_provider=push_provider)
+    stack = _running(home)
+    policy: dict[str, object] = {}
+    if quiet_hours:
+        start, _, end = quiet_hours.partition("-")
+        policy.update(quiet_hours_start=start, quiet_hours_end=end)
+    if frequency_cap:
+        policy["frequency_cap"] = frequency_cap
+    tenant = add_tenant(name, region, prefix=prefix, push_provider=push_provider, push_policy=policy)
+    if push_provider:
+        from infra.local.push_setup import setup_local_push
+
+        setup_local_push(stack.cfg, name, push_provider)
     _echo_json(tenant.model_dump())
 
 
@@ -210,16 +223,56 @@ def stats(
 
 
 @app.command()
-def tick(home: HomeOpt = None) -> None:
+def tick(
+    tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="only this tenant")] = None,
+    home: HomeOpt = None,
+) -> None:
     """Publish one scheduler tick to send-ticks (what Cloud Scheduler does every few minutes)."""
     _running(home)
-    typer.echo(f"tick published: {publish_tick()}")
+    typer.echo(f"tick published: {publish_tick(tenant)}")
 
 
-def publish_tick() -> str:
+@app.command("schedule")
+def schedule_cmd(
+    contact: Annotated[str, typer.Option(help="contact_id")],
+    title: Annotated[str, typer.Option()],
+    body: Annotated[str, typer.Option()],
+    tenant: TenantOpt = "default",
+    at: Annotated[str | None, typer.Option(help="send time, ISO-8601 with offset (default: now)")] = None,
+    local_time: Annotated[str | None, typer.Option(help="YYYY-MM-DDTHH:MM in the contact's timezone")] = None,
+    message_id: Annotated[str | None, typer.Option(help="idempotency key of the message (default: random)")] = None,
+    provider: Annotated[str | None, typer.Option(help="override the tenant's provider")] = None,
+    data: Annotated[str | None, typer.Option(help="JSON object of string values")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Schedule one push (lands in message_schedule; the next tick sends it when due)."""
+    import uuid
+
+    from shared.config import tenants
+    from shared.push.schedule import SendRequest, schedule
+
+    _running(home)
+    request = SendRequest.model_validate(
+        {
+            "message_id": message_id or uuid.uuid4().hex,
+            "contact_id": contact,
+            "title": title,
+            "body": body,
+            "send_at": at,
+            "local_send_time": local_time,
+            "provider": provider,
+            "data": json.loads(data) if data else {},
+        }
+    )
+    schedule(tenants().get(tenant), [request])
+    typer.echo(request.message_id)
+
+
+def publish_tick(tenant: str | None = None) -> str:
     from shared.clients import publisher, topic_path
 
-    future = publisher().publish(topic_path("send-ticks"), json.dumps({"at": time.time()}).encode(), origin="cli")
+    attributes = {"origin": "cli", **({"tenant": tenant} if tenant else {})}
+    future = publisher().publish(topic_path("send-ticks"), json.dumps({"at": time.time()}).encode(), **attributes)
     return str(future.result(timeout=30))
 
 

@@ -48,6 +48,18 @@ def settings() -> Settings:
     return Settings()
 
 
+class PushPolicy(BaseModel):
+    """Per-tenant sending policy. Quiet hours are in the contact's own timezone (UTC when unknown)."""
+
+    quiet_hours_start: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    quiet_hours_end: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    frequency_cap: int = Field(default=3, ge=1, description="sends per contact per rolling window")
+    frequency_window_hours: float = Field(default=24.0, gt=0)
+    # A contact opts out when any of these user properties is true.
+    opt_out_properties: tuple[str, ...] = ("push_opt_out", "unsubscribed_push")
+    max_deferrals: int = Field(default=20, ge=1)
+
+
 class Tenant(BaseModel):
     """One customer: its bucket and dataset, pinned to ``region``."""
 
@@ -58,6 +70,7 @@ class Tenant(BaseModel):
     # Optional prefix before ``segment-logs/`` in the bucket (Segment lets customers choose one).
     prefix: str = ""
     push_provider: str | None = None
+    push_policy: PushPolicy = Field(default_factory=PushPolicy)
 
     @field_validator("region")
     @classmethod

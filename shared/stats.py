@@ -5,6 +5,7 @@ Every line read is accounted for: ``lines == events + user_property_rows + rejec
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from google.cloud import bigquery
@@ -26,6 +27,8 @@ def run_query(tenant_name: str, sql: str, params: dict[str, Any] | None = None) 
 
 
 def _bq_type(value: Any) -> str:
+    if isinstance(value, datetime):
+        return "TIMESTAMP"
     if isinstance(value, bool):
         return "BOOL"
     if isinstance(value, int):

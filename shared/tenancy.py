@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from google.api_core import exceptions as gexc
 
 from shared.clients import storage_client
-from shared.config import Settings, Tenant, settings
+from shared.config import PushPolicy, Settings, Tenant, settings
 from shared.errors import SetupError
 from shared.warehouse.client import bigquery_client, provision_dataset
 
@@ -35,6 +35,7 @@ def add_tenant(
     dataset: str | None = None,
     prefix: str = "",
     push_provider: str | None = None,
+    push_policy: dict[str, object] | None = None,
     cfg: Settings | None = None,
 ) -> Tenant:
     cfg = cfg or settings()
@@ -45,12 +46,16 @@ def add_tenant(
         dataset=dataset or default_dataset(name),
         prefix=prefix,
         push_provider=push_provider,
+        push_policy=PushPolicy.model_validate(push_policy or {}),
     )
+    from shared.push.claims import claims_bucket
+
     client = storage_client()
-    try:
-        client.create_bucket(tenant.bucket, location=tenant.region)
-    except gexc.Conflict:
-        pass
+    for bucket in (tenant.bucket, claims_bucket(tenant)):
+        try:
+            client.create_bucket(bucket, location=tenant.region)
+        except gexc.Conflict:
+            pass
     provision_dataset(bigquery_client(cfg), tenant)
     if cfg.tenants_file is None:
         raise SetupError("no tenant registry file", "set LANDLINE_TENANTS_FILE")

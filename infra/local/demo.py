@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import uuid
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -18,7 +19,7 @@ SAMPLES = REPO / "samples" / "segment"
 TENANT = "default"
 
 
-def run_demo(cfg: StackConfig, echo: Callable[[str], None]) -> dict[str, object]:
+def run_demo(cfg: StackConfig, echo: Callable[[str], None]) -> dict[str, Any]:
     from shared.cli import drop_files, wait_idle
 
     echo(f"dropping the sample Segment export from {SAMPLES.relative_to(REPO)} into tenant '{TENANT}' ...")
@@ -39,22 +40,35 @@ def run_demo(cfg: StackConfig, echo: Callable[[str], None]) -> dict[str, object]
         echo("rejected lines (replay with `landline replay` after a fix):")
         for row in run_query(TENANT, "SELECT reason_code, line_number, message FROM rejected_deduped ORDER BY line_number"):
             echo(f"  line {row['line_number']}: {row['reason_code']} - {row['message']}")
-    if pushes is not None:
-        echo(f"pushes accepted by the fake providers: {pushes}")
+    echo(f"pushes accepted by the fake FCM: {pushes}")
+    for row in run_query(
+        TENANT, "SELECT status, reason, COUNT(DISTINCT message_id) AS n FROM message_sends GROUP BY status, reason ORDER BY status"
+    ):
+        echo(f"  {row['status']:<9} {row['reason'] or '':<24} {row['n']}")
     echo(f"\nexplore: landline query \"SELECT * FROM users_latest\" --home {cfg.home}")
     return counts
 
 
-def _send_pushes(cfg: StackConfig, echo: Callable[[str], None]) -> dict[str, object] | None:
-    try:
-        from shared.push.schedule import schedule_demo_messages
-    except ImportError:
-        echo("(push sending is not part of this build yet)")
-        return None
+def _send_pushes(cfg: StackConfig, echo: Callable[[str], None]) -> dict[str, object]:
+    """Schedule a push for every contact the export identified (and one for a contact without a token), tick, wait."""
     from shared.cli import publish_tick, wait_idle
+    from shared.config import tenants
+    from shared.push.schedule import SendRequest, schedule
 
-    scheduled = schedule_demo_messages(TENANT)
-    echo(f"scheduled {scheduled} push messages; ticking the scheduler ...")
-    publish_tick()
+    contacts = [r["contact_id"] for r in run_query(TENANT, "SELECT contact_id FROM users_latest ORDER BY contact_id")]
+    requests = [
+        SendRequest(
+            message_id=f"demo-{contact}-{uuid.uuid4().hex[:8]}",
+            contact_id=contact,
+            title="Your cart misses you",
+            body="Come back and finish your order.",
+            data={"campaign": "demo"},
+        )
+        for contact in [*contacts, "user-without-token"]
+    ]
+    schedule(tenants().get(TENANT), requests)
+    echo(f"scheduled {len(requests)} push messages; ticking the scheduler ...")
+    publish_tick(TENANT)
     wait_idle(cfg.url("router"), timeout=300)
-    return dict(httpx.get(f"{cfg.url('fakes')}/_fake/stats", timeout=5).json())
+    stats = httpx.get(f"{cfg.url('fakes')}/_fake/stats", timeout=5).json()
+    return {"fcm_accepted": stats.get("fcm", {}).get("accepted", stats.get("fcm"))}

@@ -80,9 +80,13 @@ def ensure_tenants(cfg: StackConfig, topology: Topology, default_region: str | N
     registered = [Tenant.model_validate(t) for t in json.loads(cfg.paths.tenants.read_text() or "{}").values()]
     for tenant in registered:
         add_local_tenant(cfg, tenant.name, tenant.region, bucket=tenant.bucket, dataset=tenant.dataset,
-                         prefix=tenant.prefix, push_provider=tenant.push_provider)
+                         prefix=tenant.prefix, push_provider=tenant.push_provider,
+                         push_policy=tenant.push_policy.model_dump())
     if DEFAULT_TENANT not in {t.name for t in registered}:
-        add_local_tenant(cfg, DEFAULT_TENANT, default_region or topology.defaults.region)
+        from infra.local.push_setup import setup_local_push
+
+        add_local_tenant(cfg, DEFAULT_TENANT, default_region or topology.defaults.region, push_provider="fcm")
+        setup_local_push(cfg, DEFAULT_TENANT, "fcm")
 
 
 def add_local_tenant(cfg: StackConfig, name: str, region: str, **kwargs: object) -> object:

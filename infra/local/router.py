@@ -17,6 +17,7 @@ import argparse
 import base64
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -91,8 +92,20 @@ def _pubsub_event(body: dict[str, Any], project: str, topic: str) -> tuple[dict[
     return headers, json.dumps({"message": message, "subscription": body.get("subscription")}).encode()
 
 
+def _tenant_buckets(tenants_file: str | None) -> set[str]:
+    """Eventarc storage triggers are per bucket: only tenant data buckets reach ingest_file."""
+    if not tenants_file:
+        return set()
+    try:
+        with open(tenants_file) as handle:
+            return {t["bucket"] for t in json.load(handle).values()}
+    except (OSError, ValueError, KeyError):
+        return set()
+
+
 def make_handler(
-    state: RouterState, functions: dict[str, str], notification_topic: str, client: httpx.Client
+    state: RouterState, functions: dict[str, str], notification_topic: str, client: httpx.Client,
+    tenants_file: str | None = None,
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -147,6 +160,9 @@ def make_handler(
                     self._reply(200, {"ignored": "not a finalize event"})
                     return
                 resource = json.loads(converted[1])
+                if tenants_file and resource.get("bucket") not in _tenant_buckets(tenants_file):
+                    self._reply(200, {"ignored": "no trigger for this bucket"})
+                    return
                 expected_key = f"{resource.get('bucket')}/{resource.get('name')}#{resource.get('generation')}"
             else:
                 converted = _pubsub_event(body, project, topic)
@@ -197,7 +213,8 @@ def main() -> None:
     state = RouterState(args.max_delivery_attempts)
     # Deliveries wait for the function (up to the ack deadline); keep-alive connections per target.
     client = httpx.Client(timeout=httpx.Timeout(600.0, connect=5.0), limits=httpx.Limits(max_connections=64))
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(state, functions, args.notification_topic, client))
+    handler = make_handler(state, functions, args.notification_topic, client, os.environ.get("LANDLINE_TENANTS_FILE"))
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
     server.daemon_threads = True
     log.info("router on 127.0.0.1:%d -> %s", args.port, functions)
     server.serve_forever()

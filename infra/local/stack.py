@@ -259,7 +259,7 @@ def services(cfg: StackConfig, topology: Topology) -> list[Service]:
                 *router_functions,
             ],
             _http_ok(f"{cfg.url('router')}/healthz", lambda r: r.status_code == 200),
-            env={"PYTHONUNBUFFERED": "1"},
+            env={"PYTHONUNBUFFERED": "1", "LANDLINE_TENANTS_FILE": env["LANDLINE_TENANTS_FILE"]},
         ),
         Service(
             "fakes",

@@ -186,3 +186,107 @@ class FileLedgerRow:
             "finished_at": _ts(self.finished_at),
             "recorded_at": _ts(loaded_at),
         }
+
+
+@dataclass(slots=True, frozen=True)
+class ScheduleRow:
+    """One message to send (``message_schedule``); the newest row per message_id wins."""
+
+    message_id: str
+    contact_id: str
+    title: str
+    body: str
+    created_at: datetime
+    channel: str = "push"
+    provider: str | None = None
+    data: dict[str, str] = field(default_factory=dict)
+    deep_link: str | None = None
+    send_at: datetime | None = None
+    local_send_time: str | None = None
+    expires_at: datetime | None = None
+    collapse_key: str | None = None
+    priority: str = "high"
+
+    table = "message_schedule"
+
+    @property
+    def insert_id(self) -> str:
+        return f"{self.message_id}|{_ts(self.created_at)}"
+
+    def to_bq(self, loaded_at: datetime) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "contact_id": self.contact_id,
+            "channel": self.channel,
+            "provider": self.provider,
+            "title": self.title,
+            "body": self.body,
+            "data": self.data,
+            "deep_link": self.deep_link,
+            "send_at": _ts(self.send_at),
+            "local_send_time": self.local_send_time,
+            "expires_at": _ts(self.expires_at),
+            "collapse_key": self.collapse_key,
+            "priority": self.priority,
+            "created_at": _ts(self.created_at),
+        }
+
+
+@dataclass(slots=True, frozen=True)
+class SendRow:
+    """One attempt's outcome (``message_sends``): sent, failed, deferred or skipped."""
+
+    message_id: str
+    contact_id: str
+    status: str
+    attempt_id: str
+    at: datetime
+    provider: str | None = None
+    reason: str | None = None
+    provider_message_id: str | None = None
+    retry_at: datetime | None = None
+
+    table = "message_sends"
+
+    @property
+    def insert_id(self) -> str:
+        return f"{self.message_id}|{self.attempt_id}|{self.status}"
+
+    def to_bq(self, loaded_at: datetime) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "contact_id": self.contact_id,
+            "provider": self.provider,
+            "status": self.status,
+            "reason": self.reason,
+            "provider_message_id": self.provider_message_id,
+            "attempt_id": self.attempt_id,
+            "retry_at": _ts(self.retry_at),
+            "at": _ts(self.at),
+        }
+
+
+@dataclass(slots=True, frozen=True)
+class InvalidTokenRow:
+    """A token the provider reported dead; it is not used again unless the contact sends it anew later."""
+
+    contact_id: str
+    push_token: str
+    provider: str
+    reason: str
+    invalidated_at: datetime
+
+    table = "invalid_tokens"
+
+    @property
+    def insert_id(self) -> str:
+        return hashlib.sha256(f"{self.contact_id}|{self.push_token}|{self.provider}".encode()).hexdigest()[:40]
+
+    def to_bq(self, loaded_at: datetime) -> dict[str, Any]:
+        return {
+            "contact_id": self.contact_id,
+            "push_token": self.push_token,
+            "provider": self.provider,
+            "reason": self.reason,
+            "invalidated_at": _ts(self.invalidated_at),
+        }
