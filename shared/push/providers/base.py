@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import importlib.util
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,20 +17,14 @@ from typing import TYPE_CHECKING, Literal
 import h2.exceptions
 import httpx
 
+from shared.push import transport
 from shared.push.ratelimit import TokenBucket
 from shared.push.retry import Deferral, Retryable, RetryPolicy, call_with_retry
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
 log = logging.getLogger(__name__)
-
-# httpcore 1.0.x runs `import sniffio` inside every request/lock setup; anyio 4 no longer installs sniffio, so each
-# failed import rescans sys.path (~4 per request, ~40% of our client CPU at loopback rates). A None entry in
-# sys.modules is Python's documented way to make that import fail fast; httpcore then falls back to "asyncio".
-# Only done when sniffio really is absent. (Better: add sniffio to the dependencies.)
-if importlib.util.find_spec("sniffio") is None:
-    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
 Status = Literal["sent", "failed", "deferred", "invalid_token"]
 Priority = Literal["high", "normal"]
@@ -98,11 +90,16 @@ class Provider(abc.ABC):
 
 
 # Connection-level failures that a retry on a (new) stream/connection can fix: resets, GOAWAY on a retiring HTTP/2
-# connection (surfaces as RemoteProtocolError / WriteError / LocalProtocolError "max outbound streams"), timeouts.
-RETRYABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (httpx.TransportError, h2.exceptions.ProtocolError)
+# connection (httpx: RemoteProtocolError / WriteError / LocalProtocolError "max outbound streams"; our transport:
+# ConnectionClosed / ConnectionTerminated / StreamReset), timeouts.
+RETRYABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    httpx.TransportError,
+    h2.exceptions.ProtocolError,
+    transport.TransportError,
+)
 
 
-def retry_after_seconds(headers: httpx.Headers, now: float | None = None) -> float | None:
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """Parse ``Retry-After`` (delta seconds or HTTP date) into seconds from now."""
     value = headers.get("retry-after")
     if not value:
@@ -124,35 +121,24 @@ def epoch_to_datetime(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
-class HttpProvider(Provider):
-    """Per-message request/response providers (FCM, APNs, OneSignal, Braze): subclasses implement ``_send_one``.
+class PerMessageProvider(Provider):
+    """Providers with one request per message (FCM, APNs, OneSignal, Braze): subclasses implement ``_send_one``.
 
-    One ``httpx.AsyncClient`` per provider instance (connection reuse; HTTP/2 where the provider speaks it), a
-    semaphore for concurrency and a token bucket for pacing.
+    A semaphore caps messages in flight and a token bucket paces them; retries go through ``call_with_retry`` only
+    after a first attempt came back ``Retryable`` (building a tenacity loop per message costs more CPU than the HTTP/2
+    request itself on the fast path).
     """
 
     def __init__(
         self,
         *,
         base_url: str,
-        http2: bool,
         max_concurrency: int,
         rate_per_second: float,
         burst: float | None = None,
         retry_policy: RetryPolicy | None = None,
-        timeout: float = 30.0,
-        client: httpx.AsyncClient | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        # h2c (cleartext HTTP/2, the fakes) needs prior knowledge: http1=False. Over TLS ALPN picks h2.
-        cleartext = self.base_url.startswith("http://")
-        self._client = client or httpx.AsyncClient(
-            http2=http2,
-            http1=not (http2 and cleartext),
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
-        )
-        self._owns_client = client is None
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._bucket = TokenBucket(rate_per_second, burst if burst is not None else max(1.0, rate_per_second))
         self.retry_policy = retry_policy or RetryPolicy()
@@ -172,7 +158,15 @@ class HttpProvider(Provider):
             wait = await self._bucket.acquire(deadline=deadline)
             if wait is not None:
                 return SendOutcome(message.message_id, "deferred", "rate_limited", retry_after=epoch_to_datetime(wait))
-            result = await call_with_retry(lambda: self._attempt(message), deadline=deadline, policy=self.retry_policy)
+            first = await self._attempt(message)
+            if not isinstance(first, Retryable):
+                return first
+            pending = [first]
+
+            async def attempt() -> SendOutcome | Retryable:
+                return pending.pop() if pending else await self._attempt(message)
+
+            result = await call_with_retry(attempt, deadline=deadline, policy=self.retry_policy)
         if isinstance(result, Deferral):
             return SendOutcome(message.message_id, "deferred", result.reason, retry_after=result.until)
         return result
@@ -180,6 +174,84 @@ class HttpProvider(Provider):
     async def send_many(self, messages: Sequence[PushMessage], *, deadline: float) -> list[SendOutcome]:
         return list(await asyncio.gather(*(self._send_with_retry(m, deadline) for m in messages)))
 
+
+class HttpProvider(PerMessageProvider):
+    """Per-message providers over one ``httpx.AsyncClient`` (connection reuse), for the HTTP/1.1 JSON APIs."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        http2: bool,
+        max_concurrency: int,
+        rate_per_second: float,
+        burst: float | None = None,
+        retry_policy: RetryPolicy | None = None,
+        timeout: float = 30.0,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        super().__init__(
+            base_url=base_url,
+            max_concurrency=max_concurrency,
+            rate_per_second=rate_per_second,
+            burst=burst,
+            retry_policy=retry_policy,
+        )
+        # h2c (cleartext HTTP/2, the fakes) needs prior knowledge: http1=False. Over TLS ALPN picks h2.
+        cleartext = self.base_url.startswith("http://")
+        self._client = client or httpx.AsyncClient(
+            http2=http2,
+            http1=not (http2 and cleartext),
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
+        )
+        self._owns_client = client is None
+
     async def aclose(self) -> None:
         if self._owns_client:
             await self._client.aclose()
+
+
+class H2Provider(PerMessageProvider):
+    """Per-message providers that speak HTTP/2 (FCM, APNs) over ``shared.push.transport.H2Pool``.
+
+    ``connections`` HTTP/2 connections of at most ``max_streams_per_connection`` streams each; a second connection only
+    opens when the first is full (``max_concurrency`` above the per-connection cap) or retiring (GOAWAY). An injected
+    ``httpx.AsyncClient`` (``client=``) is still honoured, e.g. for tests with a mock transport.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        max_concurrency: int,
+        rate_per_second: float,
+        burst: float | None = None,
+        retry_policy: RetryPolicy | None = None,
+        timeout: float = 30.0,
+        connections: int = 2,
+        max_streams_per_connection: int = 100,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        super().__init__(
+            base_url=base_url,
+            max_concurrency=max_concurrency,
+            rate_per_second=rate_per_second,
+            burst=burst,
+            retry_policy=retry_policy,
+        )
+        self._client = client
+        self._pool = transport.H2Pool(
+            self.base_url, connections=connections, max_streams=max_streams_per_connection, timeout=timeout
+        )
+
+    async def _post(
+        self, path: str, headers: Sequence[tuple[bytes, bytes]], body: bytes
+    ) -> transport.Response | httpx.Response:
+        """POST to ``base_url + path``; ``path`` already percent-encoded where needed."""
+        if self._client is not None:
+            return await self._client.post(self.base_url + path, content=body, headers=list(headers))
+        return await self._pool.post(path.encode(), headers, body)
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()

@@ -1,4 +1,4 @@
-"""Firebase Cloud Messaging, HTTP v1: one POST per message over one shared HTTP/2 connection.
+"""Firebase Cloud Messaging, HTTP v1: one POST per message over pooled HTTP/2 connections (``shared.push.transport``).
 
 Access tokens come from google-auth (service-account JWT-bearer grant to the JSON's ``token_uri``), refreshed in a
 thread (google-auth's transport is blocking ``requests``) and cached until google-auth's refresh threshold; cached per
@@ -14,13 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 import google.auth.exceptions
 
-from shared.push.providers.base import HttpProvider, PushMessage, SendOutcome, retry_after_seconds
+from shared.push.providers.base import H2Provider, PushMessage, SendOutcome, retry_after_seconds
 from shared.push.retry import Retryable, RetryPolicy
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import httpx
 
     from shared.push.credentials import FcmCredentials
+    from shared.push.transport import Response
 
 DEFAULT_BASE_URL = "https://fcm.googleapis.com"
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -91,7 +94,7 @@ def build_message(message: PushMessage) -> dict[str, Any]:
     return body
 
 
-def _classify_error(status: int, payload: Any, headers: httpx.Headers) -> tuple[str, str | None]:
+def _classify_error(status: int, payload: Any, headers: Mapping[str, str]) -> tuple[str, str | None]:
     """(kind, code) with kind in invalid_token | failed | retry | reauth."""
     err = payload.get("error", {}) if isinstance(payload, dict) else {}
     details = err.get("details") or []
@@ -121,7 +124,7 @@ def _classify_error(status: int, payload: Any, headers: httpx.Headers) -> tuple[
     return "failed", code or canonical or f"HTTP_{status}"
 
 
-class FcmProvider(HttpProvider):
+class FcmProvider(H2Provider):
     name = "fcm"
 
     def __init__(
@@ -133,23 +136,31 @@ class FcmProvider(HttpProvider):
         rate_per_second: float = 10_000.0,  # project default is 600k/min
         retry_policy: RetryPolicy | None = None,
         client: httpx.AsyncClient | None = None,
+        connections: int = 2,
+        max_streams_per_connection: int = 100,
     ) -> None:
         super().__init__(
             base_url=base_url or credentials.base_url or DEFAULT_BASE_URL,
-            http2=True,
             max_concurrency=max_concurrency,
             rate_per_second=rate_per_second,
             burst=rate_per_second,
             retry_policy=retry_policy,
             client=client,
+            connections=connections,
+            max_streams_per_connection=max_streams_per_connection,
         )
         self.project_id = credentials.project_id
-        self.url = f"{self.base_url}/v1/projects/{self.project_id}/messages:send"
+        self.path = f"/v1/projects/{self.project_id}/messages:send"
+        self.url = self.base_url + self.path
         self.tokens = token_source(credentials.service_account.reveal())
+        self._headers: tuple[str, list[tuple[bytes, bytes]]] = ("", [])
 
-    async def _post(self, body: bytes, token: str) -> httpx.Response:
-        headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
-        return await self._client.post(self.url, content=body, headers=headers)
+    async def _post(self, body: bytes, token: str) -> Response | httpx.Response:  # type: ignore[override]
+        cached_token, headers = self._headers
+        if token != cached_token:  # one header list per access token: h2's HPACK table indexes it after one use
+            headers = [(b"authorization", f"Bearer {token}".encode()), (b"content-type", b"application/json")]
+            self._headers = (token, headers)
+        return await super()._post(self.path, headers, body)
 
     async def _send_one(self, message: PushMessage) -> SendOutcome | Retryable:
         try:
@@ -180,7 +191,7 @@ class FcmProvider(HttpProvider):
         return SendOutcome(message.message_id, "failed", code)
 
 
-def _json(resp: httpx.Response) -> Any:
+def _json(resp: Response | httpx.Response) -> Any:
     try:
         return resp.json()
     except ValueError:
