@@ -435,7 +435,9 @@ class H2Pool:
             self._loop = asyncio.get_running_loop()
         return self._loop
 
-    async def post(self, path: bytes, headers: Sequence[Header], body: bytes, *, timeout: float | None = None) -> Response:
+    async def post(
+        self, path: bytes, headers: Sequence[Header], body: bytes, *, timeout: float | None = None
+    ) -> Response:
         """POST ``body`` to ``path``; ``headers`` are lower-case bytes pairs (reuse the same objects across calls).
         Raises ``TransportError`` for connection-level failures; HTTP error statuses are returned."""
         all_headers = [*self._prefix, (b":path", path), *headers]
