@@ -46,6 +46,7 @@ PROCESSOR = "landline.push"
 CLAIM_LEASE = timedelta(minutes=15)  # longer than the 540 s function timeout: an older claim's holder is gone
 TICK_BUDGET_S = 420.0  # of the 540 s timeout: leaves time to record outcomes
 MAX_CANDIDATES = 5000
+SEND_CHUNK = 100  # messages claimed and sent together (the provider's in-flight limit)
 
 _CANDIDATES_SQL = """
 WITH sched AS (
@@ -219,13 +220,16 @@ def run_tick(tenant: Tenant, *, now: datetime | None = None, budget_s: float = T
             to_send.append((row, int(row["deferrals"])))
     _write(tenant, records, result)
 
-    claimed = _claim_all(tenant, to_send, tick_id, now, result)
-    by_provider: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in claimed:
-        by_provider[row.get("provider") or tenant.push_provider or ""].append(row)
-    for provider_name, rows in by_provider.items():
-        deadline = started + budget_s
-        _send(tenant, provider_name, rows, tick_id, deadline, result)
+    # Claim, send and record in chunks: what is claimed but not yet recorded when an instance dies is at most one
+    # chunk (those messages are never resent blindly; see the module docstring).
+    deadline = started + budget_s
+    for offset in range(0, len(to_send), SEND_CHUNK):
+        claimed = _claim_all(tenant, to_send[offset : offset + SEND_CHUNK], tick_id, now, result)
+        by_provider: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in claimed:
+            by_provider[row.get("provider") or tenant.push_provider or ""].append(row)
+        for provider_name, rows in by_provider.items():
+            _send(tenant, provider_name, rows, tick_id, deadline, result)
     return result
 
 

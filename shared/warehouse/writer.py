@@ -87,7 +87,7 @@ def _chunks(items: list[tuple[str, dict[str, Any], Row]]) -> list[list[tuple[str
 @retry(
     retry=retry_if_exception_type(_TRANSIENT),
     stop=stop_after_attempt(4),
-    wait=wait_exponential_jitter(initial=0.5, max=8),
+    wait=wait_exponential_jitter(multiplier=0.5, max=8),
     reraise=True,
 )
 def _insert(client: bigquery.Client, table: str, rows: list[dict[str, Any]], ids: list[str]) -> list[dict[str, Any]]:
