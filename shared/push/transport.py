@@ -61,12 +61,82 @@ _H2_CONFIG = h2.config.H2Configuration(
 )
 
 
-class _PlainEncoder(hpack.Encoder):
-    """HPACK without Huffman coding: pure-Python Huffman costs more CPU than the bytes it saves on unindexed values
-    (apns-id, device-token paths), and the server decodes plain literals faster too."""
+def _table_state(table: Any) -> tuple[object, int, int]:
+    """Identity of an HPACK dynamic table's contents: any insertion puts a new tuple at the front (we hold a reference
+    to the old front, so its id can't be reused), eviction changes the length, a size update changes ``maxsize``."""
+    entries = table.dynamic_entries
+    return (entries[0] if entries else None, len(entries), table.maxsize)
+
+
+def _same_state(a: tuple[object, int, int] | None, b: tuple[object, int, int]) -> bool:
+    return a is not None and a[0] is b[0] and a[1] == b[1] and a[2] == b[2]
+
+
+class _MemoEncoder(hpack.Encoder):
+    """HPACK encoder that (1) never Huffman-codes: pure-Python Huffman costs more CPU than the bytes it saves on the
+    unindexed values (apns-id, device-token paths), and the server decodes plain literals faster too; (2) reuses the
+    previous header block when the header list is the same and the dynamic table has not changed since: once FCM's
+    headers are all indexed, every request's block is the same few index bytes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._memo: tuple[list[Any], bytes, tuple[object, int, int]] | None = None
 
     def encode(self, headers: Any, huffman: bool = False) -> bytes:
-        return super().encode(headers, huffman=False)
+        memo = self._memo
+        if (
+            memo is not None
+            and not self.table_size_changes
+            and headers == memo[0]
+            and _same_state(memo[2], _table_state(self.header_table))
+        ):
+            return memo[1]
+        before = _table_state(self.header_table)
+        pending_resize = bool(self.table_size_changes)
+        block = super().encode(headers, huffman=False)
+        after = _table_state(self.header_table)
+        # Reusable only if encoding added nothing to the table (all fields were already indexed).
+        self._memo = (headers, block, after) if not pending_resize and _same_state(before, after) else None
+        return block
+
+
+class _MemoDecoder(hpack.Decoder):
+    """HPACK decoder that reuses the previous result for a byte-identical header block when neither that block nor
+    anything since changed the dynamic table (responses mostly repeat the same indexed fields)."""
+
+    def __init__(self, max_header_list_size: int) -> None:
+        super().__init__(max_header_list_size=max_header_list_size)
+        self._memo: tuple[bytes, list[Any], tuple[object, int, int]] | None = None
+
+    def decode(self, data: bytes, raw: bool = False) -> Any:
+        memo = self._memo
+        if memo is not None and data == memo[0] and _same_state(memo[2], _table_state(self.header_table)):
+            return list(memo[1])
+        before = _table_state(self.header_table)
+        headers = list(super().decode(data, raw=raw))
+        after = _table_state(self.header_table)
+        self._memo = (bytes(data), list(headers), after) if raw and _same_state(before, after) else None
+        return headers
+
+
+class _ClientH2(h2.connection.H2Connection):
+    """h2's ``open_outbound_streams`` walks every stream on each ``send_headers`` (tens of µs per request at 100 open
+    streams). The pool already keeps us within the server's limit, so report our own count, and let h2 sweep its
+    closed streams (its property's side effect) once every ``SWEEP`` streams."""
+
+    SWEEP = 256
+
+    def __init__(self, streams: dict[int, Any]) -> None:
+        super().__init__(config=_H2_CONFIG)
+        self.ours = streams
+        self._opened = 0
+
+    @property
+    def open_outbound_streams(self) -> int:
+        self._opened += 1
+        if self._opened % self.SWEEP == 0:
+            return int(h2.connection.H2Connection.open_outbound_streams.fget(self))  # type: ignore[attr-defined]
+        return len(self.ours)
 
 
 class TransportError(Exception):
@@ -137,7 +207,8 @@ class _Connection(asyncio.Protocol):
     def __init__(self, pool: H2Pool) -> None:
         self.pool = pool
         self.loop = pool.loop
-        self.h2 = h2.connection.H2Connection(config=_H2_CONFIG)
+        self.streams: dict[int, _Stream] = {}
+        self.h2 = _ClientH2(self.streams)
         self.h2.local_settings = h2.settings.Settings(
             client=True,
             initial_values={
@@ -146,9 +217,9 @@ class _Connection(asyncio.Protocol):
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 65_536,
             },
         )
-        self.h2.encoder = _PlainEncoder()
+        self.h2.encoder = _MemoEncoder()
+        self.h2.decoder = _MemoDecoder(self.h2.decoder.max_header_list_size)
         self.transport: asyncio.Transport | None = None
-        self.streams: dict[int, _Stream] = {}
         self.blocked: dict[int, _Stream] = {}  # streams whose body waits for a window update
         self.reserved = 0
         self.capacity = 0  # min(our cap, server's MAX_CONCURRENT_STREAMS); 0 until the server's SETTINGS arrive
@@ -334,7 +405,7 @@ class _Connection(asyncio.Protocol):
         if timer and stream.timer is not None:
             stream.timer.cancel()
         self.release()
-        if not self.usable and not self.streams and not self.closed and not self.h2.open_outbound_streams:
+        if not self.usable and not self.streams and not self.closed:
             self._close_transport()  # a draining connection that has finished its streams
         return stream
 
