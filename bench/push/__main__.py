@@ -1,5 +1,12 @@
 """``python -m bench.push [--quick]``: sends/s against the fake FCM on loopback, landline's FcmProvider vs
-firebase-admin's ``messaging.send_each``, same fake, same run. The last line is ``ratio landline/firebase-admin = X.XX``.
+firebase-admin's ``messaging.send_each``, same fake, same run. The last line is ``ratio landline/firebase-admin = X.XX``
+(best round vs best round).
+
+Fairness: both clients send the same N messages to the same fake subprocess, in alternating rounds (the order flips
+every round, so neither always runs right after the other's load); each round builds a fresh client (new connections,
+new OAuth token) and warms it with 20 messages before the timed send. Client CPU is this process's user+system time
+over the timed send only (firebase-admin's threads included), per message. The box is shared and noisy: we print
+every round, the best and the median, and the load average before and after.
 
 The fake runs in its own subprocess (``python -m infra.local.fakes``); both clients authenticate through the fake's
 OAuth2 endpoint with a generated service account, so token exchange and bearer checks are on the path for both.
@@ -19,6 +26,7 @@ import os
 import random
 import resource
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -91,7 +99,7 @@ def tokens(n: int, prefix: str) -> list[str]:
     return [f"{prefix}{i:06d}" + "x" * 140 for i in range(n)]
 
 
-def run_landline(sa: dict[str, Any], fake_url: str, n: int) -> tuple[float, int]:
+def run_landline(sa: dict[str, Any], fake_url: str, n: int) -> tuple[float, float, int]:
     from shared.push.credentials import FcmCredentials, Secret
     from shared.push.providers.base import PushMessage
     from shared.push.providers.fcm import FcmProvider
@@ -102,19 +110,20 @@ def run_landline(sa: dict[str, Any], fake_url: str, n: int) -> tuple[float, int]
             for t in toks
         ]
 
-    async def go() -> tuple[float, int]:
+    async def go() -> tuple[float, float, int]:
+        # Production defaults: 100 in flight, HTTP/2 pool of up to 2 connections (the 2nd opens only when needed).
         async with FcmProvider(FcmCredentials(PROJECT, Secret(sa)), base_url=fake_url) as provider:
             await provider.send_many(messages(tokens(20, "warm-l")), deadline=time.time() + 60)
             batch = messages(tokens(n, "land-"))
-            t0 = time.perf_counter()
+            cpu0, t0 = _cpu(), time.perf_counter()
             out = await provider.send_many(batch, deadline=time.time() + 600)
-            elapsed = time.perf_counter() - t0
-        return elapsed, sum(o.status == "sent" for o in out)
+            elapsed, cpu = time.perf_counter() - t0, _cpu() - cpu0
+        return elapsed, cpu, sum(o.status == "sent" for o in out)
 
     return asyncio.run(go())
 
 
-def run_firebase_admin(sa: dict[str, Any], fake_url: str, n: int) -> tuple[float, int]:
+def run_firebase_admin(sa: dict[str, Any], fake_url: str, n: int) -> tuple[float, float, int]:
     import firebase_admin
     import requests
     from firebase_admin import _http_client, credentials, messaging
@@ -142,11 +151,11 @@ def run_firebase_admin(sa: dict[str, Any], fake_url: str, n: int) -> tuple[float
 
         messaging.send_each(messages(tokens(20, "warm-f")), app=app)
         batch = messages(tokens(n, "fbad-"))
-        t0 = time.perf_counter()
+        cpu0, t0 = _cpu(), time.perf_counter()
         sent = 0
         for i in range(0, n, 500):  # send_each takes at most 500 messages
             sent += messaging.send_each(batch[i : i + 500], app=app).success_count
-        return time.perf_counter() - t0, sent
+        return time.perf_counter() - t0, _cpu() - cpu0, sent
     finally:
         firebase_admin.delete_app(app)
 
@@ -157,41 +166,49 @@ def _cpu() -> float:
 
 
 LABELS = {
-    "landline": "FcmProvider, httpx HTTP/2, 1 connection",
+    "landline": "FcmProvider, own h2 transport, <=100 streams",
     "firebase-admin": "send_each, threads, HTTP/1.1",
 }
+RUNNERS = {"landline": run_landline, "firebase-admin": run_firebase_admin}
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.push")
-    parser.add_argument("--quick", action="store_true", help="300 messages per client (< 60 s)")
-    parser.add_argument("--rounds", type=int, default=None, help="alternating rounds per client (default 3, quick 1)")
+    parser.add_argument("--quick", action="store_true", help="300 messages per client, 1 round (~5 s)")
+    parser.add_argument("--rounds", type=int, default=None, help="alternating rounds per client (default 5, quick 1)")
     parser.add_argument("-n", type=int, default=None, help="messages per client (default 2000, quick 300)")
     args = parser.parse_args(argv)
     n = args.n or (300 if args.quick else 2000)
-    args.rounds = args.rounds or (1 if args.quick else 3)
+    rounds = args.rounds or (1 if args.quick else 5)
+    rates: dict[str, list[float]] = {name: [] for name in RUNNERS}
+    cpus: dict[str, list[float]] = {name: [] for name in RUNNERS}
+    load_before = _loadavg()
     with tempfile.TemporaryDirectory(prefix="bench-push-") as tmp:
         proc, fake_url = start_fake(Path(tmp))
         try:
             sa = service_account(fake_url)
             print(
-                f"fake FCM at {fake_url} (subprocess pid {proc.pid}); {n} messages per client; {os.cpu_count()} cores"
+                f"fake FCM at {fake_url} (subprocess pid {proc.pid}); {n} messages per client; {rounds} rounds; "
+                f"{os.cpu_count()} cores; load average {load_before}"
             )
-            # Alternate the two clients and keep each one's best round: this box is shared (other emulators run
-            # here too), and best-of-rounds is the least noisy estimate of what each client can do.
-            best = {"landline": 0.0, "firebase-admin": 0.0}
-            for r in range(args.rounds):
-                for name, fn in (("landline", run_landline), ("firebase-admin", run_firebase_admin)):
-                    cpu0 = _cpu()
-                    elapsed, sent = fn(sa, fake_url, n)
-                    cpu_ms = (_cpu() - cpu0) / n * 1000  # client process CPU per message (incl. warm-up)
-                    rate = sent / elapsed
-                    best[name] = max(best[name], rate)
+            for r in range(rounds):
+                order = list(RUNNERS) if r % 2 == 0 else list(reversed(RUNNERS))
+                for name in order:
+                    elapsed, cpu, sent = RUNNERS[name](sa, fake_url, n)
+                    rate, cpu_ms = sent / elapsed, cpu / n * 1000
+                    rates[name].append(rate)
+                    cpus[name].append(cpu_ms)
                     print(
                         f"round {r + 1} {name:15s} {LABELS[name]}: {sent}/{n} sent in {elapsed:.2f} s = {rate:.0f}/s,"
-                        f" client CPU {cpu_ms:.2f} ms/msg"
+                        f" client CPU {cpu_ms:.3f} ms/msg"
                     )
-            l_rate, f_rate = best["landline"], best["firebase-admin"]
             stats = httpx.get(f"{fake_url}/_fake/stats").json()["fcm"]
             print(
                 f"fake: accepted {stats['accepted']}, connections {stats['connections']}, versions {stats['http_versions']}"
@@ -199,17 +216,26 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=10)
-    print(
-        json.dumps(
-            {
-                "n": n,
-                "rounds": args.rounds,
-                "best_landline_per_s": round(l_rate, 1),
-                "best_firebase_admin_per_s": round(f_rate, 1),
-            }
+    summary: dict[str, Any] = {"n": n, "rounds": rounds, "load_before": load_before, "load_after": _loadavg()}
+    for name in RUNNERS:
+        best, med = max(rates[name]), statistics.median(rates[name])
+        cpu_best, cpu_med = min(cpus[name]), statistics.median(cpus[name])
+        print(
+            f"{name:15s} sends/s best {best:.0f} median {med:.0f}; client CPU ms/msg best {cpu_best:.3f}"
+            f" median {cpu_med:.3f}"
         )
-    )
-    print(f"ratio landline/firebase-admin = {l_rate / f_rate:.2f}")
+        key = name.replace("-", "_")
+        summary |= {
+            f"{key}_best_per_s": round(best, 1),
+            f"{key}_median_per_s": round(med, 1),
+            f"{key}_cpu_ms_best": round(cpu_best, 3),
+            f"{key}_cpu_ms_median": round(cpu_med, 3),
+        }
+    l_best, f_best = max(rates["landline"]), max(rates["firebase-admin"])
+    l_med, f_med = statistics.median(rates["landline"]), statistics.median(rates["firebase-admin"])
+    print(json.dumps(summary))
+    print(f"median ratio landline/firebase-admin = {l_med / f_med:.2f}")
+    print(f"ratio landline/firebase-admin = {l_best / f_best:.2f}")
 
 
 if __name__ == "__main__":
