@@ -314,3 +314,28 @@ def test_goaway_from_the_fake_mid_flight_every_message_sent(retiring_fake: FakeS
     stats = retiring_fake.stats("fcm")
     assert stats["connections"] >= 5
     assert {o.provider_message_id is not None for o in out} == {True}
+
+
+def test_memoised_hpack_blocks_round_trip():
+    # GIVEN our memoising encoder/decoder against hpack's plain ones, over repeated, changing and resized header sets
+    from hpack import Decoder, Encoder
+
+    from shared.push.transport import _MemoDecoder, _MemoEncoder
+
+    enc, plain_dec = _MemoEncoder(), Decoder()
+    plain_enc, dec = Encoder(), _MemoDecoder(65_536)
+    auth = [(b"authorization", b"Bearer " + b"t" * 200), (b"content-type", b"application/json")]
+    sets = [auth, auth, [(b"x-a", b"1"), *auth], auth, [(b"x-a", b"2")], auth, auth]
+    for i, headers in enumerate(sets * 3):
+        if i == 9:  # a SETTINGS_HEADER_TABLE_SIZE change from the peer shrinks the table mid-stream
+            enc.header_table_size = 256
+            plain_dec.header_table_size = 256
+        # WHEN encoded by ours and decoded by hpack's, and encoded by hpack's and decoded by ours
+        # THEN both directions give back exactly the headers sent
+        assert [tuple(h) for h in plain_dec.decode(enc.encode(list(headers)), raw=True)] == headers
+        assert [tuple(h) for h in dec.decode(plain_enc.encode(list(headers)), raw=True)] == headers
+    # and once indexed (default 4 KiB table), a repeated header set reuses the previous block: two index bytes
+    fresh = _MemoEncoder()
+    fresh.encode(list(auth))
+    first = fresh.encode(list(auth))
+    assert fresh.encode(list(auth)) is first and len(first) == 2
