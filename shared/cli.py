@@ -298,6 +298,23 @@ def demo(
             stack.down()
 
 
+@app.command()
+def replay(
+    tenant: TenantOpt,
+    reason: Annotated[str | None, typer.Option(help="only rejected lines with this reason code")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="count what would be republished; publish nothing")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="rows read and published per batch")] = 500,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Republish the tenant's rejected lines (deduplicated, optionally one reason) to raw-events for another try."""
+    from shared.replay import replay_rejected
+
+    _running(home)
+    result = replay_rejected(tenant, reason=reason, dry_run=dry_run, batch_size=batch_size)
+    typer.echo(json.dumps(result.as_dict()) if as_json else result.summary())
+
+
 def main() -> None:
     try:
         app()
