@@ -546,6 +546,10 @@ class H2Pool:
             self._waiters.append(waiter)
             try:
                 await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake(1)  # we were handed a free slot but are going away: pass it on
+                raise
             finally:
                 if not waiter.done():
                     waiter.cancel()
