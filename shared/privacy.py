@@ -184,8 +184,8 @@ class PrivacyPolicy(BaseModel):
 class Scrubber:
     """A ``PrivacyPolicy`` compiled for speed: plain slots, memoised verdicts, no pydantic on the per-event path."""
 
-    __slots__ = ("context_keep", "drops", "fragments", "hashing", "key_verdicts", "pii_keys", "safe", "salt",
-                 "scan_values", "sections", "value_verdicts")  # fmt: skip
+    __slots__ = ("context_keep", "context_plan", "drops", "fragments", "hashing", "key_verdicts", "pii_keys", "safe",
+                 "salt", "scan_values", "sections", "value_verdicts")  # fmt: skip
 
     def __init__(self, policy: PrivacyPolicy) -> None:
         self.hashing = policy.mode == "hash"
@@ -194,6 +194,10 @@ class Scrubber:
         self.fragments = policy.pii_key_fragments
         self.context_keep = policy.context_keep
         self.drops = _drop_tree(policy.context_drop)
+        # kept context section -> the drop subtree inside it (None: keep all of it); dropped sections are absent
+        self.context_plan: dict[str, dict[str, Any] | None] = {
+            k: self.drops.get(k) or None for k in self.context_keep if self.drops.get(k) is not True
+        }
         self.safe = policy.context_safe_keys
         self.scan_values = policy.scan_values
         self.key_verdicts: dict[str, bool] = {}
@@ -232,23 +236,21 @@ class Scrubber:
 
     def scrub_context(self, context: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        drops = self.drops
+        plan = self.context_plan
         safe = self.safe
         memo = self.sections
-        for key in self.context_keep:
-            v = context.get(key)
-            if v is None:
-                continue
-            sub = drops.get(key)
-            if sub is True:
+        # Walk the context's own keys (usually fewer than the allow-list) and skip what the plan does not keep.
+        for key, v in context.items():
+            if key not in plan:
                 continue
             t = type(v)
             if t is dict:
-                # Sections such as app, os, library, device repeat verbatim across a client's events: memoise
-                # flat ones by content (a nested one is unhashable and just gets scrubbed).
-                if sub:
-                    v = _drop(v, sub)  # first, so per-device ids do not defeat the memo
-                memo_key: tuple[Any, ...] | None = (key, *v.items())
+                drop = plan[key]
+                if drop is not None:  # first, so per-device ids do not defeat the memo
+                    v = _drop(v, drop)
+                # Sections such as app, os, library, device repeat verbatim across a client's events: memoise flat
+                # ones by content (two tuples: no per-item pair objects). A nested one is unhashable: just scrubbed.
+                memo_key: tuple[Any, ...] | None = (key, tuple(v), tuple(v.values()))
                 try:
                     done = memo.get(memo_key)  # type: ignore[arg-type]
                 except TypeError:

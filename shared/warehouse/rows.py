@@ -56,18 +56,22 @@ class EventRow:
         return position_insert_id(self.event_instance_id, self.lineage)
 
     def to_bq(self, loaded_at: datetime) -> dict[str, Any]:
+        # Hot path (once per event): times the loader built are already in datetime.UTC, so skip astimezone.
+        lineage = self.lineage
+        ts = self.timestamp
+        received = lineage.received_at
         return {
             "contact_id": self.contact_id,
-            "timestamp": _ts(self.timestamp),
+            "timestamp": ts.isoformat() if ts.tzinfo is UTC else _ts(ts),
             "event_name": self.event_name,
             "event_instance_id": self.event_instance_id,
             "timezone": self.timezone,
             "metadata": self.metadata,
-            "source_format": self.lineage.source_format,
-            "origin": self.lineage.origin,
-            "line_number": self.lineage.line_number,
-            "received_at": _ts(self.lineage.received_at),
-            "loaded_at": _ts(loaded_at),
+            "source_format": lineage.source_format,
+            "origin": lineage.origin,
+            "line_number": lineage.line_number,
+            "received_at": received.isoformat() if received is not None and received.tzinfo is UTC else _ts(received),
+            "loaded_at": loaded_at.isoformat() if loaded_at.tzinfo is UTC else _ts(loaded_at),
         }
 
 
@@ -91,9 +95,12 @@ class UserPropertiesRow:
         return position_insert_id(self.event_instance_id, self.lineage)
 
     def to_bq(self, loaded_at: datetime) -> dict[str, Any]:
+        lineage = self.lineage
+        ts = self.updated_at
+        received = lineage.received_at
         return {
             "contact_id": self.contact_id,
-            "updated_at": _ts(self.updated_at),
+            "updated_at": ts.isoformat() if ts.tzinfo is UTC else _ts(ts),
             "event_instance_id": self.event_instance_id,
             "country": self.country,
             "timezone": self.timezone,
@@ -101,11 +108,11 @@ class UserPropertiesRow:
             "phone_number": self.phone_number,
             "email_address": self.email_address,
             "properties": self.properties,
-            "source_format": self.lineage.source_format,
-            "origin": self.lineage.origin,
-            "line_number": self.lineage.line_number,
-            "received_at": _ts(self.lineage.received_at),
-            "loaded_at": _ts(loaded_at),
+            "source_format": lineage.source_format,
+            "origin": lineage.origin,
+            "line_number": lineage.line_number,
+            "received_at": received.isoformat() if received is not None and received.tzinfo is UTC else _ts(received),
+            "loaded_at": loaded_at.isoformat() if loaded_at.tzinfo is UTC else _ts(loaded_at),
         }
 
 

@@ -183,3 +183,63 @@ def test_parse_lines_sets_line_numbers_and_splits_rows_from_rejections() -> None
     # AND rows serialise for BigQuery
     for row in [*batch.rows, *batch.rejected]:
         json.dumps(row.to_bq(NOW))
+
+
+def test_parse_lines_pauses_the_collector_only_for_the_batch() -> None:
+    import gc
+
+    lines = [(1, json.dumps(TRACK).encode()), (2, b"{nope")]
+    assert gc.isenabled()
+    # GIVEN the collector on THEN it is on again after the batch
+    parse_lines(lines, fmt="segment", lineage=LINEAGE, now=NOW)
+    assert gc.isenabled()
+
+    # AND also when the caller's iterable raises mid-batch
+    def broken() -> Any:
+        yield lines[0]
+        raise RuntimeError("reader failed")
+
+    with pytest.raises(RuntimeError):
+        parse_lines(broken(), fmt="segment", lineage=LINEAGE, now=NOW)
+    assert gc.isenabled()
+    # AND a caller that turned it off keeps it off
+    gc.disable()
+    try:
+        parse_lines(lines, fmt="segment", lineage=LINEAGE, now=NOW)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_fast_row_builders_match_the_constructors() -> None:
+    from shared.load import parse as p
+
+    # GIVEN the slot-filling builders used on the hot path THEN they are active and build equal, complete rows
+    assert p._EVENT_SET is not None and p._LINEAGE_SET is not None
+    lineage = p._lineage("segment", "gs://b/o#1", 3, NOW)
+    assert lineage == Lineage("segment", "gs://b/o#1", 3, NOW)
+    row = p._event_row("c1", NOW, "ev", "id1", lineage, "Europe/Paris", {"k": 1})
+    assert row == EventRow("c1", NOW, "ev", "id1", lineage, "Europe/Paris", {"k": 1})
+    assert row.to_bq(NOW) == EventRow("c1", NOW, "ev", "id1", lineage, "Europe/Paris", {"k": 1}).to_bq(NOW)
+    # AND the rows stay frozen
+    with pytest.raises(AttributeError):
+        row.contact_id = "other"  # type: ignore[misc]
+    # AND batch parsing gives the same rows as line-by-line parsing
+    good = [raw for raw in (EVENTS / "mixed.ndjson").read_bytes().split(b"\n") if raw]
+    batch = parse_lines(enumerate(good, 1), fmt="segment", lineage=Lineage("segment", "gs://b/o#1", None, NOW), now=NOW)
+    one_by_one = [parse(raw, lineage=Lineage("segment", "gs://b/o#1", n, NOW)) for n, raw in enumerate(good, 1)]
+    assert batch.rows == one_by_one
+
+
+def test_to_bq_times_are_utc_whatever_the_row_holds() -> None:
+    from datetime import timedelta, timezone
+
+    # GIVEN a row built by other code with a +02:00 timestamp and naive-free UTC times elsewhere
+    plus2 = datetime(2024, 5, 14, 11, 0, tzinfo=timezone(timedelta(hours=2)))
+    row = EventRow("c1", plus2, "ev", "id1", Lineage("native", "o", 1, plus2), None, {})
+    out = row.to_bq(plus2)
+    # THEN every time is written as the UTC instant
+    assert out["timestamp"] == out["received_at"] == out["loaded_at"] == "2024-05-14T09:00:00+00:00"
+    up = UserPropertiesRow("c1", plus2, "id1", Lineage("native", "o", 1, None))
+    assert up.to_bq(NOW)["updated_at"] == "2024-05-14T09:00:00+00:00" and up.to_bq(NOW)["received_at"] is None
+    assert parse(TRACK).to_bq(NOW)["timestamp"] == "2024-05-14T09:21:03.629000+00:00"  # type: ignore[union-attr]
