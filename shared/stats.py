@@ -50,17 +50,28 @@ SELECT
      FROM user_properties) AS user_property_lines,
   (SELECT COUNT(DISTINCT event_instance_id) FROM user_properties) AS user_property_rows,
   (SELECT COUNT(DISTINCT contact_id) FROM user_properties) AS users,
-  (SELECT COUNT(DISTINCT rejected_id) FROM rejected) AS rejected_lines
+  (SELECT COUNT(*) FROM ({open_rejections})) AS rejected_lines
+"""
+
+# Rejections still open: the latest verdict per rejected line, minus lines that a replay has since loaded.
+_OPEN_REJECTIONS = """
+SELECT r.rejected_id, r.reason_code FROM rejected_deduped r
+LEFT JOIN (
+  SELECT DISTINCT origin, line_number FROM events
+  UNION DISTINCT
+  SELECT DISTINCT origin, line_number FROM user_properties
+) loaded ON loaded.origin = r.origin AND loaded.line_number = r.line_number
+WHERE loaded.origin IS NULL
 """
 
 
 def tenant_stats(tenant_name: str) -> dict[str, Any]:
-    counts = run_query(tenant_name, _COUNTS_SQL)[0]
+    counts = run_query(tenant_name, _COUNTS_SQL.format(open_rejections=_OPEN_REJECTIONS))[0]
     files = run_query(
         tenant_name, "SELECT status, COUNT(*) AS n, SUM(lines) AS lines FROM files_latest GROUP BY status"
     )
     rejected = run_query(
-        tenant_name, "SELECT reason_code, COUNT(DISTINCT rejected_id) AS n FROM rejected GROUP BY reason_code"
+        tenant_name, f"SELECT reason_code, COUNT(*) AS n FROM ({_OPEN_REJECTIONS}) GROUP BY reason_code"
     )
     sends = run_query(tenant_name, "SELECT status, COUNT(DISTINCT message_id) AS n FROM message_sends GROUP BY status")
     duplicates = (counts["event_lines"] - counts["events"]) + (

@@ -213,7 +213,9 @@ def services(cfg: StackConfig, topology: Topology) -> list[Service]:
             "pubsub",
             [_pubsub_launcher(), "--host=127.0.0.1", f"--port={cfg.port('pubsub')}"],
             _http_ok(f"{cfg.url('pubsub')}/v1/projects/{cfg.project}/topics", lambda r: r.status_code == 200),
-            env={"JAVA_OPTS": "-Xmx256m"},
+            # The emulator keeps every unacked message in its heap: a backlog of big batches (a 1 GB file waiting for
+            # the loader) needs more than the 256 MB that is plenty when idle.
+            env={"JAVA_OPTS": os.environ.get("LANDLINE_PUBSUB_JAVA_OPTS", "-Xmx1g")},
         ),
         Service(
             "storage",

@@ -92,6 +92,7 @@ def load_message(message: PubSubMessage, topic: str | None = None) -> LoadResult
     tenant = tenants().get(tenant_name)
     parsed = parse_message(message, topic)
     result = write_rows(bigquery_client(), tenant, [*parsed.rows, *parsed.rejected], processor=PROCESSOR)
-    return LoadResult(
-        lines=len(parsed.rows) + len(parsed.rejected), written=dict(result.written), rejected=parsed.reasons()
-    )
+    rejected = parsed.reasons()
+    if result.invalid:
+        rejected["warehouse_invalid"] = len(result.invalid)
+    return LoadResult(lines=len(parsed.rows) + len(parsed.rejected), written=dict(result.written), rejected=rejected)

@@ -177,7 +177,7 @@ VIEWS: dict[str, str] = {
     "rejected_deduped": """
         SELECT * FROM `{ds}.rejected`
         WHERE TRUE
-        QUALIFY ROW_NUMBER() OVER (PARTITION BY rejected_id ORDER BY rejected_at) = 1
+        QUALIFY ROW_NUMBER() OVER (PARTITION BY rejected_id ORDER BY rejected_at DESC) = 1
     """,
 }
 
