@@ -234,3 +234,29 @@ def test_frequency_cap_defers_what_exceeds_it(local_stack: StackHandle, tmp_path
     assert outcomes[f"{run}-m0"] == [("sent", None)]
     assert outcomes[f"{run}-m1"] == [("sent", None)]
     assert set(outcomes[f"{run}-m2"]) == {("deferred", "frequency_cap")}
+
+
+def test_send_requests_published_to_the_topic_land_in_the_schedule(local_stack: StackHandle, tmp_path: Path) -> None:
+    # GIVEN a publisher that sends two push requests (one valid, one missing its title) to `send-requests`
+    from google.cloud import pubsub_v1
+
+    run = unique("s")
+    tenant = push_tenant(local_stack, tmp_path, [identify(f"{run}-x", f"{run}-tok-x")])
+    os.environ["PUBSUB_EMULATOR_HOST"] = local_stack.env["PUBSUB_EMULATOR_HOST"]
+    publisher = pubsub_v1.PublisherClient()
+    topic = publisher.topic_path(local_stack.stack.cfg.project, "send-requests")
+    good = {"message_id": f"{run}-ok", "contact_id": f"{run}-x", "title": "Hello", "body": "From a publisher",
+            "data": {"screen": "home"}}
+    bad = {"message_id": f"{run}-bad", "contact_id": f"{run}-x", "body": "no title"}
+    payload = (json.dumps(good) + "\n" + json.dumps(bad)).encode()
+    # WHEN they are published and the scheduler ticks
+    publisher.publish(topic, payload, tenant=tenant).result(timeout=30)
+    local_stack.wait()
+    local_stack.cli("tick", "--tenant", tenant)
+    local_stack.wait()
+    # THEN the valid one is scheduled and sent, the invalid one is rejected with the field that is wrong
+    assert local_stack.query(tenant, "SELECT message_id FROM message_schedule") == [{"message_id": f"{run}-ok"}]
+    assert fcm_by_token(local_stack).get(f"{run}-tok-x") == 1
+    [rejected] = local_stack.query(tenant, "SELECT reason_code, message FROM rejected")
+    assert rejected["reason_code"] == "invalid_send_request"
+    assert "title" in rejected["message"]
