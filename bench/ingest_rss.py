@@ -79,6 +79,8 @@ def measure(size_mb: int, workdir: Path) -> dict[str, float]:
     from shared.cli import drop_files, wait_idle
     from tests.stack_support import free_port_base
 
+    # The emulator keeps published messages in its heap (even acked ones, for a while): size it for the file.
+    os.environ.setdefault("LANDLINE_PUBSUB_JAVA_OPTS", f"-Xmx{max(1024, size_mb * 4)}m")
     stack = Stack(home=workdir / "home", port_base=free_port_base())
     try:
         stack.up(timeout=120)

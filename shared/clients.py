@@ -30,8 +30,8 @@ def publisher() -> pubsub_v1.PublisherClient:
         batch_settings=BatchSettings(max_bytes=9_000_000, max_latency=0.05, max_messages=100),
         publisher_options=PublisherOptions(
             flow_control=PublishFlowControl(
-                message_limit=200,
-                byte_limit=64 * 1024 * 1024,
+                message_limit=int(os.environ.get("LANDLINE_PUBLISH_MAX_MESSAGES", "50")),
+                byte_limit=int(os.environ.get("LANDLINE_PUBLISH_MAX_BYTES", str(16 * 1024 * 1024))),
                 limit_exceeded_behavior=LimitExceededBehavior.BLOCK,
             )
         ),

@@ -201,7 +201,8 @@ def services(cfg: StackConfig, topology: Topology) -> list[Service]:
                 str(cfg.port(name)),
             ],
             _http_ok(cfg.url(name)),
-            env={**env, "THREADS": str(max(fn.concurrency, 1) * 2), "PYTHONUNBUFFERED": "1"},
+            # MALLOC_ARENA_MAX: gRPC's threads would each grow a malloc arena that is never returned (RSS, not leaks).
+            env={**env, "THREADS": str(max(fn.concurrency, 1) * 2), "PYTHONUNBUFFERED": "1", "MALLOC_ARENA_MAX": "2"},
         )
         for name, fn in topology.functions.items()
     ]

@@ -85,7 +85,8 @@ resource "google_cloudfunctions2_function" "fn" {
       LANDLINE_TENANTS_JSON = jsonencode({
         for name, t in var.tenants : name => merge(t, { name = name }) if t.region == each.value.region
       })
-      THREADS = tostring(each.value.fn.concurrency)
+      THREADS          = tostring(each.value.fn.concurrency)
+      MALLOC_ARENA_MAX = "2" # gRPC threads would each keep a malloc arena: bounded RSS for big files
     }
   }
 

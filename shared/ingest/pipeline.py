@@ -12,6 +12,7 @@ a missing topic or a permission problem raises ``SetupError`` naming the fix.
 from __future__ import annotations
 
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -35,8 +36,9 @@ if TYPE_CHECKING:
     from shared.envelopes import StorageObjectData
 
 PROCESSOR = "landline.ingest"
-READ_CHUNK_BYTES = 8 * 1024 * 1024  # bytes per ranged GET from Cloud Storage; bounds memory with the decoder's chunk
+READ_CHUNK_BYTES = 4 * 1024 * 1024  # bytes per ranged GET from Cloud Storage; bounds memory with the decoder's chunk
 PUBLISH_TIMEOUT_S = 300
+MAX_PENDING_PUBLISHES = 8
 
 
 @dataclass
@@ -106,16 +108,22 @@ def _publish_object(tenant: Tenant, obj: StorageObjectData) -> tuple[IngestResul
     topic = topic_path(cfg.raw_events_topic)
     origin = obj.origin
     blob = storage_client().bucket(obj.bucket).blob(obj.name, generation=int(obj.generation))
-    futures: list[Future[str]] = []
+    # Settled futures are dropped as we go: a resolved publish future still references its batch (message bytes),
+    # so keeping them all would hold the whole file in memory.
+    pending: deque[Future[str]] = deque()
+    batches = 0
     try:
         # raw_download: the stored bytes, even for objects with Content-Encoding: gzip; the decoder sniffs them.
         with blob.open("rb", chunk_size=READ_CHUNK_BYTES, raw_download=True) as raw:
             reader = open_lines(raw)
             for batch in batch_lines(reader, cfg.batch_max_lines, cfg.batch_max_bytes):
                 attributes = batch_attributes(batch, tenant=tenant.name, origin=origin)
-                futures.append(publisher().publish(topic, encode_batch(batch), **attributes))
-            for future in futures:
-                future.result(timeout=PUBLISH_TIMEOUT_S)
+                pending.append(publisher().publish(topic, encode_batch(batch), **attributes))
+                batches += 1
+                while pending and (pending[0].done() or len(pending) > MAX_PENDING_PUBLISHES):
+                    pending.popleft().result(timeout=PUBLISH_TIMEOUT_S)
+            while pending:
+                pending.popleft().result(timeout=PUBLISH_TIMEOUT_S)
     except gexc.NotFound as exc:
         if obj.name in str(exc) or "No such object" in str(exc):
             raise PermanentError("object_gone", f"{origin} no longer exists (deleted or overwritten)") from exc
@@ -130,6 +138,6 @@ def _publish_object(tenant: Tenant, obj: StorageObjectData) -> tuple[IngestResul
         raise TransientError(f"ingesting {origin} failed: {exc}") from exc
     status = "truncated" if reader.truncated else "loaded"
     result = IngestResult(
-        origin, status, lines=reader.lines, batches=len(futures), bytes_read=reader.bytes_in, reason=reader.error
+        origin, status, lines=reader.lines, batches=batches, bytes_read=reader.bytes_in, reason=reader.error
     )
     return result, reader.encoding
