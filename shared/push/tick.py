@@ -81,6 +81,17 @@ LIMIT @max_candidates
 
 _RECENT_SENDS_SQL = "SELECT contact_id, at FROM message_sends WHERE status = 'sent' AND at > @since"
 
+# Expo accepts a message with a ticket and tells the delivery result later, in a receipt (kept ~24 h).
+_UNRECEIPTED_SQL = """
+SELECT s.message_id, s.contact_id, s.provider_message_id, u.push_token
+FROM message_sends s
+LEFT JOIN users_latest u ON u.contact_id = s.contact_id
+WHERE s.provider = 'expo' AND s.status = 'sent' AND s.provider_message_id IS NOT NULL AND s.at > @since
+  AND IFNULL(s.reason, '') NOT LIKE 'receipt%'
+  AND s.message_id NOT IN (SELECT message_id FROM message_sends WHERE reason LIKE 'receipt%')
+LIMIT 3000
+"""
+
 
 @dataclass
 class TickResult:
@@ -168,6 +179,8 @@ def run_tick(tenant: Tenant, *, now: datetime | None = None, budget_s: float = T
     tick_id = uuid.uuid4().hex[:12]
     policy = tenant.push_policy
     result = TickResult(tenant.name)
+    if tenant.push_provider == "expo":
+        _poll_expo_receipts(tenant, now, tick_id, result)
     candidates = run_query(tenant.name, _CANDIDATES_SQL, {"now": now, "max_candidates": MAX_CANDIDATES})
     since = now - timedelta(hours=policy.frequency_window_hours)
     recent: dict[str, list[datetime]] = defaultdict(list)
@@ -301,6 +314,37 @@ def _send(
         )
     write_rows(bigquery_client(), tenant, dead, processor=PROCESSOR)
     _write(tenant, sends, result)
+
+
+def _poll_expo_receipts(tenant: Tenant, now: datetime, tick_id: str, result: TickResult) -> None:
+    """Record the receipts of earlier Expo tickets: ok, or failed (a dead token goes to invalid_tokens)."""
+    from shared.push.providers import ExpoProvider
+
+    pending = run_query(tenant.name, _UNRECEIPTED_SQL, {"since": now - timedelta(hours=24)})
+    if not pending:
+        return
+    provider = provider_for(tenant, "expo")
+    if not isinstance(provider, ExpoProvider):
+        return
+    receipts = _event_loop().run(provider.fetch_receipts([r["provider_message_id"] for r in pending]), timeout=120)
+    rows: list[SendRow] = []
+    dead: list[InvalidTokenRow] = []
+    for row in pending:
+        receipt = receipts.get(row["provider_message_id"])
+        if receipt is None:
+            continue  # not ready yet: the next tick asks again
+        if receipt.status == "ok":
+            rows.append(SendRow(row["message_id"], row["contact_id"], "sent", tick_id, now, provider="expo",
+                                reason="receipt_ok", provider_message_id=receipt.ticket_id))
+            continue
+        rows.append(SendRow(row["message_id"], row["contact_id"], "failed", tick_id, now, provider="expo",
+                            reason=f"receipt:{receipt.reason}", provider_message_id=receipt.ticket_id))
+        if receipt.status == "invalid_token" and row["push_token"]:
+            dead.append(InvalidTokenRow(row["contact_id"], row["push_token"], "expo", receipt.reason or "", now))
+    write_rows(bigquery_client(), tenant, dead, processor=PROCESSOR)
+    if rows:
+        write_rows(bigquery_client(), tenant, rows, processor=PROCESSOR)
+        result.counts.update(f"receipt_{r.status}" for r in rows)
 
 
 def _write(tenant: Tenant, rows: list[SendRow], result: TickResult) -> None:

@@ -260,3 +260,33 @@ def test_send_requests_published_to_the_topic_land_in_the_schedule(local_stack: 
     [rejected] = local_stack.query(tenant, "SELECT reason_code, message FROM rejected")
     assert rejected["reason_code"] == "invalid_send_request"
     assert "title" in rejected["message"]
+
+
+def test_expo_receipts_are_polled_on_the_next_tick(local_stack: StackHandle, tmp_path: Path) -> None:
+    # GIVEN an Expo tenant and a device whose delivery fails downstream (only the receipt tells)
+    run = unique("e")
+    ok_token, gone_token = f"ExponentPushToken[{run}-ok]", f"ExponentPushToken[{run}-gone]"
+    tenant = push_tenant(local_stack, tmp_path, [identify(f"{run}-a", ok_token), identify(f"{run}-b", gone_token)])
+    from infra.local.push_setup import setup_local_push
+    from shared.config import tenants
+
+    registry = local_stack.stack.cfg.paths.tenants
+    data = json.loads(registry.read_text())
+    data[tenant]["push_provider"] = "expo"
+    registry.write_text(json.dumps(data))
+    tenants.cache_clear()
+    setup_local_push(local_stack.stack.cfg, tenant, "expo")
+    httpx.post(f"{local_stack.stack.cfg.url('fakes')}/_fake/script",
+               json={"rules": [{"provider": "expo", "token": gone_token, "receipt_error": "DeviceNotRegistered"}]},
+               timeout=10).raise_for_status()
+    schedule(tenant, [{"message_id": f"{run}-m{x}", "contact_id": f"{run}-{x}", "title": "T", "body": "B"}
+                      for x in "ab"])
+    # WHEN the scheduler ticks (tickets) and ticks again (receipts)
+    for _ in range(2):
+        local_stack.cli("tick", "--tenant", tenant)
+        local_stack.wait()
+    # THEN both were sent; the receipt of the second reports the dead device, whose token is now invalid
+    outcomes = sends(local_stack, tenant)
+    assert outcomes[f"{run}-ma"] == [("sent", None), ("sent", "receipt_ok")]
+    assert outcomes[f"{run}-mb"] == [("sent", None), ("failed", "receipt:DeviceNotRegistered")]
+    assert local_stack.query(tenant, "SELECT push_token FROM invalid_tokens") == [{"push_token": gone_token}]
