@@ -10,7 +10,7 @@ import os
 from functools import lru_cache
 
 from google.auth.credentials import AnonymousCredentials
-from google.cloud import pubsub_v1, storage  # type: ignore[attr-defined]
+from google.cloud import pubsub_v1, storage  # type: ignore[attr-defined, unused-ignore]
 from google.cloud.pubsub_v1.types import BatchSettings, LimitExceededBehavior, PublisherOptions, PublishFlowControl
 
 from shared.config import settings

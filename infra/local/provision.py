@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING
 
 from google.api_core import exceptions as gexc
-from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+from google.cloud import pubsub_v1  # type: ignore[attr-defined, unused-ignore]
 from google.protobuf import duration_pb2
 
 if TYPE_CHECKING:
