@@ -23,9 +23,7 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,26 +37,14 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.stack_support import free_port_base
+
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "bench-proj"
 
 
 def _free_port_base(count: int = 5) -> int:
-    for _ in range(200):
-        base = random.randint(20000, 60000)
-        socks = []
-        try:
-            for i in range(count):
-                s = socket.socket()
-                s.bind(("127.0.0.1", base + i))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range")
+    return free_port_base(count)
 
 
 def start_fake(state_dir: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +28,7 @@ from shared.push.credentials import (
     Secret,
 )
 from shared.push.retry import RetryPolicy
+from tests.stack_support import free_port_base
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -40,21 +39,7 @@ FAST_RETRY = RetryPolicy(max_attempts=4, initial=0.05, maximum=0.5, jitter=0.05)
 
 
 def _free_port_base(count: int = len(PROVIDERS)) -> int:
-    for _ in range(200):
-        base = random.randint(20000, 60000)
-        socks = []
-        try:
-            for i in range(count):
-                s = socket.socket()
-                s.bind(("127.0.0.1", base + i))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range")
+    return free_port_base(count)
 
 
 class FakeServer:
