@@ -17,8 +17,6 @@ import time
 import zlib
 from pathlib import Path
 
-import httpx
-
 BLOCK_LINES = 2000
 
 
