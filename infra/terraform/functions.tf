@@ -39,10 +39,22 @@ resource "google_project_iam_member" "job_users" {
   member   = "serviceAccount:${google_service_account.fn[each.key].email}"
 }
 
-# send_due reads provider credentials from Secret Manager, one secret per tenant.
+# send_due reads provider credentials from Secret Manager: one secret per tenant and provider, named as
+# shared/push/credentials.py expects (landline-<tenant>-<provider>); the values are added out of band, never by
+# Terraform (they would land in its state).
+resource "google_secret_manager_secret" "push_credentials" {
+  for_each  = { for name, t in var.tenants : name => t if t.push_provider != null }
+  secret_id = "landline-${each.key}-${each.value.push_provider}"
+  replication {
+    user_managed {
+      replicas { location = each.value.region }
+    }
+  }
+}
+
 resource "google_secret_manager_secret_iam_member" "send_due_reads_credentials" {
-  for_each  = var.tenants
-  secret_id = "landline-push-${replace(each.key, "_", "-")}"
+  for_each  = google_secret_manager_secret.push_credentials
+  secret_id = each.value.secret_id
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.fn["send_due"].email}"
 }

@@ -39,6 +39,9 @@ PROCESSOR = "landline.ingest"
 READ_CHUNK_BYTES = 4 * 1024 * 1024  # bytes per ranged GET from Cloud Storage; bounds memory with the decoder's chunk
 PUBLISH_TIMEOUT_S = 300
 MAX_PENDING_PUBLISHES = 8
+MAX_ATTRIBUTE_BYTES = 1024
+MAX_MESSAGE_BYTES = 9_000_000  # Pub/Sub's limit is 10 MB per message, attributes included
+OVERSIZED_KEEP_BYTES = 100_000
 
 
 @dataclass
@@ -92,9 +95,14 @@ def ingest_object(obj: StorageObjectData) -> IngestResult:
         result = IngestResult(obj.origin, "ignored", reason=layout.reason)
         ledger.record(result)
         return result
+    if len(obj.origin.encode()) > MAX_ATTRIBUTE_BYTES:
+        # Pub/Sub attribute values are capped at 1024 bytes and every batch carries its origin.
+        result = IngestResult(obj.origin, "rejected", reason="object_name_too_long: the origin exceeds 1024 bytes")
+        ledger.record(result)
+        return result
     ledger.record(IngestResult(obj.origin, "started"), finished=False)
     try:
-        result, encoding = _publish_object(tenant, obj)
+        result, encoding = _publish_object(tenant, obj, layout.source_id)
     except FileRejected as exc:
         result, encoding = IngestResult(obj.origin, "rejected", reason=f"{exc.reason}: {exc.message}"), None
         ledger.record(result)
@@ -103,7 +111,7 @@ def ingest_object(obj: StorageObjectData) -> IngestResult:
     return result
 
 
-def _publish_object(tenant: Tenant, obj: StorageObjectData) -> tuple[IngestResult, str]:
+def _publish_object(tenant: Tenant, obj: StorageObjectData, source_id: str | None) -> tuple[IngestResult, str]:
     cfg = settings()
     topic = topic_path(cfg.raw_events_topic)
     origin = obj.origin
@@ -118,7 +126,14 @@ def _publish_object(tenant: Tenant, obj: StorageObjectData) -> tuple[IngestResul
             reader = open_lines(raw)
             for batch in batch_lines(reader, cfg.batch_max_lines, cfg.batch_max_bytes):
                 attributes = batch_attributes(batch, tenant=tenant.name, origin=origin)
-                pending.append(publisher().publish(topic, encode_batch(batch), **attributes))
+                if source_id:
+                    attributes["source_id"] = source_id[:256]
+                payload = encode_batch(batch)
+                if batch.oversized and len(payload) > MAX_MESSAGE_BYTES:
+                    # One line bigger than a Pub/Sub message: send its head so the loader rejects it with a reason.
+                    attributes["original_bytes"] = str(len(payload))
+                    payload = payload[:OVERSIZED_KEEP_BYTES]
+                pending.append(publisher().publish(topic, payload, **attributes))
                 batches += 1
                 while pending and (pending[0].done() or len(pending) > MAX_PENDING_PUBLISHES):
                     pending.popleft().result(timeout=PUBLISH_TIMEOUT_S)

@@ -75,6 +75,16 @@ def parse_message(message: PubSubMessage, topic: str | None = None) -> ParsedBat
                     )
                 )
         numbered = [(n, line) for n, line in numbered if n != partial]
+    if attributes.get("oversized") == "true":
+        size = attributes.get("original_bytes") or str(sum(len(line) for _, line in numbered))
+        parsed_oversized = ParsedBatch()
+        parsed_oversized.rejected.extend(
+            rejected_row(line, Lineage(fmt, origin, n, lineage.received_at), RejectReason.LINE_TOO_LARGE,
+                         f"the line is {size} bytes, more than one batch may carry")
+            for n, line in numbered
+        )
+        parsed_oversized.rejected.extend(truncated)
+        return parsed_oversized
     parsed = parse_lines(
         numbered, fmt=fmt, lineage=lineage, max_future_skew_hours=settings().max_future_skew_hours
     )

@@ -216,3 +216,19 @@ def test_function_killed_mid_file_then_redelivered_leaves_no_duplicates(local_st
     dedup = local_stack.query(tenant, "SELECT COUNT(*) AS n FROM events_deduped")
     assert dedup[0]["n"] == lines
     assert stats["files"] == {"loaded": 1}
+
+
+def test_a_line_bigger_than_a_pubsub_message_is_rejected_not_lost(local_stack: StackHandle, tmp_path: Path) -> None:
+    # GIVEN a file with a 12 MB line (over Pub/Sub's 10 MB message limit) between two normal lines
+    tenant, run = local_stack.add_tenant(), unique("r")
+    huge = json.dumps(track(1, run, properties={"blob": "x" * 12_000_000})).encode()
+    content = gzip.compress(json.dumps(track(0, run)).encode() + b"\n" + huge + b"\n" + json.dumps(track(2, run)).encode())
+    # WHEN it is ingested
+    local_stack.drop(tenant, put(tmp_path, content))
+    local_stack.wait()
+    # THEN the normal lines load, the huge one is a rejected line with its reason and line number
+    stats = local_stack.stats(tenant)
+    assert (stats["lines"], stats["events"], stats["rejected"]) == (3, 2, {"line_too_large": 1})
+    [row] = local_stack.query(tenant, "SELECT line_number, message FROM rejected")
+    assert row["line_number"] == 2
+    assert "bytes" in row["message"]
