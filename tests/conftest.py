@@ -24,3 +24,12 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandl
         yield StackHandle(stack)
     finally:
         stack.down()
+
+
+@pytest.fixture(autouse=True)
+def _point_library_at_session_stack(request: pytest.FixtureRequest) -> None:
+    """Tests that start a private stack (lifecycle, memory) re-point this process's clients; point them back."""
+    if "local_stack" in request.fixturenames:
+        from infra.local.stack import activate
+
+        activate(request.getfixturevalue("local_stack").stack.cfg)
