@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING
 
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1  # type: ignore[attr-defined, unused-ignore]
 from google.protobuf import duration_pb2
+
+from shared.errors import SetupError
 
 if TYPE_CHECKING:
     from infra.local.stack import StackConfig
@@ -79,9 +82,13 @@ def ensure_tenants(cfg: StackConfig, topology: Topology, default_region: str | N
 
     registered = [Tenant.model_validate(t) for t in json.loads(cfg.paths.tenants.read_text() or "{}").values()]
     for tenant in registered:
-        add_local_tenant(cfg, tenant.name, tenant.region, bucket=tenant.bucket, dataset=tenant.dataset,
-                         prefix=tenant.prefix, push_provider=tenant.push_provider,
-                         push_policy=tenant.push_policy.model_dump())
+        try:
+            add_local_tenant(cfg, tenant.name, tenant.region, bucket=tenant.bucket, dataset=tenant.dataset,
+                             prefix=tenant.prefix, push_provider=tenant.push_provider,
+                             push_policy=tenant.push_policy.model_dump())
+        except SetupError as exc:
+            # One misconfigured tenant (e.g. a region mismatch) must not keep the stack, or other tenants, down.
+            print(f"warning: tenant {tenant.name!r} is not usable: {exc}", file=sys.stderr)
     if DEFAULT_TENANT not in {t.name for t in registered}:
         from infra.local.push_setup import setup_local_push
 
