@@ -36,6 +36,7 @@ NOT_REPLAYABLE: dict[str, str] = {
     "warehouse_invalid": "the payload is the warehouse row, not the source record",
     "invalid_utf8": "the payload was decoded with replacement characters; the original bytes are gone",
     "line_too_large": "the payload was cut at the rejected table's size limit",
+    "invalid_send_request": "a push send request, not an event: publish the corrected request to send-requests",
 }
 PAYLOAD_CUT = "payload_cut"
 ALREADY_LOADED = "already_loaded"
