@@ -228,8 +228,8 @@ def tick(
     home: HomeOpt = None,
 ) -> None:
     """Publish one scheduler tick to send-ticks (what Cloud Scheduler does every few minutes)."""
-    _running(home)
-    typer.echo(f"tick published: {publish_tick(tenant)}")
+    stack = _running(home)
+    typer.echo(f"tick published: {publish_tick(stack.cfg.url('router'), tenant)}")
 
 
 @app.command("schedule")
@@ -268,12 +268,17 @@ def schedule_cmd(
     typer.echo(request.message_id)
 
 
-def publish_tick(tenant: str | None = None) -> str:
+def publish_tick(router_url: str, tenant: str | None = None) -> str:
+    import httpx
+
     from shared.clients import publisher, topic_path
 
     attributes = {"origin": "cli", **({"tenant": tenant} if tenant else {})}
     future = publisher().publish(topic_path("send-ticks"), json.dumps({"at": time.time()}).encode(), **attributes)
-    return str(future.result(timeout=30))
+    message_id = str(future.result(timeout=30))
+    # Tell the router to expect this delivery, so `landline wait` does not return before the tick ran.
+    httpx.post(f"{router_url}/expect", json=[f"msg:{message_id}"], timeout=5)
+    return message_id
 
 
 @app.command()

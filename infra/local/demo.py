@@ -38,8 +38,11 @@ def run_demo(cfg: StackConfig, echo: Callable[[str], None]) -> dict[str, Any]:
         echo(f"  {row['event_name']:<20} {row['n']}")
     if counts["rejected"]:
         echo("rejected lines (replay with `landline replay` after a fix):")
-        for row in run_query(TENANT, "SELECT reason_code, line_number, message FROM rejected_deduped ORDER BY line_number"):
-            echo(f"  line {row['line_number']}: {row['reason_code']} - {row['message']}")
+        for row in run_query(
+            TENANT, "SELECT reason_code, origin, line_number, message FROM rejected_deduped ORDER BY origin, line_number"
+        ):
+            file = str(row["origin"] or "").rsplit("/", 1)[-1].split("#")[0]
+            echo(f"  {file} line {row['line_number']}: {row['reason_code']} - {row['message']}")
     echo(f"pushes accepted by the fake FCM: {pushes}")
     for row in run_query(
         TENANT, "SELECT status, reason, COUNT(DISTINCT message_id) AS n FROM message_sends GROUP BY status, reason ORDER BY status"
@@ -68,7 +71,7 @@ def _send_pushes(cfg: StackConfig, echo: Callable[[str], None]) -> dict[str, obj
     ]
     schedule(tenants().get(TENANT), requests)
     echo(f"scheduled {len(requests)} push messages; ticking the scheduler ...")
-    publish_tick(TENANT)
+    publish_tick(cfg.url("router"), TENANT)
     wait_idle(cfg.url("router"), timeout=300)
     stats = httpx.get(f"{cfg.url('fakes')}/_fake/stats", timeout=5).json()
     return {"fcm_accepted": stats.get("fcm", {}).get("accepted", stats.get("fcm"))}

@@ -41,7 +41,8 @@ class RouterState:
         self.max_attempts = max_delivery_attempts
         self.failing: dict[str, int] = {}  # message id -> failed attempts, until it succeeds or is dead-lettered
         self.dead_lettered = 0
-        self.expected: set[str] = set()  # "bucket/object#generation" dropped and not yet ingested
+        # "bucket/object#generation" dropped and not yet ingested, "msg:<id>" published and not yet processed
+        self.expected: set[str] = set()
         self.delivered: dict[str, int] = {}
         self.failures: dict[str, int] = {}
 
@@ -183,6 +184,7 @@ def make_handler(
                     if 200 <= status < 300:
                         state.delivered[function] = state.delivered.get(function, 0) + 1
                         state.failing.pop(message_id, None)
+                        state.expected.discard(f"msg:{message_id}")
                         if expected_key:
                             state.expected.discard(expected_key)
                     else:
@@ -192,6 +194,7 @@ def make_handler(
                             # The emulator now moves it to the dead-letter topic: nothing more will come for it.
                             state.failing.pop(message_id, None)
                             state.dead_lettered += 1
+                            state.expected.discard(f"msg:{message_id}")
                             if expected_key:
                                 state.expected.discard(expected_key)
                         else:
