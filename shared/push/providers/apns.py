@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 
-from shared.push.providers.base import H2Provider, PushMessage, SendOutcome, epoch_to_datetime, retry_after_seconds
+from shared.push.providers.base import (
+    H2Provider,
+    PushMessage,
+    SendOutcome,
+    epoch_to_datetime,
+    json_object,
+    retry_after_seconds,
+)
 from shared.push.retry import Retryable, RetryPolicy
 
 if TYPE_CHECKING:
@@ -155,7 +162,7 @@ class ApnsProvider(H2Provider):
         if reason in INVALID_TOKEN_REASONS and status in (400, 410):
             invalidated = None
             if status == 410:
-                ts = _json(resp).get("timestamp")
+                ts = json_object(resp).get("timestamp")
                 invalidated = epoch_to_datetime(ts / 1000) if isinstance(ts, int | float) else None
             return SendOutcome(message.message_id, "invalid_token", reason, token_invalidated_at=invalidated)
         if status in RETRY_STATUSES:
@@ -163,16 +170,8 @@ class ApnsProvider(H2Provider):
         return SendOutcome(message.message_id, "failed", reason or f"HTTP_{status}")
 
 
-def _json(resp: Response | httpx.Response) -> dict[str, Any]:
-    try:
-        value = resp.json()
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def _reason(resp: Response | httpx.Response) -> str | None:
     if resp.status_code == 200 or not resp.content:
         return None
-    reason = _json(resp).get("reason")
+    reason = json_object(resp).get("reason")
     return str(reason) if reason else None

@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import h2.exceptions
 import httpx
@@ -255,3 +255,12 @@ class H2Provider(PerMessageProvider):
 
     async def aclose(self) -> None:
         await self._pool.aclose()
+
+
+def json_object(resp: transport.Response | httpx.Response) -> dict[str, Any]:
+    """A response's JSON body when it is an object, else ``{}``: providers' error bodies are not always JSON."""
+    try:
+        value = resp.json()
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -11,7 +11,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from shared.push.providers.base import HttpProvider, PushMessage, SendOutcome, retry_after_seconds
+from shared.push.providers.base import HttpProvider, PushMessage, SendOutcome, json_object, retry_after_seconds
 from shared.push.retry import Retryable, RetryPolicy
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class BrazeProvider(HttpProvider):
         content = json.dumps(build_body(message)).encode()
         resp = await self._client.post(f"{self.base_url}/messages/send", content=content, headers=self._headers)
         status = resp.status_code
-        payload = _json(resp)
+        payload = json_object(resp)
         if 200 <= status < 300 and payload.get("message") == "success":
             return SendOutcome(message.message_id, "sent", provider_message_id=payload.get("dispatch_id"))
         if status == 429:
@@ -82,11 +82,3 @@ class BrazeProvider(HttpProvider):
             return Retryable(f"HTTP_{status}", retry_after_seconds(resp.headers))
         detail = str(payload.get("message") or "")[:200]
         return SendOutcome(message.message_id, "failed", f"HTTP_{status}:{detail}" if detail else f"HTTP_{status}")
-
-
-def _json(resp: httpx.Response) -> dict[str, Any]:
-    try:
-        value = resp.json()
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}

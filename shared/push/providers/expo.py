@@ -17,6 +17,7 @@ from shared.push.providers.base import (
     HttpProvider,
     PushMessage,
     SendOutcome,
+    json_object,
     retry_after_seconds,
 )
 from shared.push.retry import Deferral, Retryable, RetryPolicy, call_with_retry
@@ -127,7 +128,7 @@ class ExpoProvider(HttpProvider):
         """One request; final outcomes go into ``done``; returns a Retryable for what is left (if anything)."""
         content = json.dumps([self.build_ticket_request(m) for m in pending]).encode()
         resp = await self._client.post(f"{self.base_url}/--/api/v2/push/send", content=content, headers=self._headers)
-        payload = _json(resp)
+        payload = json_object(resp)
         if resp.status_code == 429 or resp.status_code >= 500:
             return Retryable(_request_error(payload) or f"HTTP_{resp.status_code}", retry_after_seconds(resp.headers))
         tickets = payload.get("data")
@@ -159,7 +160,7 @@ class ExpoProvider(HttpProvider):
             chunk = list(ticket_ids[i : i + MAX_RECEIPT_IDS])
             resp = await self._client.post(url, content=json.dumps({"ids": chunk}).encode(), headers=self._headers)
             resp.raise_for_status()
-            receipts = _json(resp).get("data") or {}
+            receipts = json_object(resp).get("data") or {}
             for ticket_id, receipt in receipts.items():
                 if receipt.get("status") == "ok":
                     out[ticket_id] = ExpoReceipt(ticket_id, "ok")
@@ -177,11 +178,3 @@ def _request_error(payload: dict[str, Any]) -> str | None:
     if isinstance(errors, list) and errors and isinstance(errors[0], dict):
         return str(errors[0].get("code") or errors[0].get("message"))
     return None
-
-
-def _json(resp: httpx.Response) -> dict[str, Any]:
-    try:
-        value = resp.json()
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}

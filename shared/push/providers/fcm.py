@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import google.auth.exceptions
 
-from shared.push.providers.base import H2Provider, PushMessage, SendOutcome, retry_after_seconds
+from shared.push.providers.base import H2Provider, PushMessage, SendOutcome, json_object, retry_after_seconds
 from shared.push.retry import Retryable, RetryPolicy
 
 if TYPE_CHECKING:
@@ -170,7 +170,7 @@ class FcmProvider(H2Provider):
         try:
             token = await self.tokens.token()
             resp = await self._post(body, token)
-            if resp.status_code == 401 and _classify_error(401, _json(resp), resp.headers)[0] == "reauth":
+            if resp.status_code == 401 and _classify_error(401, json_object(resp), resp.headers)[0] == "reauth":
                 token = await self.tokens.token(force=True, stale=token)
                 resp = await self._post(body, token)
         except google.auth.exceptions.RefreshError:
@@ -179,9 +179,9 @@ class FcmProvider(H2Provider):
         except google.auth.exceptions.TransportError as exc:
             return Retryable(f"auth_transport:{type(exc).__name__}")
         if resp.status_code == 200:
-            name = _json(resp).get("name") if resp.content else None
+            name = json_object(resp).get("name") if resp.content else None
             return SendOutcome(message.message_id, "sent", provider_message_id=name)
-        kind, code = _classify_error(resp.status_code, _json(resp), resp.headers)
+        kind, code = _classify_error(resp.status_code, json_object(resp), resp.headers)
         if kind == "invalid_token":
             return SendOutcome(message.message_id, "invalid_token", code)
         if kind == "retry":
@@ -189,10 +189,3 @@ class FcmProvider(H2Provider):
             min_delay = QUOTA_MIN_DELAY if code == "QUOTA_EXCEEDED" and retry_after is None else 0.0
             return Retryable(code or "retry", retry_after, min_delay)
         return SendOutcome(message.message_id, "failed", code)
-
-
-def _json(resp: Response | httpx.Response) -> Any:
-    try:
-        return resp.json()
-    except ValueError:
-        return {}

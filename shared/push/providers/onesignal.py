@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Literal
 
-from shared.push.providers.base import HttpProvider, PushMessage, SendOutcome, retry_after_seconds
+from shared.push.providers.base import HttpProvider, PushMessage, SendOutcome, json_object, retry_after_seconds
 from shared.push.retry import Retryable, RetryPolicy
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ class OneSignalProvider(HttpProvider):
         content = json.dumps(self.build_body(message)).encode()
         resp = await self._client.post(f"{self.base_url}/notifications", content=content, headers=self._headers)
         status = resp.status_code
-        payload = _json(resp)
+        payload = json_object(resp)
         if status == 200:
             errors = payload.get("errors")
             if _has_invalid_recipients(errors):
@@ -115,11 +115,3 @@ def _first_error(errors: Any) -> str | None:
     if isinstance(errors, dict) and errors:
         return str(next(iter(errors)))
     return None
-
-
-def _json(resp: httpx.Response) -> dict[str, Any]:
-    try:
-        value = resp.json()
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
