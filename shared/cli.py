@@ -101,12 +101,21 @@ def tenant_add(
     push_provider: Annotated[str | None, typer.Option(help="fcm, apns, onesignal, braze or expo")] = None,
     quiet_hours: Annotated[str | None, typer.Option(help="HH:MM-HH:MM in each contact's timezone")] = None,
     frequency_cap: Annotated[int | None, typer.Option(help="max pushes per contact per 24 h")] = None,
+    privacy: Annotated[
+        str, typer.Option(help="PII in event metadata: 'remove' it, or 'hash' it (salted, per tenant)")
+    ] = "remove",
+    pii_key: Annotated[
+        list[str] | None, typer.Option(help="another property key that holds personal data (repeatable)")
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
     """Create a tenant's bucket and dataset (location REGION) and register it. On the local stack, a push provider
-    gets generated credentials, stored in the stack's secrets file and registered with the fake provider."""
+    gets generated credentials, and a hash-mode tenant a random salt, stored in the stack's secrets file."""
+    from infra.local.secrets_file import ensure_local_privacy_salt
     from shared.tenancy import add_tenant
 
+    if privacy not in ("remove", "hash"):
+        raise typer.BadParameter("must be 'remove' or 'hash'", param_hint="--privacy")
     stack = _running(home)
     policy: dict[str, object] = {}
     if quiet_hours:
@@ -114,7 +123,16 @@ def tenant_add(
         policy.update(quiet_hours_start=start, quiet_hours_end=end)
     if frequency_cap:
         policy["frequency_cap"] = frequency_cap
-    tenant = add_tenant(name, region, prefix=prefix, push_provider=push_provider, push_policy=policy)
+    if privacy == "hash":
+        ensure_local_privacy_salt(stack.cfg, name)  # before the tenant exists, so no message finds it without one
+    tenant = add_tenant(
+        name,
+        region,
+        prefix=prefix,
+        push_provider=push_provider,
+        push_policy=policy,
+        privacy={"mode": privacy, "extra_pii_keys": tuple(pii_key or ())},
+    )
     if push_provider:
         from infra.local.push_setup import setup_local_push
 

@@ -11,8 +11,9 @@ import json
 import threading
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import SetupError
@@ -60,6 +61,25 @@ class PushPolicy(BaseModel):
     max_deferrals: int = Field(default=20, ge=1)
 
 
+class PrivacyConfig(BaseModel):
+    """Per-tenant PII policy for event metadata (compiled by ``shared.privacy.policy_for``).
+
+    ``mode="hash"`` keeps personal values joinable inside the tenant (salted sha256) instead of removing them. The
+    salt is a secret, so it is not here: it lives with the tenant's other secrets (``"privacy": {"salt": ...}``), and
+    a per-tenant salt means two tenants' pseudonyms of one email never match.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")  # frozen: hashable, so compiled policies are cached
+
+    mode: Literal["remove", "hash"] = "remove"
+    # Keys this tenant's data uses for personal values, on top of the built-in list (e.g. "member_no").
+    extra_pii_keys: tuple[str, ...] = ()
+    # Context sections copied into event metadata; None keeps the built-in allow-list.
+    context_keep: tuple[str, ...] | None = None
+    # Look inside string values for emails, phone numbers and IPs (off only for data known to be free of them).
+    scan_values: bool = True
+
+
 class Tenant(BaseModel):
     """One customer: its bucket and dataset, pinned to ``region``."""
 
@@ -71,6 +91,7 @@ class Tenant(BaseModel):
     prefix: str = ""
     push_provider: str | None = None
     push_policy: PushPolicy = Field(default_factory=PushPolicy)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     @field_validator("region")
     @classmethod

@@ -18,11 +18,15 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from typing import Any, Literal
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, field_validator
 
 from shared.sources.common import canonical_json
+
+if TYPE_CHECKING:
+    from shared.config import PrivacyConfig
 
 _SEPARATORS = re.compile(r"[^a-z0-9]")
 
@@ -330,3 +334,19 @@ class Scrubber:
 
 _NOTHING: frozenset[str] = frozenset()
 DEFAULT_POLICY = PrivacyPolicy()
+
+
+@lru_cache(maxsize=256)
+def policy_for(config: PrivacyConfig, salt: str = "") -> PrivacyPolicy:
+    """A tenant's compiled policy. Cached: compiling is cheap, but the scrubber's memo of verdicts is what makes the
+    hot path fast, and it must survive from one message to the next. One policy (and memo) per tenant config and salt,
+    so nothing memoised for one tenant is consulted for another."""
+    if config.mode == "hash" and not salt:
+        raise ValueError("privacy mode 'hash' needs a salt")  # a bare sha256 of an email is a lookup away from it
+    return PrivacyPolicy(
+        mode=config.mode,
+        salt=salt,
+        pii_keys=DEFAULT_PII_KEYS | frozenset(config.extra_pii_keys),
+        context_keep=DEFAULT_CONTEXT_KEEP if config.context_keep is None else config.context_keep,
+        scan_values=config.scan_values,
+    )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from google.api_core import exceptions as gexc
 
 from shared.clients import storage_client
-from shared.config import PushPolicy, Settings, Tenant, settings
+from shared.config import PrivacyConfig, PushPolicy, Settings, Tenant, settings
 from shared.errors import SetupError
 from shared.warehouse.client import bigquery_client, provision_dataset
 
@@ -36,6 +36,7 @@ def add_tenant(
     prefix: str = "",
     push_provider: str | None = None,
     push_policy: dict[str, object] | None = None,
+    privacy: dict[str, object] | None = None,
     cfg: Settings | None = None,
 ) -> Tenant:
     cfg = cfg or settings()
@@ -47,6 +48,7 @@ def add_tenant(
         prefix=prefix,
         push_provider=push_provider,
         push_policy=PushPolicy.model_validate(push_policy or {}),
+        privacy=PrivacyConfig.model_validate(privacy or {}),
     )
     from shared.push.claims import claims_bucket
 

@@ -85,7 +85,7 @@ def ensure_tenants(cfg: StackConfig, topology: Topology, default_region: str | N
         try:
             add_local_tenant(cfg, tenant.name, tenant.region, bucket=tenant.bucket, dataset=tenant.dataset,
                              prefix=tenant.prefix, push_provider=tenant.push_provider,
-                             push_policy=tenant.push_policy.model_dump())
+                             push_policy=tenant.push_policy.model_dump(), privacy=tenant.privacy.model_dump())
         except SetupError as exc:
             # One misconfigured tenant (e.g. a region mismatch) must not keep the stack, or other tenants, down.
             print(f"warning: tenant {tenant.name!r} is not usable: {exc}", file=sys.stderr)

@@ -15,6 +15,8 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from infra.local.secrets_file import write_local_secret
+
 if TYPE_CHECKING:
     from infra.local.stack import StackConfig
 
@@ -72,14 +74,8 @@ def make_credentials(cfg: StackConfig, tenant: str, provider: str) -> tuple[dict
 
 
 def setup_local_push(cfg: StackConfig, tenant: str, provider: str) -> None:
-    paths = cfg.paths
     entry, registration = make_credentials(cfg, tenant, provider)
-    current = json.loads(paths.secrets.read_text() or "{}") if paths.secrets.exists() else {}
-    current.setdefault(tenant, {})[provider] = entry
-    tmp = paths.secrets.with_suffix(".tmp")
-    tmp.write_text(json.dumps(current, indent=2))
-    tmp.chmod(0o600)
-    tmp.replace(paths.secrets)
+    write_local_secret(cfg, tenant, provider, entry)
     register_file = cfg.home / "fakes" / "register.json"
     register_file.parent.mkdir(parents=True, exist_ok=True)
     registered = json.loads(register_file.read_text()) if register_file.exists() else {}

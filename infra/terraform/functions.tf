@@ -59,6 +59,25 @@ resource "google_secret_manager_secret_iam_member" "send_due_reads_credentials" 
   member    = "serviceAccount:${google_service_account.fn["send_due"].email}"
 }
 
+# load_events reads the pseudonymisation salt of each tenant whose privacy mode is "hash" (landline-<tenant>-privacy,
+# JSON {"salt": "..."}); like the credentials, the value is added out of band.
+resource "google_secret_manager_secret" "privacy_salt" {
+  for_each  = { for name, t in var.tenants : name => t if t.privacy.mode == "hash" }
+  secret_id = "landline-${each.key}-privacy"
+  replication {
+    user_managed {
+      replicas { location = each.value.region }
+    }
+  }
+}
+
+resource "google_secret_manager_secret_iam_member" "load_events_reads_salt" {
+  for_each  = google_secret_manager_secret.privacy_salt
+  secret_id = each.value.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.fn["load_events"].email}"
+}
+
 resource "google_storage_bucket" "sources" {
   name                        = local.function_source_bucket
   location                    = var.source_bucket_location

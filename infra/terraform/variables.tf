@@ -4,13 +4,20 @@ variable "project" {
 }
 
 variable "tenants" {
-  description = "Tenants: name => {region, bucket, dataset, prefix, push_provider}"
+  description = "Tenants: name => {region, bucket, dataset, prefix, push_provider, privacy}"
   type = map(object({
     region        = string
     bucket        = string
     dataset       = string
     prefix        = optional(string, "")
     push_provider = optional(string)
+    # PII policy of event metadata (shared/config.py PrivacyConfig); mode "hash" needs the privacy_salt secret (functions.tf).
+    privacy = optional(object({
+      mode           = optional(string, "remove")
+      extra_pii_keys = optional(list(string), [])
+      context_keep   = optional(list(string))
+      scan_values    = optional(bool, true)
+    }), {})
   }))
 }
 

@@ -10,19 +10,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from shared.config import settings, tenants
 from shared.errors import SetupError
 from shared.ingest.batching import attribute_line_numbers
 from shared.load.parse import ParsedBatch, parse_lines, rejected_row
+from shared.privacy import DEFAULT_POLICY, PrivacyPolicy, policy_for
 from shared.sources.common import RejectReason
 from shared.warehouse.client import bigquery_client
 from shared.warehouse.rows import Lineage, RejectedRow
 from shared.warehouse.writer import write_rows
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from shared.config import Tenant
     from shared.envelopes import PubSubMessage
+    from shared.push.credentials import CredentialSource
 
 PROCESSOR = "landline.load"
 
@@ -51,7 +57,27 @@ def _publish_time(message: PubSubMessage) -> datetime:
     return datetime.now(UTC)
 
 
-def parse_message(message: PubSubMessage, topic: str | None = None) -> ParsedBatch:
+@lru_cache(maxsize=4)
+def _secrets(secrets_file: Path | None, project: str) -> CredentialSource:
+    """One secret source per configuration, kept: Secret Manager values are cached inside it between messages.
+    Imported here: only hash-mode tenants need it, and shared.push is not otherwise part of the loader."""
+    from shared.push.credentials import credential_source
+
+    return credential_source(secrets_file, project)
+
+
+def tenant_policy(tenant: Tenant) -> PrivacyPolicy:
+    """The tenant's compiled PII policy; in ``hash`` mode with its own salt (a SetupError naming the fix if none)."""
+    config = tenant.privacy
+    if config.mode != "hash":
+        return policy_for(config)
+    cfg = settings()
+    return policy_for(config, _secrets(cfg.secrets_file, cfg.project).privacy_salt(tenant.name).reveal())
+
+
+def parse_message(
+    message: PubSubMessage, topic: str | None = None, policy: PrivacyPolicy = DEFAULT_POLICY
+) -> ParsedBatch:
     """Message -> rows and rejections (no I/O)."""
     attributes = message.attributes
     fmt = attributes.get("format", "native")
@@ -86,7 +112,7 @@ def parse_message(message: PubSubMessage, topic: str | None = None) -> ParsedBat
         parsed_oversized.rejected.extend(truncated)
         return parsed_oversized
     parsed = parse_lines(
-        numbered, fmt=fmt, lineage=lineage, max_future_skew_hours=settings().max_future_skew_hours
+        numbered, fmt=fmt, lineage=lineage, policy=policy, max_future_skew_hours=settings().max_future_skew_hours
     )
     parsed.rejected.extend(truncated)
     return parsed
@@ -100,7 +126,7 @@ def load_message(message: PubSubMessage, topic: str | None = None) -> LoadResult
             "publish with attribute tenant=<name>; the message is kept in the dead-letter topic",
         )
     tenant = tenants().get(tenant_name)
-    parsed = parse_message(message, topic)
+    parsed = parse_message(message, topic, tenant_policy(tenant))
     result = write_rows(bigquery_client(), tenant, [*parsed.rows, *parsed.rejected], processor=PROCESSOR)
     rejected = parsed.reasons()
     if result.invalid:

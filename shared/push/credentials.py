@@ -1,4 +1,4 @@
-"""Per-tenant provider credentials: a local secrets JSON file, or Secret Manager in the cloud.
+"""Per-tenant secrets (provider credentials, the privacy salt): a local secrets JSON file, or Secret Manager in the cloud.
 
 Secret values are wrapped in ``Secret`` so that repr/str/logging of any credential object shows ``***``; code has to
 call ``reveal()`` on purpose. Nothing here logs a value.
@@ -11,12 +11,14 @@ Secrets file (``LANDLINE_SECRETS_FILE``)::
                       "topic": "com.example.app", "environment": "production" | "sandbox"},
         "onesignal": {"app_id": "...", "api_key": "os_v2_app_..."},
         "braze":     {"api_key": "...", "base_url": "https://rest.iad-01.braze.com"},
-        "expo":      {"access_token": "optional"}},
+        "expo":      {"access_token": "optional"},
+        "privacy":   {"salt": "<random, 16+ characters; only for privacy mode hash>"}},
      ...}
 
 Any entry may carry ``"base_url"`` (the local stack points tenants at the fakes that way). In the cloud the same JSON
 object for one (tenant, provider) is stored as Secret Manager secret ``landline-<tenant>-<provider>`` (latest
-version) and read with the function's own identity through the REST API.
+version), the privacy salt as ``landline-<tenant>-privacy``, and read with the function's own identity through the
+REST API.
 """
 
 from __future__ import annotations
@@ -149,6 +151,19 @@ def parse_credentials(provider: str, raw: dict[str, Any], *, where: str) -> Prov
     raise SetupError(f"unknown push provider {provider!r}", f"use one of {', '.join(PROVIDERS)}")
 
 
+PRIVACY_ENTRY = "privacy"
+MIN_SALT_CHARS = 16
+
+
+def parse_privacy_salt(raw: Any, *, tenant: str, where: str, fix: str) -> Secret:
+    """The tenant's pseudonymisation salt (privacy mode ``hash``); errors name the place, never a value."""
+    salt = raw.get("salt") if isinstance(raw, dict) else None
+    if not isinstance(salt, str) or len(salt) < MIN_SALT_CHARS:
+        state = "has no privacy salt" if salt is None else f"has a privacy salt under {MIN_SALT_CHARS} characters"
+        raise SetupError(f"tenant {tenant!r} uses privacy mode 'hash' but {where} {state}", fix)
+    return Secret(salt)
+
+
 class FileSecrets:
     """The local secrets file; re-read when it changes (``landline`` commands may edit it while the stack runs)."""
 
@@ -183,6 +198,11 @@ class FileSecrets:
             )
         return parse_credentials(provider, entry, where=str(self.path))
 
+    def privacy_salt(self, tenant: str) -> Secret:
+        entry = self._load().get(tenant, {}).get(PRIVACY_ENTRY)
+        fix = f'add "{tenant}": {{"privacy": {{"salt": "<random>"}}}}'
+        return parse_privacy_salt(entry, tenant=tenant, where=str(self.path), fix=fix)
+
 
 class SecretManagerSecrets:
     """Secret Manager over its REST API with google-auth (no extra client library in the function bundle).
@@ -197,7 +217,7 @@ class SecretManagerSecrets:
         self.ttl = ttl
         self.api = (api or self.API).rstrip("/")
         self._session = session
-        self._cache: dict[tuple[str, str], tuple[float, ProviderCredentials]] = {}
+        self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
         self._lock = threading.Lock()
 
     def _authorized_session(self) -> Any:
@@ -213,14 +233,15 @@ class SecretManagerSecrets:
     def secret_id(tenant: str, provider: str) -> str:
         return f"landline-{tenant}-{provider}"
 
-    def get(self, tenant: str, provider: str) -> ProviderCredentials:
-        key = (tenant, provider)
+    def _cached(self, tenant: str, entry: str, parse: Callable[[Any, str], Any]) -> Any:
+        """The parsed JSON of secret ``landline-<tenant>-<entry>`` (latest version), cached for ``ttl`` seconds."""
+        key = (tenant, entry)
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(key)
             if hit and hit[0] > now:
                 return hit[1]
-        name = f"projects/{self.project}/secrets/{self.secret_id(tenant, provider)}/versions/latest"
+        name = f"projects/{self.project}/secrets/{self.secret_id(tenant, entry)}/versions/latest"
         resp = self._authorized_session().get(f"{self.api}/{name}:access", timeout=10)
         if resp.status_code in (403, 404):
             raise SetupError(
@@ -229,10 +250,23 @@ class SecretManagerSecrets:
             )
         resp.raise_for_status()
         payload = base64.b64decode(resp.json()["payload"]["data"])
-        creds = parse_credentials(provider, json.loads(payload), where=f"secret {name}")
+        value = parse(json.loads(payload), f"secret {name}")
         with self._lock:
-            self._cache[key] = (now + self.ttl, creds)
+            self._cache[key] = (now + self.ttl, value)
+        return value
+
+    def get(self, tenant: str, provider: str) -> ProviderCredentials:
+        creds: ProviderCredentials = self._cached(
+            tenant, provider, lambda raw, where: parse_credentials(provider, raw, where=where)
+        )
         return creds
+
+    def privacy_salt(self, tenant: str) -> Secret:
+        fix = f'add a version {{"salt": "<random>"}} to secret {self.secret_id(tenant, PRIVACY_ENTRY)}'
+        salt: Secret = self._cached(
+            tenant, PRIVACY_ENTRY, lambda raw, where: parse_privacy_salt(raw, tenant=tenant, where=where, fix=fix)
+        )
+        return salt
 
 
 CredentialSource = FileSecrets | SecretManagerSecrets

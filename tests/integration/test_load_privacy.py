@@ -162,3 +162,37 @@ def test_events_hold_no_personal_data_and_user_properties_hold_the_contact_addre
         "country": "GB",
         "timezone": "Europe/London",
     }
+
+
+def test_a_hash_mode_tenant_keeps_personal_values_joinable_but_only_inside_the_tenant(
+    local_stack: StackHandle, tmp_path: Path
+) -> None:
+    # GIVEN two tenants in privacy mode "hash" (each gets its own random salt), one of which also names a custom
+    # personal key, and the same track call for both
+    first = local_stack.add_tenant(privacy="hash", pii_key="member_no")
+    second = local_stack.add_tenant(privacy="hash")
+    call = base("track", "hash-track", event="Ticket Opened",
+                properties={"email": EMAIL, "member_no": "M-100200", "note": f"mail {ALT_EMAIL}", "priority": "high"})
+
+    # WHEN the call is loaded into both
+    local_stack.drop(first, put(tmp_path, [call]))
+    local_stack.drop(second, put(tmp_path, [call]))
+    local_stack.wait()
+
+    # THEN neither tenant's events hold the personal values, only pseudonyms in their place
+    def metadata(tenant: str) -> dict[str, Any]:
+        [row] = local_stack.query(tenant, "SELECT TO_JSON_STRING(metadata) AS m FROM events")
+        value = json.loads(row["m"])
+        return value if isinstance(value, dict) else dict(json.loads(value))
+
+    ours, theirs = metadata(first), metadata(second)
+    for md in (ours, theirs):
+        text = json.dumps(md)
+        assert EMAIL not in text and ALT_EMAIL not in text
+        assert md["email"].startswith("sha256:") and md["note"].startswith("sha256:")
+        assert md["priority"] == "high"
+    # AND the tenant's own extra key is personal for it (hashed), and only for it
+    assert ours["member_no"].startswith("sha256:")
+    assert theirs["member_no"] == "M-100200"
+    # AND the same email has a different pseudonym in each tenant: pseudonyms cannot be joined across tenants
+    assert ours["email"] != theirs["email"]

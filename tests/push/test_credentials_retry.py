@@ -103,6 +103,52 @@ def test_secret_manager_rest(monkeypatch):
     assert a == b and "OS-SENTINEL" not in repr(a)
 
 
+def test_privacy_salt_comes_from_the_tenants_secrets_and_never_shows(tmp_path):
+    # GIVEN a secrets file with a salt for one tenant, a too-short salt for another and none for a third
+    path = tmp_path / "secrets.json"
+    path.write_text(json.dumps({"acme": {"privacy": {"salt": "SALT-SENTINEL-0123456789"}},
+                                "short": {"privacy": {"salt": "abc"}}, "none": {}}))
+    source = FileSecrets(path)
+    # WHEN the salts are read
+    salt = source.privacy_salt("acme")
+    # THEN the salt is there but redacted in repr/str
+    assert salt.reveal() == "SALT-SENTINEL-0123456789"
+    assert "SENTINEL" not in repr(salt) + str(salt) + f"{salt}"
+    # AND a short or missing salt is a setup error that says how to fix it, without echoing the value
+    with pytest.raises(SetupError, match="under 16 characters") as short:
+        source.privacy_salt("short")
+    assert "abc" not in short.value.problem
+    with pytest.raises(SetupError, match="has no privacy salt") as missing:
+        source.privacy_salt("none")
+    assert '"privacy": {"salt"' in missing.value.fix
+
+
+def test_privacy_salt_from_secret_manager_uses_its_own_secret():
+    # GIVEN Secret Manager holding landline-acme-privacy
+    calls: list[str] = []
+
+    class Resp:
+        status_code = 200
+
+        def json(self) -> dict[str, Any]:
+            return {"payload": {"data": base64.b64encode(b'{"salt": "0123456789abcdef0123"}').decode()}}
+
+        def raise_for_status(self) -> None:
+            pass
+
+    class Session:
+        def get(self, url: str, timeout: float) -> Resp:
+            calls.append(url)
+            return Resp()
+
+    source = SecretManagerSecrets("proj", session=Session())
+    # WHEN the salt is read twice / THEN one call to that secret, cached
+    assert source.privacy_salt("acme").reveal() == source.privacy_salt("acme").reveal() == "0123456789abcdef0123"
+    assert calls == [
+        "https://secretmanager.googleapis.com/v1/projects/proj/secrets/landline-acme-privacy/versions/latest:access"
+    ]
+
+
 def test_retry_defers_when_wait_passes_deadline():
     # GIVEN an attempt that always asks to come back in 50 s, and a 2 s budget
     calls = 0

@@ -148,3 +148,64 @@ def test_identify_keeps_contact_data_in_user_properties_only() -> None:
     row = parse_line((EVENTS / "identify.json").read_bytes(), fmt="segment", lineage=LINEAGE, now=NOW)
     assert isinstance(row, UserPropertiesRow)
     assert row.email_address == "jane.doe@example.com"
+
+
+def test_a_tenants_privacy_config_compiles_to_its_own_cached_policy() -> None:
+    from shared.config import PrivacyConfig
+    from shared.privacy import policy_for
+
+    # GIVEN a tenant config that hashes, names an extra personal key and keeps only the locale of the context
+    config = PrivacyConfig(mode="hash", extra_pii_keys=("member_no",), context_keep=("locale",))
+    # WHEN it is compiled with two different salts
+    a, b = policy_for(config, "salt-a-0123456789"), policy_for(config, "salt-b-0123456789")
+    event = sample("track_with_pii")
+    event["properties"]["member_no"] = "M-100200"
+    row_a, row_b = event_row(event, a), event_row(event, b)
+    # THEN the extra key is pseudonymised, the context is cut to the allow-list, and the salt changes pseudonyms
+    assert row_a.metadata["member_no"].startswith("sha256:")
+    assert set(row_a.metadata["context"]) == {"locale"}
+    assert row_a.metadata["member_no"] != row_b.metadata["member_no"]
+    # AND compiling the same config again returns the same policy (and so the same warm memo)
+    assert policy_for(config, "salt-a-0123456789") is a
+    # AND the default config is the built-in policy's behaviour
+    assert event_row(sample("track_with_pii"), policy_for(PrivacyConfig())).metadata == event_row(
+        sample("track_with_pii")
+    ).metadata
+
+
+def test_hash_mode_without_a_salt_is_refused() -> None:
+    from shared.config import PrivacyConfig
+    from shared.privacy import policy_for
+
+    # GIVEN / WHEN hash mode is compiled without a salt / THEN it is refused (an unsalted sha256 of an email is
+    # reversible by lookup)
+    with pytest.raises(ValueError, match="needs a salt"):
+        policy_for(PrivacyConfig(mode="hash"))
+
+
+def test_the_loader_refuses_a_hash_mode_tenant_without_a_salt_with_a_fix(tmp_path: Path, monkeypatch: Any) -> None:
+    from shared import config
+    from shared.config import Tenant
+    from shared.errors import SetupError
+    from shared.load import pipeline
+    from shared.load.pipeline import tenant_policy
+
+    # GIVEN a hash-mode tenant and a secrets file without its salt
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"acme": {}}))
+    monkeypatch.setenv("LANDLINE_SECRETS_FILE", str(secrets))
+    config.settings.cache_clear()
+    tenant = Tenant(name="acme", region="europe-west1", bucket="b", dataset="d", privacy={"mode": "hash"})
+    try:
+        # WHEN its policy is resolved / THEN a setup error says where the salt goes (the message is retried, never
+        # loaded unhashed)
+        with pytest.raises(SetupError, match="has no privacy salt") as err:
+            tenant_policy(tenant)
+        assert "salt" in err.value.fix
+        # AND once the salt is there, the policy hashes
+        secrets.write_text(json.dumps({"acme": {"privacy": {"salt": "0123456789abcdef"}}}))
+        pipeline._secrets.cache_clear()  # the file source re-reads on mtime change; two writes may share a tick
+        assert tenant_policy(tenant).mode == "hash"
+    finally:
+        monkeypatch.undo()
+        config.settings.cache_clear()
