@@ -118,6 +118,22 @@ def parse_message(
     return parsed
 
 
+def _check_origin_belongs_to(tenant: Tenant, message: PubSubMessage) -> None:
+    """A message whose origin is another bucket than the tenant's would copy one tenant's file into another tenant's
+    dataset (a mislabelled publish, a replay pointed at the wrong tenant): nothing is written, not even rejected rows
+    (they would hold the other tenant's payload), and the message goes to the dead-letter topic."""
+    origin = message.attributes.get("origin") or ""
+    if not origin.startswith("gs://"):
+        return
+    bucket = origin.removeprefix("gs://").partition("/")[0]
+    if bucket != tenant.bucket:
+        raise SetupError(
+            f"message {message.message_id} names tenant {tenant.name!r} but its origin is in bucket {bucket!r}, "
+            f"not the tenant's bucket {tenant.bucket!r}",
+            "republish it with the tenant that owns the bucket (it is kept in the dead-letter topic)",
+        )
+
+
 def load_message(message: PubSubMessage, topic: str | None = None) -> LoadResult:
     tenant_name = message.attributes.get("tenant")
     if not tenant_name:
@@ -126,6 +142,7 @@ def load_message(message: PubSubMessage, topic: str | None = None) -> LoadResult
             "publish with attribute tenant=<name>; the message is kept in the dead-letter topic",
         )
     tenant = tenants().get(tenant_name)
+    _check_origin_belongs_to(tenant, message)
     parsed = parse_message(message, topic, tenant_policy(tenant))
     result = write_rows(bigquery_client(), tenant, [*parsed.rows, *parsed.rejected], processor=PROCESSOR)
     rejected = parsed.reasons()

@@ -164,3 +164,36 @@ def pull_dead_letter(stack: StackHandle, marker: str, timeout: float = 30) -> An
     finally:
         subscriber.close()
     raise AssertionError(f"no dead-lettered message holding {marker}")
+
+
+def test_a_message_whose_origin_is_another_tenants_bucket_writes_nothing_anywhere(
+    local_stack: StackHandle, publisher: pubsub_v1.PublisherClient
+) -> None:
+    # GIVEN two tenants, and a Segment batch that claims to come from B's bucket but is labelled tenant=A
+    tenant_a, tenant_b = local_stack.add_tenant(), local_stack.add_tenant()
+    buckets = {t["name"]: t["bucket"] for t in json.loads(local_stack.cli("tenant", "list").stdout)}
+    marker = unique("crossed")
+    call = {"type": "track", "event": marker, "userId": "u1", "messageId": marker,
+            "timestamp": "2024-05-14T09:00:00Z", "receivedAt": "2024-05-14T09:00:01Z"}
+    origin = f"gs://{buckets[tenant_b]}/segment-logs/src/1714521600000/part-1.gz#1"
+
+    # WHEN it is published and every delivery attempt has failed
+    message_id = publisher.publish(
+        raw_events(local_stack), json.dumps(call).encode(), tenant=tenant_a, format="segment", origin=origin
+    ).result(timeout=30)
+    local_stack.wait(timeout=240)
+
+    # THEN neither tenant got a row of it, not even a rejected row (which would hold B's payload in A's dataset)
+    for tenant in (tenant_a, tenant_b):
+        counts = local_stack.query(
+            tenant,
+            "SELECT (SELECT COUNT(*) FROM events) AS e, (SELECT COUNT(*) FROM user_properties) AS u, "
+            "(SELECT COUNT(*) FROM rejected) AS r",
+        )
+        assert counts == [{"e": 0, "u": 0, "r": 0}], tenant
+    # AND it is kept in the dead-letter topic, and the log says what is wrong and what to do
+    dead = pull_dead_letter(local_stack, marker)
+    assert dead.attributes["tenant"] == tenant_a and dead.attributes["origin"] == origin
+    log = (local_stack.stack.cfg.paths.logs / "load_events.log").read_text(errors="replace")
+    assert f"message {message_id} names tenant {tenant_a!r} but its origin is in bucket" in log
+    assert "republish it with the tenant that owns the bucket" in log
