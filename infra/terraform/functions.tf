@@ -1,5 +1,15 @@
 # One service account per function with only the roles it needs (least privilege), one deployment per function and
-# region, and triggers with retries on and dead-lettering configured from ../topology.yaml.
+# region, and triggers with retries on from ../topology.yaml. Not yet done here: the topology's ack deadline, backoff and
+# dead-lettering are not applied to the subscriptions Eventarc creates (the dead-letter topics in main.tf stay empty).
+
+locals {
+  # one deployment of each function per region with tenants: "<function>@<region>"
+  function_deployments = merge([
+    for region in local.regions : {
+      for name, fn in local.topology.functions : "${name}@${region}" => { name = name, region = region, fn = fn }
+    }
+  ]...)
+}
 
 resource "google_service_account" "fn" {
   for_each     = local.topology.functions
@@ -32,8 +42,9 @@ resource "google_bigquery_dataset_iam_member" "writers" {
   member     = "serviceAccount:${google_service_account.fn[each.value.fn].email}"
 }
 
+# Only send_due runs query jobs (shared/stats.py run_query); ingest_file and load_events only stream rows in.
 resource "google_project_iam_member" "job_users" {
-  for_each = local.topology.functions
+  for_each = toset(["send_due"])
   project  = var.project
   role     = "roles/bigquery.jobUser"
   member   = "serviceAccount:${google_service_account.fn[each.key].email}"
@@ -59,6 +70,21 @@ resource "google_secret_manager_secret_iam_member" "send_due_reads_credentials" 
   member    = "serviceAccount:${google_service_account.fn["send_due"].email}"
 }
 
+# send_due claims each send in the tenant's claims bucket (create-if-absent, then reads the holder when it lost).
+resource "google_storage_bucket_iam_member" "send_due_creates_claims" {
+  for_each = google_storage_bucket.claims
+  bucket   = each.value.name
+  role     = "roles/storage.objectCreator"
+  member   = "serviceAccount:${google_service_account.fn["send_due"].email}"
+}
+
+resource "google_storage_bucket_iam_member" "send_due_reads_claims" {
+  for_each = google_storage_bucket.claims
+  bucket   = each.value.name
+  role     = "roles/storage.objectViewer"
+  member   = "serviceAccount:${google_service_account.fn["send_due"].email}"
+}
+
 # load_events reads the pseudonymisation salt of each tenant whose privacy mode is "hash" (landline-<tenant>-privacy,
 # JSON {"salt": "..."}); like the credentials, the value is added out of band.
 resource "google_secret_manager_secret" "privacy_salt" {
@@ -78,6 +104,32 @@ resource "google_secret_manager_secret_iam_member" "load_events_reads_salt" {
   member    = "serviceAccount:${google_service_account.fn["load_events"].email}"
 }
 
+# Eventarc delivers each function's events as the function's own service account (event_trigger below and the
+# extra triggers): that account invokes the function's Cloud Run service (named like the function), and a trigger on
+# direct Cloud Storage events also needs the event receiver role; Cloud Storage's service agent publishes those events.
+resource "google_cloud_run_v2_service_iam_member" "trigger_invokes" {
+  for_each = local.function_deployments
+  location = each.value.region
+  name     = google_cloudfunctions2_function.fn[each.key].name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.fn[each.value.name].email}"
+}
+
+resource "google_project_iam_member" "event_receivers" {
+  for_each = { for name, fn in local.topology.functions : name => fn if fn.trigger.type == "storage_finalized" }
+  project  = var.project
+  role     = "roles/eventarc.eventReceiver"
+  member   = "serviceAccount:${google_service_account.fn[each.key].email}"
+}
+
+data "google_storage_project_service_account" "gcs" {}
+
+resource "google_project_iam_member" "gcs_publishes_events" {
+  project = var.project
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}"
+}
+
 resource "google_storage_bucket" "sources" {
   name                        = local.function_source_bucket
   location                    = var.source_bucket_location
@@ -85,11 +137,7 @@ resource "google_storage_bucket" "sources" {
 }
 
 resource "google_cloudfunctions2_function" "fn" {
-  for_each = merge([
-    for region in local.regions : {
-      for name, fn in local.topology.functions : "${name}@${region}" => { name = name, region = region, fn = fn }
-    }
-  ]...)
+  for_each = local.function_deployments
   name     = "${replace(each.value.name, "_", "-")}-${each.value.region}"
   location = each.value.region
 
@@ -108,11 +156,14 @@ resource "google_cloudfunctions2_function" "fn" {
     available_memory                 = each.value.fn.memory
     timeout_seconds                  = each.value.fn.timeout_seconds
     max_instance_request_concurrency = each.value.fn.concurrency
+    available_cpu                    = each.value.fn.concurrency > 1 ? "1" : null # concurrency > 1 needs >= 1 vCPU
     max_instance_count               = var.max_instances
     service_account_email            = google_service_account.fn[each.value.name].email
     environment_variables = {
       LANDLINE_PROJECT          = var.project
       LANDLINE_RAW_EVENTS_TOPIC = "raw-events-${each.value.region}"
+      # send_due tells a send request from a tick by the topic name (shared/push/tick.py handle_push_event)
+      LANDLINE_SEND_REQUESTS_TOPIC = "send-requests-${each.value.region}"
       LANDLINE_TENANTS_JSON = jsonencode({
         for name, t in var.tenants : name => merge(t, { name = name }) if t.region == each.value.region
       })
@@ -139,6 +190,38 @@ resource "google_cloudfunctions2_function" "fn" {
         # with var.tenants (Eventarc storage triggers filter on exactly one bucket).
         value = [for t in values(var.tenants) : t.bucket if t.region == each.value.region][0]
       }
+    }
+  }
+}
+
+# A function's extra_triggers in ../topology.yaml (send_due: send-requests): one more Eventarc trigger on the
+# function's Cloud Run service (event_trigger above holds one trigger only).
+resource "google_eventarc_trigger" "extra" {
+  for_each = {
+    for t in flatten([
+      for key, d in local.function_deployments : [
+        for trigger in try(d.fn.extra_triggers, []) : {
+          key = "${key}/${trigger.topic}", deployment = key, name = d.name, region = d.region, topic = trigger.topic
+        } if trigger.type == "pubsub"
+      ]
+    ]) : t.key => t
+  }
+  name            = "${replace(each.value.name, "_", "-")}-${each.value.topic}-${each.value.region}"
+  location        = each.value.region
+  service_account = google_service_account.fn[each.value.name].email
+  matching_criteria {
+    attribute = "type"
+    value     = "google.cloud.pubsub.topic.v1.messagePublished"
+  }
+  destination {
+    cloud_run_service {
+      service = google_cloudfunctions2_function.fn[each.value.deployment].name
+      region  = each.value.region
+    }
+  }
+  transport {
+    pubsub {
+      topic = google_pubsub_topic.topic["${each.value.topic}@${each.value.region}"].id
     }
   }
 }

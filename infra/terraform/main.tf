@@ -65,6 +65,16 @@ resource "google_storage_bucket" "tenant" {
   }
 }
 
+# send_due claims each send before calling the provider: a create-if-absent object in "<bucket>-claims"
+# (shared/push/claims.py claims_bucket), in the tenant's region. `landline tenant add` creates it on the local stack.
+resource "google_storage_bucket" "claims" {
+  for_each                    = { for name, t in var.tenants : name => t if t.push_provider != null }
+  name                        = "${each.value.bucket}-claims"
+  location                    = upper(each.value.region)
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+}
+
 resource "google_bigquery_dataset" "tenant" {
   for_each   = var.tenants
   dataset_id = each.value.dataset

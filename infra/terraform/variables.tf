@@ -4,13 +4,22 @@ variable "project" {
 }
 
 variable "tenants" {
-  description = "Tenants: name => {region, bucket, dataset, prefix, push_provider, privacy}"
+  description = "Tenants: name => {region, bucket, dataset, prefix, push_provider, push_policy, privacy}"
   type = map(object({
     region        = string
     bucket        = string
     dataset       = string
     prefix        = optional(string, "")
     push_provider = optional(string)
+    # Sending policy (shared/config.py PushPolicy); the defaults are the model's (tests/unit/test_terraform.py).
+    push_policy = optional(object({
+      quiet_hours_start      = optional(string)
+      quiet_hours_end        = optional(string)
+      frequency_cap          = optional(number, 3)
+      frequency_window_hours = optional(number, 24)
+      opt_out_properties     = optional(list(string), ["push_opt_out", "unsubscribed_push"])
+      max_deferrals          = optional(number, 20)
+    }), {})
     # PII policy of event metadata (shared/config.py PrivacyConfig); mode "hash" needs the privacy_salt secret (functions.tf).
     privacy = optional(object({
       mode           = optional(string, "remove")

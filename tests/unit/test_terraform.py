@@ -1,0 +1,767 @@
+"""infra/terraform against what it deploys: it parses, it follows infra/topology.yaml, and it gives the code the
+functions, environment, tenants, secrets, buckets and roles the code expects.
+
+No terraform binary here (and no registry access for providers), so this is no `terraform validate`: the HCL is parsed
+with python-hcl2 and the few expressions whose value matters are evaluated by the small helpers below, on sample data.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import pytest
+import yaml
+from pydantic import BaseModel
+
+import shared.load.pipeline as load_pipeline
+from shared.config import PrivacyConfig, Settings, Tenant, TenantRegistry
+from shared.errors import SetupError
+from shared.push.claims import claims_bucket
+from shared.push.credentials import PRIVACY_ENTRY, SecretManagerSecrets
+
+REPO = Path(__file__).resolve().parents[2]
+TF_DIR = REPO / "infra" / "terraform"
+TOPOLOGY_FILE = REPO / "infra" / "topology.yaml"
+HCL = hcl2.SerializationOptions(with_comments=False, explicit_blocks=False, strip_string_quotes=True)
+
+# Terraform-side values of tenants: one with only the required attributes, one with everything set.
+SAMPLE_TENANTS: dict[str, dict[str, Any]] = {
+    "acme": {"region": "europe-west1", "bucket": "acme-segment", "dataset": "landline_acme"},
+    "globex_eu": {
+        "region": "europe-west1",
+        "bucket": "globex-segment",
+        "dataset": "landline_globex",
+        "prefix": "exports/",
+        "push_provider": "fcm",
+        "push_policy": {"quiet_hours_start": "22:00", "quiet_hours_end": "07:00", "frequency_cap": 5},
+        "privacy": {"mode": "hash", "extra_pii_keys": ["member_no"], "context_keep": ["app", "locale"]},
+    },
+    "initech": {
+        "region": "us-central1",
+        "bucket": "initech-segment",
+        "dataset": "landline_initech",
+        "push_provider": "apns",
+    },
+}
+
+# Roles each function's service account must get, on which kind of resource ("project" for project-wide), derived
+# from what the code does (the file/function in the comment). Anything more is over-privilege, anything less a
+# runtime 403.
+RUN_INVOKER = ("roles/run.invoker", "google_cloudfunctions2_function.fn")  # Eventarc delivers as this account
+EXPECTED_ROLES: dict[str, set[tuple[str, str]]] = {
+    "ingest_file": {
+        ("roles/storage.objectViewer", "google_storage_bucket.tenant"),  # ingest/pipeline.py reads the object
+        ("roles/pubsub.publisher", "google_pubsub_topic.topic"),  # ... publishes batches on raw-events
+        ("roles/bigquery.dataEditor", "google_bigquery_dataset.tenant"),  # ... streams the file ledger row
+        ("roles/eventarc.eventReceiver", "project"),  # direct Cloud Storage events
+        RUN_INVOKER,
+    },
+    "load_events": {
+        ("roles/bigquery.dataEditor", "google_bigquery_dataset.tenant"),  # load/pipeline.py streams rows
+        ("roles/secretmanager.secretAccessor", "google_secret_manager_secret.privacy_salt"),  # hash mode salt
+        RUN_INVOKER,
+    },
+    "send_due": {
+        ("roles/bigquery.dataEditor", "google_bigquery_dataset.tenant"),  # push/tick.py streams sends
+        ("roles/bigquery.jobUser", "project"),  # ... and queries candidates (stats.py run_query)
+        ("roles/secretmanager.secretAccessor", "google_secret_manager_secret.push_credentials"),
+        ("roles/storage.objectCreator", "google_storage_bucket.claims"),  # push/claims.py creates a claim
+        ("roles/storage.objectViewer", "google_storage_bucket.claims"),  # ... and reads the one it lost to
+        RUN_INVOKER,
+    },
+}
+# Grants to Google's service agents (not to a function).
+EXPECTED_AGENT_ROLES = {
+    # Cloud Storage publishes the direct events of ingest_file's trigger.
+    ("data.google_storage_project_service_account.gcs", "roles/pubsub.publisher", "project"),
+}
+# The attribute naming what an IAM member grant is on, per resource type.
+IAM_TARGET = {
+    "google_storage_bucket_iam_member": "bucket",
+    "google_pubsub_topic_iam_member": "topic",
+    "google_bigquery_dataset_iam_member": "dataset_id",
+    "google_secret_manager_secret_iam_member": "secret_id",
+    "google_project_iam_member": "project",
+    "google_cloud_run_v2_service_iam_member": "name",
+}
+# Environment variables that are not the application's settings, and who reads them.
+RUNTIME_ENV = {
+    "THREADS": "functions-framework: gunicorn threads per instance",
+    "MALLOC_ARENA_MAX": "glibc: malloc arenas per process",
+}
+
+
+@dataclass
+class Terraform:
+    files: dict[str, dict[str, Any]]
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)  # "type.name" -> body
+    data: dict[str, dict[str, Any]] = field(default_factory=dict)  # "data.type.name" -> body
+    variables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    locals: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_files(cls, files: dict[str, dict[str, Any]]) -> Terraform:
+        tf = cls(files)
+        for parsed in files.values():
+            for block in parsed.get("resource", []):
+                for rtype, named in block.items():
+                    for name, body in named.items():
+                        assert f"{rtype}.{name}" not in tf.resources, f"{rtype}.{name} is declared twice"
+                        tf.resources[f"{rtype}.{name}"] = body
+            for block in parsed.get("data", []):
+                for dtype, named in block.items():
+                    for name, body in named.items():
+                        tf.data[f"data.{dtype}.{name}"] = body
+            for block in parsed.get("variable", []):
+                tf.variables.update(block)
+            for block in parsed.get("locals", []):
+                tf.locals.update(block)
+        return tf
+
+
+def parse_tf(text: str) -> dict[str, Any]:
+    return hcl2.loads(text, serialization_options=HCL)
+
+
+@pytest.fixture(scope="module")
+def tf() -> Terraform:
+    return Terraform.from_files({p.name: parse_tf(p.read_text()) for p in sorted(TF_DIR.glob("*.tf"))})
+
+
+@pytest.fixture(scope="module")
+def topology() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(TOPOLOGY_FILE.read_text())
+    return loaded
+
+
+# --- expression helpers ---------------------------------------------------------------------------------------------
+
+
+def unwrap(value: Any) -> str:
+    """The expression of an attribute: "${expr}" -> "expr" (a template with text around stays as it is)."""
+    text = str(value).strip()
+    if text.startswith("${") and text.endswith("}") and _closing_brace(text, 1) == len(text) - 1:
+        return text[2:-1].strip()
+    return text
+
+
+def _closing_brace(text: str, start: int) -> int:
+    depth, quoted, i = 0, False, start
+    while i < len(text):
+        ch = text[i]
+        if quoted:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    raise ValueError(f"unbalanced: {text}")
+
+
+def split_top_level(text: str) -> list[str]:
+    """Split at the commas that are outside brackets and strings."""
+    parts, depth, quoted, current = [], 0, False, ""
+    for ch in text:
+        if quoted:
+            quoted = ch != '"' or current.endswith("\\")
+        elif ch == '"':
+            quoted = True
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(current.strip())
+            current = ""
+            continue
+        current += ch
+    if current.strip():
+        parts.append(current.strip())
+    return parts
+
+
+class _Obj(dict[str, Any]):
+    """A dict with HCL's attribute access (t.privacy.mode)."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __getitem__(self, key: str) -> Any:
+        return _wrap(super().__getitem__(key))
+
+
+def _wrap(value: Any) -> Any:
+    return _Obj(value) if isinstance(value, dict) and not isinstance(value, _Obj) else value
+
+
+_FUNCTIONS = {
+    "replace": lambda s, old, new: s.replace(old, new),
+    "upper": str.upper,
+    "lower": str.lower,
+    "tostring": str,
+}
+
+
+def hcl_eval(expr: str, scope: dict[str, Any]) -> Any:
+    """Evaluate a simple HCL expression (references, comparisons, replace/upper/tostring): enough for conditions and
+    names. Anything else fails loudly, so a new construct in the .tf makes the test say what it cannot check."""
+    expr = re.sub(r'"([^"]*\$\{[^"]*\}[^"]*)"', lambda m: repr(render(m.group(1), scope)), expr)
+    py = re.sub(r"\bnull\b", "None", expr)
+    py = re.sub(r"\btrue\b", "True", re.sub(r"\bfalse\b", "False", py)).replace("&&", " and ").replace("||", " or ")
+    return eval(py, {"__builtins__": {}, **_FUNCTIONS}, {k: _wrap(v) for k, v in scope.items()})
+
+
+def render(template: Any, scope: dict[str, Any]) -> Any:
+    text = str(template)
+    expr = unwrap(text)
+    if expr != text:
+        return hcl_eval(expr, scope)
+    return re.sub(r"\$\{([^{}]*)\}", lambda m: str(hcl_eval(m.group(1), scope)), text)
+
+
+FOR_MAP = re.compile(r"\{for (\w+), (\w+) in ([\w.]+) : (\w+) => (.+?)(?: if (.+))?\}", re.S)
+
+
+def match_for(expr: str) -> tuple[str, ...]:
+    """(key var, value var, source, key expr, value expr, condition or None) of `{for k, v in SOURCE : K => V if C}`."""
+    m = FOR_MAP.fullmatch(unwrap(expr))
+    assert m, f"not a simple for expression: {expr}"
+    return m.groups()
+
+
+def filter_for(expr: str, source: dict[str, Any]) -> dict[str, Any]:
+    """`{for k, v in SOURCE : k => v if COND}` applied to `source`."""
+    key_var, value_var, _, key_expr, value_expr, cond = match_for(expr)
+    assert (key_expr, value_expr) == (key_var, value_var), f"not a filter: {expr}"
+    return {k: v for k, v in source.items() if cond is None or hcl_eval(cond, {key_var: k, value_var: v})}
+
+
+# --- the variable's type ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TfType:
+    kind: str  # string, number, bool, any, list, set, map, object
+    elem: TfType | None = None
+    attrs: dict[str, TfAttr] = field(default_factory=dict)
+
+
+@dataclass
+class TfAttr:
+    type: TfType
+    optional: bool = False
+    default: Any = None  # for an optional attribute: its value when absent or null
+
+
+def parse_type(expr: Any) -> TfType:
+    text = unwrap(expr)
+    if text in {"string", "number", "bool", "any"}:
+        return TfType(text)
+    m = re.fullmatch(r"(\w+)\((.*)\)", text, re.S)
+    assert m, f"unsupported type expression {text}"
+    kind, inner = m.groups()
+    if kind in {"list", "set", "map"}:
+        return TfType(kind, elem=parse_type(inner))
+    assert kind == "object", f"unsupported type {kind}"
+    body = parse_tf(f"x = {inner}")["x"]
+    return TfType("object", attrs={name: parse_attr(value) for name, value in body.items()})
+
+
+def parse_attr(expr: Any) -> TfAttr:
+    text = unwrap(expr)
+    if text.startswith("optional("):
+        args = split_top_level(text[len("optional(") : -1])
+        default = parse_tf(f"x = {args[1]}")["x"] if len(args) > 1 else None
+        return TfAttr(parse_type(args[0]), optional=True, default=default)
+    return TfAttr(parse_type(text))
+
+
+def apply_type(t: TfType, value: Any) -> Any:
+    """What Terraform makes of `value` converted to type `t`: optional attributes that are absent or null get their
+    default (nested defaults included), a missing required attribute is an error."""
+    if value is None:
+        return None
+    if t.kind == "object":
+        assert isinstance(value, dict), f"expected an object, got {value!r}"
+        unknown = set(value) - set(t.attrs)
+        assert not unknown, f"attributes not in the type: {sorted(unknown)}"
+        out = {}
+        for name, attr in t.attrs.items():
+            given = value.get(name)
+            if given is None:
+                assert attr.optional, f"required attribute {name!r} is missing"
+                given = attr.default
+            out[name] = apply_type(attr.type, given)
+        return out
+    if t.kind in {"list", "set"}:
+        assert t.elem
+        return [apply_type(t.elem, v) for v in value]
+    if t.kind == "map":
+        assert t.elem
+        return {k: apply_type(t.elem, v) for k, v in value.items()}
+    return value
+
+
+def tenants_type(tf: Terraform) -> TfType:
+    t = parse_type(tf.variables["tenants"]["type"])
+    assert t.kind == "map" and t.elem and t.elem.kind == "object", "var.tenants is a map of objects"
+    return t
+
+
+def tenants_value(tf: Terraform, tenants: dict[str, Any] = SAMPLE_TENANTS) -> dict[str, Any]:
+    value: dict[str, Any] = apply_type(tenants_type(tf), tenants)
+    return value
+
+
+def function_resource(tf: Terraform) -> dict[str, Any]:
+    return tf.resources["google_cloudfunctions2_function.fn"]
+
+
+def environment(tf: Terraform) -> dict[str, Any]:
+    env: dict[str, Any] = function_resource(tf)["service_config"][0]["environment_variables"]
+    return env
+
+
+# --- tests ----------------------------------------------------------------------------------------------------------
+
+
+def test_every_terraform_file_parses() -> None:
+    # GIVEN every .tf file of the deployment
+    files = sorted(TF_DIR.glob("*.tf"))
+    assert files, f"no .tf files in {TF_DIR}"
+    for path in files:
+        # WHEN it is parsed as HCL2
+        parsed = parse_tf(path.read_text())
+        # THEN it parses into at least one top-level block
+        assert parsed, f"{path.name} is empty"
+
+
+def test_terraform_reads_the_topology_the_local_stack_reads(tf: Terraform) -> None:
+    # GIVEN the topology local of the Terraform
+    expr = unwrap(tf.locals["topology"])
+    # WHEN its file argument is resolved against the module's directory
+    m = re.fullmatch(r'yamldecode\(file\("\$\{path\.module\}/(.+)"\)\)', expr)
+    # THEN it is infra/topology.yaml, decoded as YAML
+    assert m, f"local.topology is not yamldecode(file(...)): {expr}"
+    assert (TF_DIR / m.group(1)).resolve() == TOPOLOGY_FILE
+
+
+def test_every_function_is_deployed_with_its_entry_point(tf: Terraform, topology: dict[str, Any]) -> None:
+    # GIVEN the functions of the topology and the Terraform function resource
+    fn = function_resource(tf)
+    deployments = unwrap(tf.locals["function_deployments"])
+    names = set(topology["functions"])
+    # WHEN the deployment map, the build config and the function folders are compared
+    # THEN one deployment per topology function (and region), named by the topology key ...
+    assert unwrap(fn["for_each"]) == "local.function_deployments"
+    assert "for name, fn in local.topology.functions" in deployments and "name = name" in deployments, deployments
+    # ... whose entry point is that name, defined in functions/<name>/main.py as a CloudEvent function
+    assert unwrap(fn["build_config"][0]["entry_point"]) == "each.value.name"
+    assert {p.parent.name for p in (REPO / "functions").glob("*/main.py")} == names, "functions/ vs topology"
+    for name in names:
+        tree = ast.parse((REPO / "functions" / name / "main.py").read_text())
+        defs = {d.name: d for d in tree.body if isinstance(d, ast.FunctionDef)}
+        assert name in defs, f"functions/{name}/main.py does not define {name}()"
+        decorators = {ast.unparse(d) for d in defs[name].decorator_list}
+        assert "functions_framework.cloud_event" in decorators, f"{name}() is not a CloudEvent function"
+    # ... running as its own service account, triggered as it too
+    sa = "google_service_account.fn[each.value.name].email"
+    assert unwrap(fn["service_config"][0]["service_account_email"]) == sa
+    assert unwrap(fn["event_trigger"][0]["service_account_email"]) == sa
+    for name in names:
+        account_id = render(tf.resources["google_service_account.fn"]["account_id"], {"each": {"key": name}})
+        assert re.fullmatch(r"[a-z][-a-z0-9]{4,28}[a-z0-9]", account_id), f"invalid account_id {account_id}"
+
+
+def test_function_sources_are_where_the_build_uploads_them(tf: Terraform, tmp_path: Path) -> None:
+    # GIVEN the Terraform's source object and the archives infra/package.py builds and cloudbuild.yaml uploads
+    from infra.package import package
+
+    source = function_resource(tf)["build_config"][0]["source"][0]["storage_source"][0]
+    build = yaml.safe_load((REPO / "cloudbuild.yaml").read_text())
+    upload = next(step for step in build["steps"] if step.get("id") == "upload")
+    # WHEN both are rendered for one function and version
+    archive = package("send_due", tmp_path, "abc123").name
+    obj = render(source["object"], {"each": {"value": {"name": "send_due"}}, "var": {"source_version": "abc123"}})
+    bucket = render(tf.locals["function_source_bucket"], {"var": {"project": "proj"}})
+    # THEN Terraform deploys the archive the build uploaded, from the bucket it uploaded to
+    assert unwrap(source["bucket"]) == "google_storage_bucket.sources.name"
+    assert unwrap(tf.resources["google_storage_bucket.sources"]["name"]) == "local.function_source_bucket"
+    assert obj == archive
+    assert upload["args"][-1].replace("${PROJECT_ID}", "proj") == f"gs://{bucket}/"
+
+
+def test_function_settings_come_from_the_topology(tf: Terraform, topology: dict[str, Any]) -> None:
+    # GIVEN the service config of the function resource
+    service = function_resource(tf)["service_config"][0]
+    # WHEN it is compared with what each topology function declares
+    # THEN memory, timeout and concurrency come from the topology, which must state them (Terraform has no defaults)
+    assert unwrap(service["available_memory"]) == "each.value.fn.memory"
+    assert unwrap(service["timeout_seconds"]) == "each.value.fn.timeout_seconds"
+    assert unwrap(service["max_instance_request_concurrency"]) == "each.value.fn.concurrency"
+    assert unwrap(environment(tf)["THREADS"]) == "tostring(each.value.fn.concurrency)"  # one thread per request
+    for name, fn in topology["functions"].items():
+        missing = {"memory", "timeout_seconds", "concurrency", "trigger"} - set(fn)
+        assert not missing, f"topology function {name} does not state {sorted(missing)}"
+        # ... and Cloud Run refuses concurrency > 1 below one vCPU
+        cpu_value = _eval_conditional(unwrap(service.get("available_cpu", "null")), {"each": {"value": {"fn": fn}}})
+        if fn["concurrency"] > 1:
+            assert cpu_value is not None and float(cpu_value) >= 1, f"{name}: concurrency > 1 needs available_cpu >= 1"
+
+
+def _eval_conditional(expr: str, scope: dict[str, Any]) -> Any:
+    """`COND ? A : B` (parenthesised or not) or a plain expression."""
+    if expr.startswith("(") and _closing_brace(expr, 0) == len(expr) - 1:
+        expr = expr[1:-1].strip()
+    m = re.fullmatch(r"(.+?) \? (.+?) : (.+)", expr, re.S)
+    if not m:
+        return hcl_eval(expr, scope)
+    cond, yes, no = m.groups()
+    return hcl_eval(yes if hcl_eval(cond, scope) else no, scope)
+
+
+def test_every_topic_is_consumed_by_the_functions_the_topology_names(tf: Terraform, topology: dict[str, Any]) -> None:
+    # GIVEN the functions' triggers in the topology, for one region
+    region = "europe-west1"
+    topics = {f"{t}@{region}": {"id": f"projects/p/topics/{t}-{region}"} for t in topology["topics"]}
+    trigger = function_resource(tf)["event_trigger"][0]
+    filters = trigger["dynamic"][0]["event_filters"]
+    extra = tf.resources["google_eventarc_trigger.extra"]
+    deployed: set[tuple[str, str]] = set()  # (function, topic)
+    # WHEN each function's event trigger is evaluated as Terraform would
+    for name, fn in topology["functions"].items():
+        scope = {
+            "each": {"value": {"name": name, "region": region, "fn": fn}},
+            "google_pubsub_topic": {"topic": topics},
+        }
+        event_type = _eval_conditional(unwrap(trigger["event_type"]), scope)
+        topic_id = _eval_conditional(unwrap(trigger["pubsub_topic"]), scope)
+        bucket_filters = _eval_conditional(unwrap(filters["for_each"]), scope)
+        # THEN a pubsub trigger listens to the region's copy of its topic ...
+        if fn["trigger"]["type"] == "pubsub":
+            assert event_type == "google.cloud.pubsub.topic.v1.messagePublished", name
+            assert topic_id == topics[f"{fn['trigger']['topic']}@{region}"]["id"], name
+            assert bucket_filters == [], name
+            deployed.add((name, fn["trigger"]["topic"]))
+        else:
+            # ... and a storage trigger listens to a bucket of the region's tenants
+            assert fn["trigger"]["type"] == "storage_finalized", f"{name}: trigger type Terraform does not deploy"
+            assert event_type == "google.cloud.storage.object.v1.finalized" and topic_id is None, name
+            assert len(bucket_filters) == 1, name
+            content = filters["content"][0]
+            assert content["attribute"] == "bucket"
+            assert "t.bucket if t.region == each.value.region" in unwrap(content["value"]), content["value"]
+        # ... and the extra triggers are pubsub ones, each an Eventarc trigger on the function's service
+        for more in fn.get("extra_triggers", []):
+            assert more["type"] == "pubsub", f"{name}: google_eventarc_trigger.extra deploys pubsub triggers only"
+            deployed.add((name, more["topic"]))
+    extra_for_each = unwrap(extra["for_each"])
+    assert "for key, d in local.function_deployments" in extra_for_each and "d.fn.extra_triggers" in extra_for_each
+    assert 'if trigger.type == "pubsub"' in extra_for_each
+    assert unwrap(extra["transport"][0]["pubsub"][0]["topic"]) == (
+        'google_pubsub_topic.topic["${each.value.topic}@${each.value.region}"].id'
+    )
+    assert unwrap(extra["destination"][0]["cloud_run_service"][0]["service"]) == (
+        "google_cloudfunctions2_function.fn[each.value.deployment].name"
+    )
+    assert unwrap(extra["service_account"]) == "google_service_account.fn[each.value.name].email"
+    assert extra["matching_criteria"][0]["value"] == "google.cloud.pubsub.topic.v1.messagePublished"
+    # ... the scheduled topic gets its ticks from Cloud Scheduler on the topology's schedule
+    tick = tf.resources["google_cloud_scheduler_job.tick"]
+    scheduled = {t for t, spec in topology["topics"].items() if spec and spec.get("schedule")}
+    ticked = re.search(r'google_pubsub_topic\.topic\["([\w-]+)@', tick["pubsub_target"][0]["topic_name"])
+    assert ticked and {ticked.group(1)} == scheduled
+    assert unwrap(tick["schedule"]) == f'local.topology.topics["{ticked.group(1)}"].schedule'
+    # ... and no topic is left without a consumer (its messages would be dropped)
+    assert {topic for _, topic in deployed} == set(topology["topics"])
+
+
+def _explicit_env_reads() -> set[str]:
+    pattern = re.compile(r"""(?:environ\.get\(|environ\[|getenv\()\s*["']([A-Z0-9_]+)["']""")
+    found: set[str] = set()
+    for folder in ("shared", "functions"):
+        for path in (REPO / folder).rglob("*.py"):
+            found.update(pattern.findall(path.read_text()))
+    return found
+
+
+def test_environment_variables_are_ones_the_code_reads(tf: Terraform) -> None:
+    # GIVEN the environment Terraform gives every function
+    env = environment(tf)
+    prefix = Settings.model_config["env_prefix"]
+    # WHEN each variable is looked up in the settings and in the code's explicit environment reads
+    settings_vars = {f"{prefix}{name}".upper() for name in Settings.model_fields}
+    explicit = _explicit_env_reads()
+    # THEN every LANDLINE_ variable is a setting or read explicitly, and the others are the runtime's
+    for key in env:
+        if key.startswith(prefix):
+            assert key in settings_vars | explicit, f"{key} is set by Terraform but read by no code"
+        else:
+            assert key in RUNTIME_ENV, f"{key} is neither a setting nor a known runtime variable"
+    import functions_framework
+
+    gunicorn = Path(functions_framework.__file__).parent / "_http" / "gunicorn.py"
+    assert 'environ.get("THREADS"' in gunicorn.read_text(), "functions-framework no longer reads THREADS"
+
+
+def test_settings_the_cloud_needs_are_set_for_the_region(tf: Terraform, topology: dict[str, Any]) -> None:
+    # GIVEN the environment of a function deployed in one region, and the settings' local-stack defaults
+    env = environment(tf)
+    prefix = Settings.model_config["env_prefix"]
+    scope = {"each": {"value": {"region": "europe-west1"}}, "var": {"project": "proj"}}
+    topic_name = tf.resources["google_pubsub_topic.topic"]["name"]
+    # WHEN the settings that name topics are compared with the regional topics Terraform creates
+    topic_settings = {name: f.default for name, f in Settings.model_fields.items() if f.default in topology["topics"]}
+    assert topic_settings, "no setting names a topology topic"
+    for name, topic in topic_settings.items():
+        key = f"{prefix}{name}".upper()
+        # THEN each is set to the region's copy of the topic (the default is the unregioned local name)
+        assert key in env, f"{key} is not set: the code would use the local name {topic!r}"
+        expected = render(topic_name, {"each": {"value": {"name": topic, "region": "europe-west1"}}})
+        assert render(env[key], scope) == expected
+    # ... the project is set (its default is the local one) and so are the tenants
+    assert render(env[f"{prefix}PROJECT"], scope) == "proj"
+    assert f"{prefix}TENANTS_JSON" in env
+    # ... and the local-stack-only settings are not (an endpoint would make the code use anonymous credentials)
+    for local_only in ("bigquery_endpoint", "secrets_file", "tenants_file"):
+        assert f"{prefix}{local_only}".upper() not in env
+
+
+def _json_default(model: type[BaseModel], name: str) -> Any:
+    from pydantic import TypeAdapter
+
+    info = model.model_fields[name]
+    assert info.annotation is not None
+    return TypeAdapter(info.annotation).dump_python(info.get_default(call_default_factory=True), mode="json")
+
+
+def _compare_with_model(t: TfType, model: type[BaseModel], added: frozenset[str] = frozenset()) -> None:
+    assert set(t.attrs) | added == set(model.model_fields), f"{model.__name__} fields vs the Terraform object type"
+    for name, attr in t.attrs.items():
+        info = model.model_fields[name]
+        where = f"{model.__name__}.{name}"
+        assert attr.optional == (not info.is_required()), f"{where}: optional in one, required in the other"
+        if attr.optional:
+            tf_default = json.loads(json.dumps(apply_type(attr.type, attr.default)))
+            assert tf_default == _json_default(model, name), f"{where}: Terraform default {tf_default!r}"
+        if attr.type.kind == "object":
+            nested = info.annotation
+            assert isinstance(nested, type) and issubclass(nested, BaseModel), where
+            _compare_with_model(attr.type, nested)
+
+
+def test_tenants_variable_has_the_tenant_models_fields_and_defaults(tf: Terraform) -> None:
+    # GIVEN the object type of var.tenants
+    tenant_type = tenants_type(tf).elem
+    assert tenant_type
+    # WHEN it is compared with the Tenant model, nested models included (name is added from the map key)
+    # THEN the fields are the same, the required ones too, and the defaults are the model's
+    _compare_with_model(tenant_type, Tenant, added=frozenset({"name"}))
+
+
+def tenants_json(tf: Terraform, tenants: dict[str, Any], region: str) -> str:
+    """LANDLINE_TENANTS_JSON of the functions deployed in `region`."""
+    m = re.fullmatch(r"jsonencode\((.+)\)", unwrap(environment(tf)["LANDLINE_TENANTS_JSON"]), re.S)
+    assert m, "LANDLINE_TENANTS_JSON is not a jsonencode(...)"
+    key_var, value_var, source, key_expr, value_expr, cond = match_for(m.group(1))
+    assert (source, key_expr) == ("var.tenants", key_var)
+    assert value_expr == f"merge({value_var}, {{name = {key_var}}})", value_expr
+    return json.dumps(
+        {
+            name: {**t, "name": name}
+            for name, t in tenants.items()
+            if cond is None or hcl_eval(cond, {key_var: name, value_var: t, "each": {"value": {"region": region}}})
+        }
+    )
+
+
+def test_tenants_json_validates_as_each_regions_tenants(tf: Terraform) -> None:
+    # GIVEN sample tenants as Terraform sees them (optional defaults applied)
+    tenants = tenants_value(tf)
+    for region in {t["region"] for t in SAMPLE_TENANTS.values()}:
+        # WHEN the functions of a region read the LANDLINE_TENANTS_JSON Terraform gives them
+        raw = tenants_json(tf, tenants, region)
+        loaded = {t.name: t for t in TenantRegistry(Settings(tenants_json=raw, tenants_file=None)).all()}
+        # THEN they validate as that region's tenants, with what was set kept
+        assert set(loaded) == {name for name, t in SAMPLE_TENANTS.items() if t["region"] == region}
+        for name, tenant in loaded.items():
+            sample = SAMPLE_TENANTS[name]
+            assert (tenant.region, tenant.bucket, tenant.dataset) == (region, sample["bucket"], sample["dataset"])
+            assert tenant.push_provider == sample.get("push_provider")
+    globex = Tenant.model_validate(json.loads(tenants_json(tf, tenants, "europe-west1"))["globex_eu"])
+    assert globex.privacy == PrivacyConfig(mode="hash", extra_pii_keys=("member_no",), context_keep=("app", "locale"))
+    assert (globex.push_policy.frequency_cap, globex.push_policy.quiet_hours_start) == (5, "22:00")
+
+
+class _RecordingSession:
+    """Secret Manager that has no secrets, recording which ones the code asked for."""
+
+    def __init__(self) -> None:
+        self.secret_ids: set[str] = set()
+
+    def get(self, url: str, timeout: float) -> Any:
+        self.secret_ids.add(url.split("/secrets/", 1)[1].split("/versions/", 1)[0])
+        return type("Response", (), {"status_code": 404})()
+
+
+def test_secrets_are_the_ones_the_code_reads(tf: Terraform, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN sample tenants and Secret Manager as the code reads it
+    tenants = tenants_value(tf)
+    session = _RecordingSession()
+    secrets = SecretManagerSecrets("proj", session=session)
+    monkeypatch.setattr(load_pipeline, "_secrets", lambda *_: secrets)
+    # WHEN send_due asks for each push tenant's credentials (ticks skip tenants without a provider) and load_events
+    # compiles each tenant's privacy policy
+    for name, t in tenants.items():
+        tenant = Tenant.model_validate({**t, "name": name})
+        if tenant.push_provider:
+            with pytest.raises(SetupError):
+                secrets.get(name, tenant.push_provider)
+        try:
+            load_pipeline.tenant_policy(tenant)
+        except SetupError:
+            pass
+    # THEN Terraform creates exactly the secrets the code reads
+    created = set()
+    for key in ("google_secret_manager_secret.push_credentials", "google_secret_manager_secret.privacy_salt"):
+        resource = tf.resources[key]
+        assert match_for(resource["for_each"])[2] == "var.tenants"
+        for name, t in filter_for(resource["for_each"], tenants).items():
+            created.add(render(resource["secret_id"], {"each": {"key": name, "value": t}}))
+    assert SecretManagerSecrets.secret_id("globex_eu", PRIVACY_ENTRY) in session.secret_ids  # the sample has one
+    assert created == session.secret_ids
+
+
+def test_claims_buckets_are_the_ones_send_due_writes(tf: Terraform) -> None:
+    # GIVEN sample tenants and the claims bucket resource
+    tenants = tenants_value(tf)
+    resource = tf.resources["google_storage_bucket.claims"]
+    # WHEN its instances are rendered
+    created = {
+        render(resource["name"], {"each": {"key": n, "value": t}}): render(resource["location"], {"each": {"value": t}})
+        for n, t in filter_for(resource["for_each"], tenants).items()
+    }
+    # THEN there is one per tenant that sends pushes, named as shared/push/claims.py names it, in the tenant's region
+    expected = {
+        claims_bucket(Tenant.model_validate({**t, "name": n})): t["region"].upper()
+        for n, t in tenants.items()
+        if t["push_provider"]
+    }
+    assert created == expected
+
+
+def _functions_iterated(tf: Terraform, expr: str, topology: dict[str, Any]) -> set[str]:
+    """The functions a for_each ranges over (each.key / each.value.<fn>), for the forms the .tf uses."""
+    text = re.sub(  # expand the locals it ranges over (local.function_deployments), not the topology itself
+        r"\blocal\.(\w+)\b",
+        lambda m: m.group(0) if m.group(1) == "topology" else f"({unwrap(tf.locals[m.group(1)])})",
+        unwrap(expr),
+    )
+    functions = topology["functions"]
+    if text == "local.topology.functions":
+        return set(functions)
+    if m := re.fullmatch(r"toset\(\[(.*)\]\)", text):
+        return {v.strip().strip('"') for v in split_top_level(m.group(1))}
+    if FOR_MAP.fullmatch(text) and match_for(text)[2] == "local.topology.functions":
+        return set(filter_for(text, functions))
+    if "local.topology.functions" in text and " if " not in text:
+        return set(functions)  # merge/nested for expressions over every function
+    raise AssertionError(f"the test cannot tell which functions this for_each covers: {text}")
+
+
+def _grant_target(tf: Terraform, rtype: str, body: dict[str, Any]) -> str:
+    assert rtype in IAM_TARGET, f"{rtype}: add it to IAM_TARGET in this test"
+    attribute = IAM_TARGET[rtype]
+    for text in (unwrap(body[attribute]), unwrap(body.get("for_each", ""))):
+        if m := re.match(r"(google_\w+\.\w+)", text):
+            return m.group(1)
+    assert attribute == "project" and unwrap(body["project"]) == "var.project", f"{rtype}: unknown target"
+    return "project"
+
+
+def test_each_service_account_gets_only_the_roles_its_function_needs(tf: Terraform, topology: dict[str, Any]) -> None:
+    # GIVEN every IAM grant in the Terraform (authoritative bindings/policies would remove others' grants: none)
+    assert not [k for k in tf.resources if re.search(r"_iam_(binding|policy)$", k.split(".")[0])]
+    grants: dict[str, set[tuple[str, str]]] = {name: set() for name in topology["functions"]}
+    agents: set[tuple[str, str, str]] = set()
+    # WHEN each grant's member, role and target are resolved
+    for key, body in tf.resources.items():
+        rtype = key.split(".")[0]
+        if not rtype.endswith("_iam_member"):
+            continue
+        role, target, member = body["role"], _grant_target(tf, rtype, body), unwrap(body["member"])
+        m = re.fullmatch(r"serviceAccount:\$\{google_service_account\.fn\[(.+)\]\.email\}", member)
+        if not m:
+            ref = re.fullmatch(r"serviceAccount:\$\{(data\.\w+\.\w+)\.\w+\}", member)
+            assert ref, f"{key}: member {member} is neither a function's account nor a service agent"
+            agents.add((ref.group(1), role, target))
+            continue
+        index = m.group(1)
+        if index.startswith('"'):
+            names = {index.strip('"')}
+        else:
+            assert index in {"each.key", "each.value.fn", "each.value.name"}, f"{key}: member index {index}"
+            names = _functions_iterated(tf, body["for_each"], topology)
+        assert names <= set(grants), f"{key}: grants to functions not in the topology: {names - set(grants)}"
+        for name in names:
+            grants[name].add((role, target))
+    # THEN each account has exactly the roles in the expected table, and service agents only theirs
+    assert grants == EXPECTED_ROLES
+    assert agents == EXPECTED_AGENT_ROLES
+    # ... and ingest_file publishes only on the raw-events topics (the setting's topic)
+    publish = tf.resources["google_pubsub_topic_iam_member.ingest_publishes"]
+    assert match_for(publish["for_each"])[2] == "local.regional_topics"
+    regional = {f"{t}@r": {"name": t, "region": "r"} for t in topology["topics"]}
+    assert {v["name"] for v in filter_for(publish["for_each"], regional).values()} == {
+        Settings.model_fields["raw_events_topic"].default
+    }
+
+
+REFERENCE = re.compile(r"(?<![\w.])(data\.)?(google_[a-z0-9_]+)\.([a-z0-9_]+)")
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_every_reference_is_declared(tf: Terraform, topology: dict[str, Any]) -> None:
+    # GIVEN every expression in the Terraform
+    expressions = [s for parsed in tf.files.values() for s in _strings(parsed)]
+    # WHEN the resources, data sources, variables and locals they reference are collected
+    # THEN each is declared in some .tf file
+    for text in expressions:
+        for data, rtype, name in REFERENCE.findall(text):
+            ref = f"{data}{rtype}.{name}"
+            assert ref in (tf.data if data else tf.resources), f"{ref} is referenced but not declared: {text}"
+        for name in re.findall(r"(?<![\w.])var\.(\w+)", text):
+            assert name in tf.variables, f"var.{name} is not declared"
+        for name in re.findall(r"(?<![\w.])local\.(\w+)", text):
+            assert name in tf.locals, f"local.{name} is not declared"
+        # ... and the names written out literally are the topology's
+        for name in re.findall(r'google_service_account\.fn\["([\w-]+)"\]', text):
+            assert name in topology["functions"], f"no function {name} in the topology"
+        for kind, name in re.findall(r'local\.topology\.(topics|functions)\["([\w-]+)"\]', text):
+            assert name in topology[kind], f"no {kind} {name} in the topology"
+        for name in re.findall(r'google_pubsub_topic\.topic\["([\w-]+)@', text):
+            assert name in topology["topics"], f"no topic {name} in the topology"
