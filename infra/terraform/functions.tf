@@ -186,10 +186,40 @@ resource "google_cloudfunctions2_function" "fn" {
       for_each = each.value.fn.trigger.type == "storage_finalized" ? [1] : []
       content {
         attribute = "bucket"
-        # One trigger per region serves the region's first tenant bucket; add one function per extra bucket
-        # with var.tenants (Eventarc storage triggers filter on exactly one bucket).
-        value = [for t in values(var.tenants) : t.bucket if t.region == each.value.region][0]
+        # Eventarc storage triggers filter on exactly one bucket: this one serves the region's first tenant
+        # bucket, google_eventarc_trigger.tenant_bucket below every further one.
+        value = local.first_bucket_of_region[each.value.region]
       }
+    }
+  }
+}
+
+locals {
+  first_bucket_of_region = {
+    for region in local.regions : region => [for t in values(var.tenants) : t.bucket if t.region == region][0]
+  }
+  storage_function = [for name, fn in local.topology.functions : name if fn.trigger.type == "storage_finalized"][0]
+}
+
+# Every tenant bucket after the first of its region: its own finalize trigger on the same ingest function, so a
+# second tenant in a region is ingested too.
+resource "google_eventarc_trigger" "tenant_bucket" {
+  for_each        = { for name, t in var.tenants : name => t if t.bucket != local.first_bucket_of_region[t.region] }
+  name            = "${replace(local.storage_function, "_", "-")}-${replace(each.key, "_", "-")}"
+  location        = each.value.region
+  service_account = google_service_account.fn[local.storage_function].email
+  matching_criteria {
+    attribute = "type"
+    value     = "google.cloud.storage.object.v1.finalized"
+  }
+  matching_criteria {
+    attribute = "bucket"
+    value     = each.value.bucket
+  }
+  destination {
+    cloud_run_service {
+      service = google_cloudfunctions2_function.fn["${local.storage_function}@${each.value.region}"].name
+      region  = each.value.region
     }
   }
 }

@@ -437,6 +437,32 @@ def _eval_conditional(expr: str, scope: dict[str, Any]) -> Any:
     return hcl_eval(yes if hcl_eval(cond, scope) else no, scope)
 
 
+def _assert_every_tenant_bucket_has_a_trigger(tf: Terraform) -> None:
+    """The function's own trigger serves the first bucket of each region; google_eventarc_trigger.tenant_bucket must
+    serve every other tenant bucket (Eventarc storage triggers filter on one bucket): none missed, none twice."""
+    tenants = tenants_value(tf)
+    first_expr = unwrap(tf.locals["first_bucket_of_region"])
+    assert "[for t in values(var.tenants) : t.bucket if t.region == region][0]" in first_expr, first_expr
+    ordered = [tenants[name] for name in sorted(tenants)]  # values() of a map is in key order
+    first = {t["region"]: next(o["bucket"] for o in ordered if o["region"] == t["region"]) for t in ordered}
+    trigger = tf.resources["google_eventarc_trigger.tenant_bucket"]
+    key_var, value_var, source, _, _, cond = match_for(trigger["for_each"])
+    assert source == "var.tenants" and cond
+    extra = [
+        t["bucket"]
+        for name, t in tenants.items()
+        if hcl_eval(cond, {key_var: name, value_var: t, "local": {"first_bucket_of_region": first}})
+    ]
+    served = sorted([*first.values(), *extra])
+    assert served == sorted(t["bucket"] for t in tenants.values()), served
+    assert len(first) < len(tenants), "the sample needs two tenants in one region to check this"
+    assert {c["attribute"]: c["value"] for c in trigger["matching_criteria"]} == {
+        "type": "google.cloud.storage.object.v1.finalized",
+        "bucket": "${each.value.bucket}",
+    }
+    assert unwrap(trigger["service_account"]) == "google_service_account.fn[local.storage_function].email"
+
+
 def test_every_topic_is_consumed_by_the_functions_the_topology_names(tf: Terraform, topology: dict[str, Any]) -> None:
     # GIVEN the functions' triggers in the topology, for one region
     region = "europe-west1"
@@ -467,7 +493,8 @@ def test_every_topic_is_consumed_by_the_functions_the_topology_names(tf: Terrafo
             assert len(bucket_filters) == 1, name
             content = filters["content"][0]
             assert content["attribute"] == "bucket"
-            assert "t.bucket if t.region == each.value.region" in unwrap(content["value"]), content["value"]
+            assert unwrap(content["value"]) == "local.first_bucket_of_region[each.value.region]", content["value"]
+            _assert_every_tenant_bucket_has_a_trigger(tf)
         # ... and the extra triggers are pubsub ones, each an Eventarc trigger on the function's service
         for more in fn.get("extra_triggers", []):
             assert more["type"] == "pubsub", f"{name}: google_eventarc_trigger.extra deploys pubsub triggers only"
