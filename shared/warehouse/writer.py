@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from google.api_core import exceptions as gexc
+from google.cloud.bigquery.retry import DEFAULT_RETRY
+from pydantic_core import PydanticSerializationError, to_json
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from shared import __version__
@@ -68,12 +70,28 @@ class WriteResult:
         return sum(self.written.values())
 
 
-def _chunks(items: list[tuple[str, dict[str, Any], Row]]) -> list[list[tuple[str, dict[str, Any], Row]]]:
-    chunks: list[list[tuple[str, dict[str, Any], Row]]] = []
-    current: list[tuple[str, dict[str, Any], Row]] = []
+Item = tuple[str, bytes, Row]  # (insertId, the row's JSON, the row)
+
+
+def encode_row(row: dict[str, Any]) -> bytes:
+    """A row's JSON, once: the same bytes size the request and go into it.
+
+    ``pydantic_core.to_json`` (Rust) is ~3x the stdlib's speed here. Non-finite floats cannot come from strict JSON
+    input; should one appear it becomes null rather than failing the whole request. Anything it cannot serialise
+    falls back to ``str`` like the stdlib path did.
+    """
+    try:
+        return to_json(row, inf_nan_mode="null", fallback=str)
+    except (PydanticSerializationError, UnicodeEncodeError, ValueError):
+        return json.dumps(row, default=str).encode("utf-8", "replace")
+
+
+def _chunks(items: list[Item]) -> list[list[Item]]:
+    chunks: list[list[Item]] = []
+    current: list[Item] = []
     size = 0
     for item in items:
-        item_size = len(json.dumps(item[1], default=str)) + len(item[0]) + 32
+        item_size = len(item[1]) + len(item[0]) + 32  # the exact body bytes: {"insertId":"...","json":...},
         if current and (len(current) >= MAX_ROWS_PER_REQUEST or size + item_size > MAX_BYTES_PER_REQUEST):
             chunks.append(current)
             current, size = [], 0
@@ -90,8 +108,31 @@ def _chunks(items: list[tuple[str, dict[str, Any], Row]]) -> list[list[tuple[str
     wait=wait_exponential_jitter(multiplier=0.5, max=8),
     reraise=True,
 )
-def _insert(client: bigquery.Client, table: str, rows: list[dict[str, Any]], ids: list[str]) -> list[dict[str, Any]]:
-    return list(client.insert_rows_json(table, rows, row_ids=ids, skip_invalid_rows=True))
+def _insert(
+    client: bigquery.Client, table: str, rows: list[bytes], ids: list[str], *, skip_invalid_rows: bool = True
+) -> list[dict[str, Any]]:
+    """tabledata.insertAll with the rows' JSON as encoded once; returns the per-row ``insertErrors``.
+
+    Written by hand instead of ``client.insert_rows_json`` because that takes dicts and re-encodes every row with the
+    stdlib (~8 µs a row, more than the rest of the writer): the body here is the pre-encoded rows joined. It goes
+    through the client's own ``_call_api`` (auth, endpoint, the same DEFAULT_RETRY as insert_rows_json), so only the
+    body building is ours; the request is the documented insertAll one.
+    """
+    project, dataset, table_id = table.split(".")
+    skip = b"true" if skip_invalid_rows else b"false"
+    body = b'{"skipInvalidRows":%s,"rows":[%s]}' % (
+        skip,
+        b",".join(b'{"insertId":%s,"json":%s}' % (to_json(i), row) for i, row in zip(ids, rows, strict=True)),
+    )
+    response = client._call_api(
+        DEFAULT_RETRY,
+        span_name="BigQuery.insertRowsJson",
+        method="POST",
+        path=f"/projects/{project}/datasets/{dataset}/tables/{table_id}/insertAll",
+        data=body,
+        content_type="application/json",
+    )
+    return list(response.get("insertErrors", []))
 
 
 def _setup_error(exc: Exception, table: str) -> SetupError:
@@ -110,9 +151,9 @@ def write_rows(client: bigquery.Client, tenant: Tenant, rows: Sequence[Row], *, 
         return result
     check_region(client, tenant)
     loaded_at = datetime.now(UTC)
-    by_table: dict[str, list[tuple[str, dict[str, Any], Row]]] = defaultdict(list)
+    by_table: dict[str, list[Item]] = defaultdict(list)
     for row in rows:
-        by_table[row.table].append((row.insert_id, row.to_bq(loaded_at), row))
+        by_table[row.table].append((row.insert_id, encode_row(row.to_bq(loaded_at)), row))
     for table_name, items in by_table.items():
         table = f"{client.project}.{tenant.dataset}.{table_name}"
         for chunk in _chunks(items):
@@ -120,7 +161,7 @@ def write_rows(client: bigquery.Client, tenant: Tenant, rows: Sequence[Row], *, 
     if result.invalid:
         # Rejections of rejections are not expected (all-STRING payload); if they happen, raise rather than loop.
         nested = WriteResult()
-        for chunk in _chunks([(r.insert_id, r.to_bq(loaded_at), r) for r in result.invalid]):
+        for chunk in _chunks([(r.insert_id, encode_row(r.to_bq(loaded_at)), r) for r in result.invalid]):
             _write_chunk(client, f"{client.project}.{tenant.dataset}.rejected", "rejected", chunk, nested, processor)
         if nested.invalid:
             raise SetupError("the rejected table refused a bad row", "check the rejected table's schema")
@@ -132,7 +173,7 @@ def _write_chunk(
     client: bigquery.Client,
     table: str,
     table_name: str,
-    chunk: list[tuple[str, dict[str, Any], Row]],
+    chunk: list[Item],
     result: WriteResult,
     processor: str,
 ) -> None:
@@ -148,7 +189,7 @@ def _write_chunk(
         except gexc.BadRequest as exc:
             raise TransientError(f"insert into {table} was refused as a whole: {exc}") from exc
         failed: dict[int, list[dict[str, Any]]] = {e["index"]: e.get("errors", []) for e in errors}
-        stopped: list[tuple[str, dict[str, Any], Row]] = []
+        stopped: list[Item] = []
         for index, (insert_id, payload, row) in enumerate(pending):
             row_errors = failed.get(index)
             if row_errors is None:
@@ -163,7 +204,7 @@ def _write_chunk(
                         rejected_id=f"warehouse:{insert_id}",
                         reason_code="warehouse_invalid",
                         message=f"BigQuery rejected the row for {table_name}: {message}"[:2000],
-                        payload=json.dumps(payload, default=str),
+                        payload=payload.decode("utf-8", "replace"),
                         lineage=lineage,
                         processor_name=processor,
                         processor_version=__version__,

@@ -126,11 +126,9 @@ def test_stopped_rows_are_retried_under_derived_ids_and_stored_once(
     calls: list[tuple[int, list[str]]] = []
     real_insert = writer._insert
 
-    def first_call_stops(c: bigquery.Client, table: str, rows: list[dict[str, Any]], ids: list[str]) -> list[dict[str, Any]]:
+    def first_call_stops(c: bigquery.Client, table: str, rows: list[bytes], ids: list[str]) -> list[dict[str, Any]]:
         calls.append((len(rows), list(ids)))
-        if len(calls) == 1:
-            return list(c.insert_rows_json(table, rows, row_ids=ids, skip_invalid_rows=False))
-        return real_insert(c, table, rows, ids)
+        return real_insert(c, table, rows, ids, skip_invalid_rows=len(calls) > 1)
 
     monkeypatch.setattr(writer, "_insert", first_call_stops)
     rows = [r for r in batch(run) if isinstance(r, EventRow)]
