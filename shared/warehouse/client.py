@@ -87,8 +87,40 @@ def provision_dataset(client: bigquery.Client, tenant: Tenant, *, tables: Iterab
             table.time_partitioning = bigquery.TimePartitioning(field=spec.partition_field)
         if spec.clustering:
             table.clustering_fields = spec.clustering
-        client.create_table(table, exists_ok=True)
+        _add_missing_columns(client, client.create_table(table, exists_ok=True), spec.schema)
     for name, sql in VIEWS.items():
         view = bigquery.Table(f"{ds_id}.{name}")
         view.view_query = sql.format(ds=ds_id)
-        client.create_table(view, exists_ok=True)
+        _refresh_view(client, client.create_table(view, exists_ok=True), view.view_query, tenant.region)
+
+
+def _add_missing_columns(client: bigquery.Client, table: bigquery.Table, wanted: list[bigquery.SchemaField]) -> None:
+    """Upgrade a table an older version created: add the columns this version writes (BigQuery only allows adding
+    NULLABLE/REPEATED columns, which is what new columns must be). Without this, rows with a new field would be
+    rejected as ``warehouse_invalid`` after an upgrade."""
+    have = {field.name for field in table.schema}
+    missing = [field for field in wanted if field.name not in have]
+    if not missing:
+        return
+    required = [field.name for field in missing if field.mode == "REQUIRED"]
+    if required:
+        raise SetupError(
+            f"table {table.full_table_id} lacks the REQUIRED columns {required}, which cannot be added in place",
+            "copy the table into one created by this version (`landline tenant add` on a new dataset) and swap them",
+        )
+    table.schema = [*table.schema, *missing]
+    client.update_table(table, ["schema"])
+
+
+def _refresh_view(client: bigquery.Client, view: bigquery.Table, sql: str, location: str) -> None:
+    """Point an existing view at this version's SQL (views hold no rows, so replacing one loses nothing).
+
+    ``CREATE OR REPLACE VIEW`` rather than patching ``view_query``: it is atomic in BigQuery (no moment without the
+    view), and local-bigquery 0.4.0 stores a patched query without running it (queries keep the old definition).
+    """
+    if " ".join((view.view_query or "").split()) == " ".join(sql.split()):  # DDL stores it whitespace-normalised
+        return
+    ref = view.reference
+    client.query(
+        f"CREATE OR REPLACE VIEW `{ref.project}.{ref.dataset_id}.{ref.table_id}` AS {sql}", location=location
+    ).result()

@@ -137,7 +137,10 @@ def _insert(
 
 def _setup_error(exc: Exception, table: str) -> SetupError:
     if isinstance(exc, gexc.NotFound):
-        return SetupError(f"table {table} does not exist", "run `landline tenant add` (or apply infra/terraform)")
+        return SetupError(
+            f"table {table} does not exist",
+            "run `landline tenant add` for the tenant (idempotent: it creates missing tables and upgrades old ones)",
+        )
     return SetupError(
         f"BigQuery refused access to {table}: {exc}",
         "grant the function's service account roles/bigquery.dataEditor on the tenant's dataset",
