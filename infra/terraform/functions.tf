@@ -1,6 +1,9 @@
 # One service account per function with only the roles it needs (least privilege), one deployment per function and
-# region, and triggers with retries on from ../topology.yaml. Not yet done here: the topology's ack deadline, backoff and
-# dead-lettering are not applied to the subscriptions Eventarc creates (the dead-letter topics in main.tf stay empty).
+# region, and triggers from ../topology.yaml. The storage trigger (ingest_file) is an Eventarc trigger with retries on.
+# Every Pub/Sub trigger (main trigger and extra_triggers) is a push subscription managed here
+# (google_pubsub_subscription.trigger) with the topology's ack deadline, retry backoff and dead-letter topic (main.tf),
+# like the subscriptions the local stack creates (infra/local/provision.py): Eventarc would not apply these to the
+# subscriptions it creates, and would drop a message that keeps failing after its retry window instead of keeping it.
 
 locals {
   # one deployment of each function per region with tenants: "<function>@<region>"
@@ -9,7 +12,19 @@ locals {
       for name, fn in local.topology.functions : "${name}@${region}" => { name = name, region = region, fn = fn }
     }
   ]...)
+  # every Pub/Sub trigger of every deployment (main trigger and extra_triggers): "<function>@<region>/<topic>"
+  pubsub_triggers = merge([
+    for key, d in local.function_deployments : {
+      for trigger in concat([d.fn.trigger], try(d.fn.extra_triggers, [])) :
+      "${key}/${trigger.topic}" => { deployment = key, name = d.name, region = d.region, topic = trigger.topic }
+      if trigger.type == "pubsub"
+    }
+  ]...)
+  # Pub/Sub's service agent: mints the push subscriptions' OIDC tokens, moves messages to the dead-letter topics
+  pubsub_service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
 }
+
+data "google_project" "this" {}
 
 resource "google_service_account" "fn" {
   for_each     = local.topology.functions
@@ -104,9 +119,10 @@ resource "google_secret_manager_secret_iam_member" "load_events_reads_salt" {
   member    = "serviceAccount:${google_service_account.fn["load_events"].email}"
 }
 
-# Eventarc delivers each function's events as the function's own service account (event_trigger below and the
-# extra triggers): that account invokes the function's Cloud Run service (named like the function), and a trigger on
-# direct Cloud Storage events also needs the event receiver role; Cloud Storage's service agent publishes those events.
+# Each function's events are delivered as the function's own service account (the push subscriptions' OIDC token,
+# ingest_file's Eventarc trigger): that account invokes the function's Cloud Run service (named like the function),
+# and a trigger on direct Cloud Storage events also needs the event receiver role; Cloud Storage's service agent
+# publishes those events.
 resource "google_cloud_run_v2_service_iam_member" "trigger_invokes" {
   for_each = local.function_deployments
   location = each.value.region
@@ -172,19 +188,15 @@ resource "google_cloudfunctions2_function" "fn" {
     }
   }
 
-  event_trigger {
-    trigger_region = each.value.region
-    event_type = (each.value.fn.trigger.type == "pubsub"
-      ? "google.cloud.pubsub.topic.v1.messagePublished"
-    : "google.cloud.storage.object.v1.finalized")
-    pubsub_topic = (each.value.fn.trigger.type == "pubsub"
-      ? google_pubsub_topic.topic["${each.value.fn.trigger.topic}@${each.value.region}"].id
-    : null)
-    retry_policy          = "RETRY_POLICY_RETRY" # off by default for gen2: failed events would be dropped
-    service_account_email = google_service_account.fn[each.value.name].email
-    dynamic "event_filters" {
-      for_each = each.value.fn.trigger.type == "storage_finalized" ? [1] : []
-      content {
+  # Only the storage trigger goes through Eventarc; Pub/Sub triggers are google_pubsub_subscription.trigger below.
+  dynamic "event_trigger" {
+    for_each = each.value.fn.trigger.type == "storage_finalized" ? [1] : []
+    content {
+      trigger_region        = each.value.region
+      event_type            = "google.cloud.storage.object.v1.finalized"
+      retry_policy          = "RETRY_POLICY_RETRY" # off by default for gen2: failed events would be dropped
+      service_account_email = google_service_account.fn[each.value.name].email
+      event_filters {
         attribute = "bucket"
         # Eventarc storage triggers filter on exactly one bucket: this one serves the region's first tenant
         # bucket, google_eventarc_trigger.tenant_bucket below every further one.
@@ -224,36 +236,61 @@ resource "google_eventarc_trigger" "tenant_bucket" {
   }
 }
 
-# A function's extra_triggers in ../topology.yaml (send_due: send-requests): one more Eventarc trigger on the
-# function's Cloud Run service (event_trigger above holds one trigger only).
-resource "google_eventarc_trigger" "extra" {
-  for_each = {
-    for t in flatten([
-      for key, d in local.function_deployments : [
-        for trigger in try(d.fn.extra_triggers, []) : {
-          key = "${key}/${trigger.topic}", deployment = key, name = d.name, region = d.region, topic = trigger.topic
-        } if trigger.type == "pubsub"
-      ]
-    ]) : t.key => t
+# One push subscription per Pub/Sub trigger of each deployment, on the region's copy of the topic, with the retry and
+# dead-letter settings of ../topology.yaml. It pushes the raw Pub/Sub message to the function's Cloud Run service;
+# functions-framework turns it into the google.cloud.pubsub.topic.v1.messagePublished CloudEvent the function expects
+# (tests/integration/test_raw_push.py), taking the event's source from the ".../projects/P/topics/T" path of the
+# endpoint: send_due tells a send request from a tick by that topic name. A non-2xx answer is retried with backoff,
+# and after max_delivery_attempts the message is kept in the topic's dead-letter topic.
+resource "google_pubsub_subscription" "trigger" {
+  for_each             = local.pubsub_triggers
+  name                 = "${replace(each.value.name, "_", "-")}-${each.value.topic}-${each.value.region}"
+  topic                = google_pubsub_topic.topic["${each.value.topic}@${each.value.region}"].id
+  ack_deadline_seconds = local.topology.defaults.ack_deadline_seconds # above the function's timeout
+  retry_policy {
+    minimum_backoff = "${local.topology.defaults.retry.minimum_backoff_seconds}s"
+    maximum_backoff = "${local.topology.defaults.retry.maximum_backoff_seconds}s"
   }
-  name            = "${replace(each.value.name, "_", "-")}-${each.value.topic}-${each.value.region}"
-  location        = each.value.region
-  service_account = google_service_account.fn[each.value.name].email
-  matching_criteria {
-    attribute = "type"
-    value     = "google.cloud.pubsub.topic.v1.messagePublished"
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.dead_letter["${each.value.topic}@${each.value.region}"].id
+    max_delivery_attempts = local.topology.defaults.max_delivery_attempts
   }
-  destination {
-    cloud_run_service {
-      service = google_cloudfunctions2_function.fn[each.value.deployment].name
-      region  = each.value.region
+  expiration_policy {
+    ttl = "" # never expires, however long the topic stays quiet
+  }
+  push_config {
+    push_endpoint = "${google_cloudfunctions2_function.fn[each.value.deployment].service_config[0].uri}/projects/${var.project}/topics/${each.value.topic}-${each.value.region}"
+    oidc_token {
+      service_account_email = google_service_account.fn[each.value.name].email
+      # Cloud Run accepts the service URL as audience (the default, the endpoint URL, has a path)
+      audience = google_cloudfunctions2_function.fn[each.value.deployment].service_config[0].uri
     }
   }
-  transport {
-    pubsub {
-      topic = google_pubsub_topic.topic["${each.value.topic}@${each.value.region}"].id
-    }
-  }
+}
+
+# Pub/Sub's service agent moves a message to the dead-letter topic: it publishes there, and acks the message on the
+# subscription it leaves.
+resource "google_pubsub_topic_iam_member" "pubsub_agent_publishes_dead_letters" {
+  for_each = google_pubsub_topic.dead_letter
+  topic    = each.value.name
+  role     = "roles/pubsub.publisher"
+  member   = local.pubsub_service_agent
+}
+
+resource "google_pubsub_subscription_iam_member" "pubsub_agent_acks_dead_letters" {
+  for_each     = google_pubsub_subscription.trigger
+  subscription = each.value.name
+  role         = "roles/pubsub.subscriber"
+  member       = local.pubsub_service_agent
+}
+
+# ... and mints the OIDC token of each push subscription: token creator on the accounts the subscriptions push as
+# (not project-wide). Google's push-authentication docs ask for it in projects created before April 2021.
+resource "google_service_account_iam_member" "pubsub_agent_mints_tokens" {
+  for_each           = toset([for t in values(local.pubsub_triggers) : t.name])
+  service_account_id = google_service_account.fn[each.key].name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = local.pubsub_service_agent
 }
 
 resource "google_cloud_scheduler_job" "tick" {

@@ -50,7 +50,10 @@ resource "google_pubsub_subscription" "dead_letter_keep" {
   for_each                   = local.regional_topics
   name                       = "${each.value.name}-dead-letter-keep-${each.value.region}"
   topic                      = google_pubsub_topic.dead_letter[each.key].id
-  message_retention_duration = "604800s"
+  message_retention_duration = "604800s" # the maximum: replay or drain dead letters within a week
+  expiration_policy {
+    ttl = "" # a quiet dead-letter subscription must not expire (the default is 31 days without activity)
+  }
 }
 
 resource "google_storage_bucket" "tenant" {

@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 TF_DIR = REPO / "infra" / "terraform"
 TOPOLOGY_FILE = REPO / "infra" / "topology.yaml"
 HCL = hcl2.SerializationOptions(with_comments=False, explicit_blocks=False, strip_string_quotes=True)
+HCL_QUOTED = hcl2.SerializationOptions(with_comments=False, explicit_blocks=False, strip_string_quotes=False)
 
 # Terraform-side values of tenants: one with only the required attributes, one with everything set.
 SAMPLE_TENANTS: dict[str, dict[str, Any]] = {
@@ -53,7 +54,8 @@ SAMPLE_TENANTS: dict[str, dict[str, Any]] = {
 # Roles each function's service account must get, on which kind of resource ("project" for project-wide), derived
 # from what the code does (the file/function in the comment). Anything more is over-privilege, anything less a
 # runtime 403.
-RUN_INVOKER = ("roles/run.invoker", "google_cloudfunctions2_function.fn")  # Eventarc delivers as this account
+# Pub/Sub push (its OIDC token) and Eventarc deliver each function's events as the function's own account.
+RUN_INVOKER = ("roles/run.invoker", "google_cloudfunctions2_function.fn")
 EXPECTED_ROLES: dict[str, set[tuple[str, str]]] = {
     "ingest_file": {
         ("roles/storage.objectViewer", "google_storage_bucket.tenant"),  # ingest/pipeline.py reads the object
@@ -77,9 +79,15 @@ EXPECTED_ROLES: dict[str, set[tuple[str, str]]] = {
     },
 }
 # Grants to Google's service agents (not to a function).
+PUBSUB_AGENT = "service-<project number>@gcp-sa-pubsub.iam.gserviceaccount.com"
 EXPECTED_AGENT_ROLES = {
     # Cloud Storage publishes the direct events of ingest_file's trigger.
     ("data.google_storage_project_service_account.gcs", "roles/pubsub.publisher", "project"),
+    # Pub/Sub moves a message that keeps failing to the dead-letter topic (publishes there, acks on the subscription)
+    (PUBSUB_AGENT, "roles/pubsub.publisher", "google_pubsub_topic.dead_letter"),
+    (PUBSUB_AGENT, "roles/pubsub.subscriber", "google_pubsub_subscription.trigger"),
+    # ... and mints the push subscriptions' OIDC tokens for the functions' accounts.
+    (PUBSUB_AGENT, "roles/iam.serviceAccountTokenCreator", "google_service_account.fn"),
 }
 # The attribute naming what an IAM member grant is on, per resource type.
 IAM_TARGET = {
@@ -89,6 +97,8 @@ IAM_TARGET = {
     "google_secret_manager_secret_iam_member": "secret_id",
     "google_project_iam_member": "project",
     "google_cloud_run_v2_service_iam_member": "name",
+    "google_pubsub_subscription_iam_member": "subscription",
+    "google_service_account_iam_member": "service_account_id",
 }
 # Environment variables that are not the application's settings, and who reads them.
 RUNTIME_ENV = {
@@ -339,6 +349,56 @@ def environment(tf: Terraform) -> dict[str, Any]:
     return env
 
 
+def object_literal(text: str, scope: dict[str, Any]) -> dict[str, Any]:
+    """The value of an HCL object literal `{a = expr, b = "template"}` (bare expressions and string templates)."""
+    raw = hcl2.loads(f"x = {text}", serialization_options=HCL_QUOTED)["x"]
+    out = {}
+    for name, value in raw.items():
+        value = str(value)
+        quoted = value.startswith('"') and value.endswith('"')
+        out[name] = render(value[1:-1], scope) if quoted else hcl_eval(unwrap(value), scope)
+    return out
+
+
+def function_deployments(tf: Terraform, topology: dict[str, Any], regions: set[str]) -> dict[str, dict[str, Any]]:
+    """local.function_deployments for `regions` (what local.regions is for the tenants)."""
+    m = re.fullmatch(
+        r"merge\(\[for (\w+) in local\.regions : \{for (\w+), (\w+) in local\.topology\.functions : "
+        r'"([^"]*)" => (\{[^{}]*\})\}\] \.\.\.\)',
+        unwrap(tf.locals["function_deployments"]),
+    )
+    assert m, f"local.function_deployments has a form this test cannot evaluate: {tf.locals['function_deployments']}"
+    region_var, name_var, fn_var, key, value = m.groups()
+    out: dict[str, dict[str, Any]] = {}
+    for region in sorted(regions):
+        for name, fn in topology["functions"].items():
+            scope = {region_var: region, name_var: name, fn_var: fn}
+            out[render(key, scope)] = object_literal(value, scope)
+    return out
+
+
+def pubsub_triggers(tf: Terraform, deployments: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """local.pubsub_triggers: every Pub/Sub trigger (main and extra) of every deployment."""
+    m = re.fullmatch(
+        r"merge\(\[for (\w+), (\w+) in local\.function_deployments : \{for (\w+) in (.+?) : "
+        r'"([^"]*)" => (\{[^{}]*\}) if (.+)\}\] \.\.\.\)',
+        unwrap(tf.locals["pubsub_triggers"]),
+    )
+    assert m, f"local.pubsub_triggers has a form this test cannot evaluate: {tf.locals['pubsub_triggers']}"
+    key_var, d_var, trigger_var, triggers, key, value, cond = m.groups()
+    # the triggers iterated are the deployment's main trigger and its extra ones
+    assert triggers == f"concat([{d_var}.fn.trigger], try({d_var}.fn.extra_triggers, []))", triggers
+    out: dict[str, dict[str, Any]] = {}
+    for deployment, d in deployments.items():
+        for trigger in [d["fn"]["trigger"], *d["fn"].get("extra_triggers", [])]:
+            scope = {key_var: deployment, d_var: d, trigger_var: trigger}
+            if hcl_eval(cond, scope):
+                k = render(key, scope)
+                assert k not in out, f"local.pubsub_triggers: duplicate key {k}"
+                out[k] = object_literal(value, scope)
+    return out
+
+
 # --- tests ----------------------------------------------------------------------------------------------------------
 
 
@@ -384,7 +444,12 @@ def test_every_function_is_deployed_with_its_entry_point(tf: Terraform, topology
     # ... running as its own service account, triggered as it too
     sa = "google_service_account.fn[each.value.name].email"
     assert unwrap(fn["service_config"][0]["service_account_email"]) == sa
-    assert unwrap(fn["event_trigger"][0]["service_account_email"]) == sa
+    [trigger] = [d["event_trigger"] for d in fn.get("dynamic", []) if "event_trigger" in d]
+    assert unwrap(trigger["content"][0]["service_account_email"]) == sa
+    subscription = tf.resources["google_pubsub_subscription.trigger"]
+    assert unwrap(subscription["push_config"][0]["oidc_token"][0]["service_account_email"]) == (
+        "google_service_account.fn[each.value.name].email"
+    )
     for name in names:
         account_id = render(tf.resources["google_service_account.fn"]["account_id"], {"each": {"key": name}})
         assert re.fullmatch(r"[a-z][-a-z0-9]{4,28}[a-z0-9]", account_id), f"invalid account_id {account_id}"
@@ -463,61 +528,128 @@ def _assert_every_tenant_bucket_has_a_trigger(tf: Terraform) -> None:
     assert unwrap(trigger["service_account"]) == "google_service_account.fn[local.storage_function].email"
 
 
-def test_every_topic_is_consumed_by_the_functions_the_topology_names(tf: Terraform, topology: dict[str, Any]) -> None:
-    # GIVEN the functions' triggers in the topology, for one region
-    region = "europe-west1"
-    topics = {f"{t}@{region}": {"id": f"projects/p/topics/{t}-{region}"} for t in topology["topics"]}
-    trigger = function_resource(tf)["event_trigger"][0]
-    filters = trigger["dynamic"][0]["event_filters"]
-    extra = tf.resources["google_eventarc_trigger.extra"]
-    deployed: set[tuple[str, str]] = set()  # (function, topic)
-    # WHEN each function's event trigger is evaluated as Terraform would
-    for name, fn in topology["functions"].items():
-        scope = {
-            "each": {"value": {"name": name, "region": region, "fn": fn}},
-            "google_pubsub_topic": {"topic": topics},
+def _cloud(tf: Terraform, topology: dict[str, Any], regions: set[str]) -> dict[str, Any]:
+    """What Terraform would know after creating the topics, functions and accounts: a scope to render resources in."""
+    topic_names = {
+        kind: {
+            f"{t}@{r}": render(tf.resources[f"google_pubsub_topic.{kind}"]["name"], {"each": {"value": {"name": t, "region": r}}})
+            for t in topology["topics"]
+            for r in regions
         }
-        event_type = _eval_conditional(unwrap(trigger["event_type"]), scope)
-        topic_id = _eval_conditional(unwrap(trigger["pubsub_topic"]), scope)
-        bucket_filters = _eval_conditional(unwrap(filters["for_each"]), scope)
-        # THEN a pubsub trigger listens to the region's copy of its topic ...
-        if fn["trigger"]["type"] == "pubsub":
-            assert event_type == "google.cloud.pubsub.topic.v1.messagePublished", name
-            assert topic_id == topics[f"{fn['trigger']['topic']}@{region}"]["id"], name
-            assert bucket_filters == [], name
-            deployed.add((name, fn["trigger"]["topic"]))
-        else:
-            # ... and a storage trigger listens to a bucket of the region's tenants
-            assert fn["trigger"]["type"] == "storage_finalized", f"{name}: trigger type Terraform does not deploy"
-            assert event_type == "google.cloud.storage.object.v1.finalized" and topic_id is None, name
-            assert len(bucket_filters) == 1, name
-            content = filters["content"][0]
-            assert content["attribute"] == "bucket"
-            assert unwrap(content["value"]) == "local.first_bucket_of_region[each.value.region]", content["value"]
-            _assert_every_tenant_bucket_has_a_trigger(tf)
-        # ... and the extra triggers are pubsub ones, each an Eventarc trigger on the function's service
-        for more in fn.get("extra_triggers", []):
-            assert more["type"] == "pubsub", f"{name}: google_eventarc_trigger.extra deploys pubsub triggers only"
-            deployed.add((name, more["topic"]))
-    extra_for_each = unwrap(extra["for_each"])
-    assert "for key, d in local.function_deployments" in extra_for_each and "d.fn.extra_triggers" in extra_for_each
-    assert 'if trigger.type == "pubsub"' in extra_for_each
-    assert unwrap(extra["transport"][0]["pubsub"][0]["topic"]) == (
-        'google_pubsub_topic.topic["${each.value.topic}@${each.value.region}"].id'
-    )
-    assert unwrap(extra["destination"][0]["cloud_run_service"][0]["service"]) == (
-        "google_cloudfunctions2_function.fn[each.value.deployment].name"
-    )
-    assert unwrap(extra["service_account"]) == "google_service_account.fn[each.value.name].email"
-    assert extra["matching_criteria"][0]["value"] == "google.cloud.pubsub.topic.v1.messagePublished"
+        for kind in ("topic", "dead_letter")
+    }
+    deployments = function_deployments(tf, topology, regions)
+    fn = function_resource(tf)
+    return {
+        "var": {"project": "proj"},
+        "local": {"topology": topology},
+        "google_pubsub_topic": {
+            kind: {k: {"name": n, "id": f"projects/proj/topics/{n}"} for k, n in names.items()}
+            for kind, names in topic_names.items()
+        },
+        "google_cloudfunctions2_function": {
+            "fn": {
+                key: {
+                    "name": (name := render(fn["name"], {"each": {"key": key, "value": d}})),
+                    "service_config": [_Obj(uri=f"https://{name}-abc123-ew.a.run.app")],
+                }
+                for key, d in deployments.items()
+            }
+        },
+        "google_service_account": {"fn": {name: {"email": f"landline-{name}@proj.iam"} for name in topology["functions"]}},
+    }
+
+
+def _pubsub_event_source(path: str) -> str:
+    """The CloudEvent source functions-framework gives a raw Pub/Sub push to `path` (what the functions read)."""
+    import flask
+    from functions_framework import event_conversion
+
+    body = {"message": {"data": "", "messageId": "1", "publishTime": "2024-05-14T09:00:00Z"}, "subscription": "s"}
+    with flask.Flask(__name__).test_request_context(path, method="POST", json=body):
+        return str(event_conversion.background_event_to_cloud_event(flask.request)["source"])
+
+
+def test_every_topic_is_consumed_by_the_functions_the_topology_names(tf: Terraform, topology: dict[str, Any]) -> None:
+    # GIVEN the functions' triggers in the topology, deployed in the sample tenants' regions
+    regions = {t["region"] for t in SAMPLE_TENANTS.values()}
+    cloud = _cloud(tf, topology, regions)
+    topics, dead_letters = cloud["google_pubsub_topic"]["topic"], cloud["google_pubsub_topic"]["dead_letter"]
+    functions = cloud["google_cloudfunctions2_function"]["fn"]
+    defaults = topology["defaults"]
+    wanted: set[tuple[str, str, str]] = set()  # (function, topic, region)
+    for name, fn in topology["functions"].items():
+        for trigger in [fn["trigger"], *fn.get("extra_triggers", [])]:
+            assert trigger["type"] in {"pubsub", "storage_finalized"}, f"{name}: trigger type Terraform does not deploy"
+            if trigger["type"] == "pubsub":
+                wanted |= {(name, trigger["topic"], region) for region in regions}
+    # WHEN the subscriptions Terraform creates are rendered, one per Pub/Sub trigger of each deployment
+    subscription = tf.resources["google_pubsub_subscription.trigger"]
+    assert unwrap(subscription["for_each"]) == "local.pubsub_triggers"
+    triggers = pubsub_triggers(tf, function_deployments(tf, topology, regions))
+    deployed: set[tuple[str, str, str]] = set()
+    for key, t in triggers.items():
+        scope = {**cloud, "each": {"key": key, "value": t}}
+        region, topic, fn = t["region"], t["topic"], topology["functions"][t["name"]]
+        deployed.add((t["name"], topic, region))
+        # THEN each listens to the region's copy of its topic, as a push subscription to the function's service ...
+        assert render(subscription["topic"], scope) == topics[f"{topic}@{region}"]["id"], key
+        push = subscription["push_config"][0]
+        uri = functions[f"{t['name']}@{region}"]["service_config"][0]["uri"]
+        endpoint = render(push["push_endpoint"], scope)
+        assert endpoint == f"{uri}/projects/proj/topics/{topics[f'{topic}@{region}']['name']}", key
+        # ... at a path from which functions-framework recovers the topic the function reads (send_due tells a send
+        # request from a tick by it; load_events names the origin of direct publishes after it)
+        source = _pubsub_event_source(endpoint.removeprefix(uri))
+        assert source.rsplit("/", 1)[-1] == topics[f"{topic}@{region}"]["name"], source
+        # ... authenticated as the function's own account, for the service's URL
+        oidc = push["oidc_token"][0]
+        assert render(oidc["service_account_email"], scope) == f"landline-{t['name']}@proj.iam", key
+        assert render(oidc["audience"], scope) == uri, key
+        # ... with the topology's ack deadline (above the function's timeout: a late answer is a second delivery),
+        # backoff and dead-letter topic, and no expiry
+        ack_deadline = render(subscription["ack_deadline_seconds"], scope)
+        assert ack_deadline == defaults["ack_deadline_seconds"] and ack_deadline >= fn["timeout_seconds"], key
+        retry = subscription["retry_policy"][0]
+        assert render(retry["minimum_backoff"], scope) == f"{defaults['retry']['minimum_backoff_seconds']}s", key
+        assert render(retry["maximum_backoff"], scope) == f"{defaults['retry']['maximum_backoff_seconds']}s", key
+        dead_letter = subscription["dead_letter_policy"][0]
+        assert render(dead_letter["dead_letter_topic"], scope) == dead_letters[f"{topic}@{region}"]["id"], key
+        assert render(dead_letter["max_delivery_attempts"], scope) == defaults["max_delivery_attempts"], key
+        assert subscription["expiration_policy"][0]["ttl"] == "", key
+    # ... every Pub/Sub trigger of every deployment has its subscription, and no topic is left without a consumer
+    assert deployed == wanted
+    assert {topic for _, topic, _ in deployed} == set(topology["topics"])
+    names = [render(subscription["name"], {**cloud, "each": {"value": t}}) for t in triggers.values()]
+    assert len(set(names)) == len(names), names
+    # ... each dead-letter topic keeps what it receives (a topic without a subscription drops it)
+    keep = tf.resources["google_pubsub_subscription.dead_letter_keep"]
+    assert unwrap(keep["for_each"]) == unwrap(tf.resources["google_pubsub_topic.dead_letter"]["for_each"])
+    assert unwrap(keep["topic"]) == "google_pubsub_topic.dead_letter[each.key].id"
+    assert "push_config" not in keep
+    # ... Eventarc serves the storage trigger only: the function's own trigger and the tenant_bucket triggers
+    fn_resource = function_resource(tf)
+    assert "event_trigger" not in fn_resource, "a static event_trigger would give Pub/Sub functions an Eventarc trigger"
+    [dynamic] = [d["event_trigger"] for d in fn_resource.get("dynamic", []) if "event_trigger" in d]
+    content = dynamic["content"][0]
+    for name, fn in topology["functions"].items():
+        blocks = _eval_conditional(unwrap(dynamic["for_each"]), {"each": {"value": {"name": name, "fn": fn}}})
+        assert len(blocks) == (fn["trigger"]["type"] == "storage_finalized"), name
+    assert content["event_type"] == "google.cloud.storage.object.v1.finalized"
+    assert content["retry_policy"] == "RETRY_POLICY_RETRY"
+    assert unwrap(content.get("trigger_region")) == "each.value.region"
+    [bucket_filter] = content["event_filters"]
+    assert bucket_filter["attribute"] == "bucket"
+    assert unwrap(bucket_filter["value"]) == "local.first_bucket_of_region[each.value.region]", bucket_filter["value"]
+    _assert_every_tenant_bucket_has_a_trigger(tf)
+    eventarc = [k for k in tf.resources if k.startswith("google_eventarc_trigger.")]
+    assert eventarc == ["google_eventarc_trigger.tenant_bucket"], eventarc
     # ... the scheduled topic gets its ticks from Cloud Scheduler on the topology's schedule
     tick = tf.resources["google_cloud_scheduler_job.tick"]
     scheduled = {t for t, spec in topology["topics"].items() if spec and spec.get("schedule")}
     ticked = re.search(r'google_pubsub_topic\.topic\["([\w-]+)@', tick["pubsub_target"][0]["topic_name"])
     assert ticked and {ticked.group(1)} == scheduled
     assert unwrap(tick["schedule"]) == f'local.topology.topics["{ticked.group(1)}"].schedule'
-    # ... and no topic is left without a consumer (its messages would be dropped)
-    assert {topic for _, topic in deployed} == set(topology["topics"])
 
 
 def _explicit_env_reads() -> set[str]:
@@ -723,6 +855,25 @@ def _grant_target(tf: Terraform, rtype: str, body: dict[str, Any]) -> str:
     return "project"
 
 
+def _service_agent(tf: Terraform, key: str, member: str) -> str:
+    """The Google service agent a grant's member names: a data source's account, or Pub/Sub's by project number."""
+    if ref := re.fullmatch(r"serviceAccount:\$\{(data\.\w+\.\w+)\.\w+\}", member):
+        return ref.group(1)
+    pubsub = re.fullmatch(r"serviceAccount:service-\$\{(data\.google_project\.\w+)\.number\}@gcp-sa-pubsub\.iam\.gserviceaccount\.com", member)
+    assert pubsub, f"{key}: member {member} is neither a function's account nor a service agent"
+    assert pubsub.group(1) in tf.data, f"{key}: {pubsub.group(1)} is not declared"
+    assert "project_id" not in tf.data[pubsub.group(1)], "the project number must be the deployment's project"
+    return PUBSUB_AGENT
+
+
+def _accounts_iterated(expr: str, tf: Terraform, topology: dict[str, Any], regions: set[str]) -> set[str]:
+    """`toset([for t in values(local.pubsub_triggers) : t.name])`: the functions whose accounts it covers."""
+    m = re.fullmatch(r"toset\(\[for (\w+) in values\(local\.pubsub_triggers\) : (.+)\]\)", unwrap(expr))
+    assert m, f"the test cannot tell which accounts this for_each covers: {expr}"
+    triggers = pubsub_triggers(tf, function_deployments(tf, topology, regions))
+    return {hcl_eval(m.group(2), {m.group(1): t}) for t in triggers.values()}
+
+
 def test_each_service_account_gets_only_the_roles_its_function_needs(tf: Terraform, topology: dict[str, Any]) -> None:
     # GIVEN every IAM grant in the Terraform (authoritative bindings/policies would remove others' grants: none)
     assert not [k for k in tf.resources if re.search(r"_iam_(binding|policy)$", k.split(".")[0])]
@@ -734,11 +885,11 @@ def test_each_service_account_gets_only_the_roles_its_function_needs(tf: Terrafo
         if not rtype.endswith("_iam_member"):
             continue
         role, target, member = body["role"], _grant_target(tf, rtype, body), unwrap(body["member"])
+        if local := re.fullmatch(r"local\.(\w+)", member):
+            member = unwrap(tf.locals[local.group(1)])
         m = re.fullmatch(r"serviceAccount:\$\{google_service_account\.fn\[(.+)\]\.email\}", member)
         if not m:
-            ref = re.fullmatch(r"serviceAccount:\$\{(data\.\w+\.\w+)\.\w+\}", member)
-            assert ref, f"{key}: member {member} is neither a function's account nor a service agent"
-            agents.add((ref.group(1), role, target))
+            agents.add((_service_agent(tf, key, member), role, target))
             continue
         index = m.group(1)
         if index.startswith('"'):
@@ -752,6 +903,19 @@ def test_each_service_account_gets_only_the_roles_its_function_needs(tf: Terrafo
     # THEN each account has exactly the roles in the expected table, and service agents only theirs
     assert grants == EXPECTED_ROLES
     assert agents == EXPECTED_AGENT_ROLES
+    # ... Pub/Sub's service agent can dead-letter from every trigger subscription to every dead-letter topic, and
+    # mint tokens for exactly the accounts the subscriptions push as
+    publishes = tf.resources["google_pubsub_topic_iam_member.pubsub_agent_publishes_dead_letters"]
+    assert unwrap(publishes["for_each"]) == "google_pubsub_topic.dead_letter"
+    assert unwrap(publishes["topic"]) == "each.value.name"
+    acks = tf.resources["google_pubsub_subscription_iam_member.pubsub_agent_acks_dead_letters"]
+    assert unwrap(acks["for_each"]) == "google_pubsub_subscription.trigger"
+    assert unwrap(acks["subscription"]) == "each.value.name"
+    tokens = tf.resources["google_service_account_iam_member.pubsub_agent_mints_tokens"]
+    regions = {t["region"] for t in SAMPLE_TENANTS.values()}
+    pushed_as = {t["name"] for t in pubsub_triggers(tf, function_deployments(tf, topology, regions)).values()}
+    assert _accounts_iterated(tokens["for_each"], tf, topology, regions) == pushed_as
+    assert unwrap(tokens["service_account_id"]) == "google_service_account.fn[each.key].name"
     # ... and ingest_file publishes only on the raw-events topics (the setting's topic)
     publish = tf.resources["google_pubsub_topic_iam_member.ingest_publishes"]
     assert match_for(publish["for_each"])[2] == "local.regional_topics"
