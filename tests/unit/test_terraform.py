@@ -769,6 +769,22 @@ def test_tenants_json_validates_as_each_regions_tenants(tf: Terraform) -> None:
     assert (globex.push_policy.frequency_cap, globex.push_policy.quiet_hours_start) == (5, "22:00")
 
 
+def test_the_example_tenants_file_is_what_cloud_build_passes_and_it_validates(tf: Terraform) -> None:
+    # GIVEN the example tenants file, and Cloud Build's deploy step
+    example = json.loads((REPO / "infra" / "terraform" / "tenants.example.tfvars.json").read_text())
+    build = yaml.safe_load((REPO / "cloudbuild.yaml").read_text())
+    deploy = next(step for step in build["steps"] if step["id"] == "deploy")
+    # THEN the deploy passes the tenants file Cloud Build names (not a file Terraform would have to find on its own)
+    assert '-var-file="/workspace/${_TENANTS_FILE}"' in deploy["args"][-1]
+    assert build["substitutions"]["_TENANTS_FILE"].startswith("infra/terraform/")
+    # AND every example tenant, with Terraform's defaults applied, loads as the functions of its region load it
+    tenants = tenants_value(tf, example["tenants"])
+    for region in {t["region"] for t in tenants.values()}:
+        raw = tenants_json(tf, tenants, region)
+        loaded = TenantRegistry(Settings(tenants_json=raw, tenants_file=None)).all()
+        assert {t.name for t in loaded} == {n for n, t in tenants.items() if t["region"] == region}
+
+
 class _RecordingSession:
     """Secret Manager that has no secrets, recording which ones the code asked for."""
 
