@@ -4,7 +4,9 @@ Pub/Sub emulator push subscriptions deliver here, at ``/push/<function>/projects
 
 * deliveries from the storage-notification topic become ``google.cloud.storage.object.v1.finalized`` CloudEvents
   (data = the object resource, as Eventarc sends it) for ``ingest_file``;
-* deliveries from any other topic become ``google.cloud.pubsub.topic.v1.messagePublished`` CloudEvents.
+* deliveries from any other topic become ``google.cloud.pubsub.topic.v1.messagePublished`` CloudEvents (in the
+  cloud these are Terraform-managed push subscriptions, whose raw pushes functions-framework turns into the same
+  CloudEvent: tests/integration/test_raw_push.py).
 
 The function's status is passed back, so a raised exception (HTTP 500) makes the emulator redeliver, as in production.
 The router also keeps the bookkeeping that ``landline wait`` needs (in-flight deliveries, messages waiting for a
@@ -29,6 +31,7 @@ import httpx
 from shared.envelopes import PUBSUB_PUBLISHED, STORAGE_FINALIZED
 
 log = logging.getLogger("landline.router")
+_SETTLED_LIMIT = 100_000  # settled keys remembered (a few MB at most); far more than one test session drops
 
 
 class RouterState:
@@ -43,8 +46,20 @@ class RouterState:
         self.dead_lettered = 0
         # "bucket/object#generation" dropped and not yet ingested, "msg:<id>" published and not yet processed
         self.expected: set[str] = set()
+        # Keys already settled (ingested, processed or dead-lettered): an /expect that arrives after its object was
+        # already handled (a small file can be ingested before `drop` reports it) must not wait for it forever.
+        self.settled: dict[str, None] = {}
         self.delivered: dict[str, int] = {}
         self.failures: dict[str, int] = {}
+
+    def settle(self, *keys: str | None) -> None:
+        """Call with the lock held: these keys will not be delivered again."""
+        for key in keys:
+            if key:
+                self.expected.discard(key)
+                self.settled[key] = None
+        while len(self.settled) > _SETTLED_LIMIT:  # oldest first (dicts keep insertion order)
+            del self.settled[next(iter(self.settled))]
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -137,7 +152,7 @@ def make_handler(
             if self.path == "/expect":
                 objects = json.loads(self._body() or b"[]")
                 with state.lock:
-                    state.expected.update(objects)
+                    state.expected.update(key for key in objects if key not in state.settled)
                     state.last_activity = time.monotonic()
                 self._reply(200, {"expected": len(objects)})
                 return
@@ -184,9 +199,7 @@ def make_handler(
                     if 200 <= status < 300:
                         state.delivered[function] = state.delivered.get(function, 0) + 1
                         state.failing.pop(message_id, None)
-                        state.expected.discard(f"msg:{message_id}")
-                        if expected_key:
-                            state.expected.discard(expected_key)
+                        state.settle(f"msg:{message_id}", expected_key)
                     else:
                         state.failures[function] = state.failures.get(function, 0) + 1
                         attempts = state.failing.get(message_id, 0) + 1
@@ -194,9 +207,7 @@ def make_handler(
                             # The emulator now moves it to the dead-letter topic: nothing more will come for it.
                             state.failing.pop(message_id, None)
                             state.dead_lettered += 1
-                            state.expected.discard(f"msg:{message_id}")
-                            if expected_key:
-                                state.expected.discard(expected_key)
+                            state.settle(f"msg:{message_id}", expected_key)
                         else:
                             state.failing[message_id] = attempts
             self._reply(200 if 200 <= status < 300 else 500, {"function_status": status})

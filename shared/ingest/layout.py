@@ -1,9 +1,24 @@
-"""Object name -> Segment layout ``[prefix/]segment-logs/<source-id>/<day-ms>/<file>`` (reference/segment.md).
+"""Object name -> what the object is: a data file of one exporter's format, or ignored with a reason.
+
+Layouts (after the tenant's optional prefix):
+
+* Segment: ``[any/]segment-logs/<source-id>/<day-ms>/<file>`` (reference/segment.md). Segment's file names are
+  undocumented, so the file part is never parsed.
+* Mixpanel: ``mixpanel/<anything>/<file>``. Point a raw Data Pipeline (or your own upload of Raw Export API output)
+  at the prefix ``mixpanel`` (or ``<tenant-prefix>/mixpanel``); Mixpanel then writes
+  ``mixpanel/<project-id>/<YYYY>/<MM>/<DD>/<HH or full_day>/<file>``. Its empty ``complete`` marker is ignored.
+* Amplitude: ``amplitude/<anything>/<file>``. Point the Cloud Storage export at the folder ``amplitude`` (or
+  ``<tenant-prefix>/amplitude``); Amplitude then writes ``amplitude/<project-id>/<project-id>_<yyyy-MM-dd>_<H>#<n>.json.gz``.
+  Its "merged Amplitude IDs" export (``-<org-id>/-<org-id>_...``) holds id merges, not events: ignored.
+
+For Mixpanel and Amplitude the folder right under ``mixpanel/``/``amplitude/`` is the exporter's project id, kept as
+``source_id`` when there is one; the rest of the path is not parsed. A top-level ``mixpanel/`` or ``amplitude/``
+folder only counts when the name is not already a Segment path, so Segment's layout is unchanged.
 
 Why it looks like this: a bucket also receives things that are not data (Segment's ``dummy-object.txt`` access
-check, folder placeholders, other tenants' prefixes). Those are *ignored with a reason* -- logged, never failed --
-so the function acks them. Names are plain strings, never filesystem paths: a ``..`` segment is ignored, not
-resolved. File names are undocumented, so the file part is never parsed.
+check, folder placeholders, other tenants' prefixes, export markers). Those are *ignored with a reason* -- logged,
+never failed -- so the function acks them. Names are plain strings, never filesystem paths: a ``..`` segment is
+ignored, not resolved.
 """
 
 from __future__ import annotations
@@ -12,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Literal
 
-__all__ = ["SEGMENT_ROOT", "ObjectLayout", "classify_object"]
+__all__ = ["EXPORTER_ROOTS", "SEGMENT_ROOT", "ObjectLayout", "classify_object"]
 
 SEGMENT_ROOT = "segment-logs"
 DUMMY_OBJECT = "dummy-object.txt"
@@ -24,13 +39,20 @@ OUTSIDE_PREFIX = "outside_tenant_prefix"
 UNSAFE_NAME = "unsafe_name"
 NOT_SEGMENT_LAYOUT = "not_segment_layout"
 BAD_DAY = "bad_day"
+EXPORT_MARKER = "export_marker"
+NOT_EVENT_EXPORT = "not_event_export"
 
-Kind = Literal["segment", "ignored"]
+Kind = Literal["segment", "mixpanel", "amplitude", "ignored"]
+
+# Top-level folder (after the tenant prefix) -> format of the files below it.
+EXPORTER_ROOTS: dict[str, Kind] = {"mixpanel": "mixpanel", "amplitude": "amplitude"}
+MIXPANEL_COMPLETE_MARKER = "complete"
 
 
 @dataclass(frozen=True, slots=True)
 class ObjectLayout:
-    """What an object is: ``kind == "segment"`` carries source and UTC received day; ``"ignored"`` a reason."""
+    """What an object is: a data kind (its format; Segment adds source and UTC received day) or ``"ignored"`` with a
+    reason."""
 
     kind: Kind
     source_id: str | None = None
@@ -39,7 +61,7 @@ class ObjectLayout:
 
     @property
     def is_data(self) -> bool:
-        return self.kind == "segment"
+        return self.kind != "ignored"
 
 
 def _ignored(reason: str) -> ObjectLayout:
@@ -72,9 +94,22 @@ def classify_object(name: str, tenant_prefix: str = "") -> ObjectLayout:
     if parts[-1] == DUMMY_OBJECT:
         return _ignored(DUMMY)
     if len(parts) < 4 or parts[-4] != SEGMENT_ROOT:
+        kind = EXPORTER_ROOTS.get(parts[0]) if len(parts) >= 2 else None
+        if kind is not None:
+            return _exporter_object(kind, parts)
         return _ignored(NOT_SEGMENT_LAYOUT)
     source_id, day_ms = parts[-3], parts[-2]
     day = _day_of(day_ms)
     if day is None:
         return _ignored(BAD_DAY)
     return ObjectLayout(kind="segment", source_id=source_id, day=day)
+
+
+def _exporter_object(kind: Kind, parts: list[str]) -> ObjectLayout:
+    """``mixpanel/...`` or ``amplitude/...``: data, except the exporters' own non-event objects."""
+    file_name = parts[-1]
+    if kind == "mixpanel" and file_name == MIXPANEL_COMPLETE_MARKER:
+        return _ignored(EXPORT_MARKER)
+    if kind == "amplitude" and file_name.startswith("-"):
+        return _ignored(NOT_EVENT_EXPORT)  # merged Amplitude IDs: -<org-id>_<yyyy-MM-dd>_<H>.json.gz
+    return ObjectLayout(kind=kind, source_id=parts[1] if len(parts) >= 3 else None)

@@ -102,7 +102,7 @@ def ingest_object(obj: StorageObjectData) -> IngestResult:
         return result
     ledger.record(IngestResult(obj.origin, "started"), finished=False)
     try:
-        result, encoding = _publish_object(tenant, obj, layout.source_id)
+        result, encoding = _publish_object(tenant, obj, layout.kind, layout.source_id)
     except FileRejected as exc:
         result, encoding = IngestResult(obj.origin, "rejected", reason=f"{exc.reason}: {exc.message}"), None
         ledger.record(result)
@@ -111,7 +111,9 @@ def ingest_object(obj: StorageObjectData) -> IngestResult:
     return result
 
 
-def _publish_object(tenant: Tenant, obj: StorageObjectData, source_id: str | None) -> tuple[IngestResult, str]:
+def _publish_object(
+    tenant: Tenant, obj: StorageObjectData, fmt: str, source_id: str | None
+) -> tuple[IngestResult, str]:
     cfg = settings()
     topic = topic_path(cfg.raw_events_topic)
     origin = obj.origin
@@ -125,7 +127,8 @@ def _publish_object(tenant: Tenant, obj: StorageObjectData, source_id: str | Non
         with blob.open("rb", chunk_size=READ_CHUNK_BYTES, raw_download=True) as raw:
             reader = open_lines(raw)
             for batch in batch_lines(reader, cfg.batch_max_lines, cfg.batch_max_bytes):
-                attributes = batch_attributes(batch, tenant=tenant.name, origin=origin)
+                # the layout's kind is the loader's format: segment, mixpanel or amplitude
+                attributes = batch_attributes(batch, tenant=tenant.name, origin=origin, fmt=fmt)
                 if source_id:
                     attributes["source_id"] = source_id[:256]
                 payload = encode_batch(batch)

@@ -20,16 +20,27 @@ from pydantic import ValidationError
 
 from shared import __version__
 from shared.privacy import DEFAULT_POLICY, PrivacyPolicy
-from shared.sources.common import Rejection, RejectReason, content_hash, has_non_finite, reason_from_validation, to_utc
+from shared.sources import amplitude, mixpanel
+from shared.sources.amplitude import AMPLITUDE_ADAPTER, AmplitudeEvent, user_property_values
+from shared.sources.common import (
+    Rejection,
+    RejectReason,
+    content_hash,
+    has_non_finite,
+    present,
+    reason_from_validation,
+    to_utc,
+)
+from shared.sources.mixpanel import MIXPANEL_ADAPTER, MixpanelEvent, epoch_to_utc
 from shared.sources.native import NATIVE_ADAPTER, NativeEvent
 from shared.sources.segment import SEGMENT_ADAPTER, Alias, Group, Identify, Page, Screen, Track
 from shared.warehouse.rows import EventRow, Lineage, RejectedRow, UserPropertiesRow
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
 PROCESSOR_NAME = "landline.load"
-FORMATS = ("segment", "native")
+FORMATS = ("segment", "native", "mixpanel", "amplitude")
 MAX_LINE_BYTES = 1_000_000  # Segment caps a call at 32 KB; far beyond that is a broken file, not an event
 MAX_PAYLOAD_BYTES = 100_000  # what a rejected row keeps of the original line
 # Transport fields that differ between two deliveries of the same call: left out of the content hash.
@@ -157,7 +168,12 @@ class LineParser:
         self.skew = timedelta(hours=max_future_skew_hours)
         self.now = to_utc(now) if now is not None else datetime.now(UTC)
         self.max_line_bytes = max_line_bytes
-        self._fn = {"segment": self._segment, "native": self._native}.get(fmt)
+        self._fn = {
+            "segment": self._segment,
+            "native": self._native,
+            "mixpanel": self._mixpanel,
+            "amplitude": self._amplitude,
+        }.get(fmt)
         self._validate_segment = SEGMENT_ADAPTER.validate_json
 
     def parse(self, raw: bytes, lineage: Lineage) -> Row | RejectedRow:
@@ -375,6 +391,144 @@ class LineParser:
             email_address=rec.email_address,
             properties=rec.properties or {},
         )
+
+    # -- exporter files: mixpanel, amplitude -----------------------------------------------------------------------
+    def _export_record(self, adapter: Any, raw: bytes, field_reasons: Mapping[tuple[str, ...], RejectReason]) -> Any:
+        try:
+            value = adapter.validate_json(raw)
+        except ValidationError as exc:
+            raise Rejection(*_export_reason(raw, exc, field_reasons)) from None
+        if has_non_finite(raw):
+            raise Rejection(RejectReason.INVALID_JSON, "NaN/Infinity are not JSON")
+        return value
+
+    def _mixpanel(self, raw: bytes, lineage: Lineage) -> Row:
+        """A Mixpanel export line (``shared.sources.mixpanel``) -> an event."""
+        msg: MixpanelEvent = self._export_record(MIXPANEL_ADAPTER, raw, mixpanel.FIELD_REASONS)
+        props = msg.properties
+        if props is None:
+            raise Rejection(RejectReason.MISSING_IDENTITY, "no properties: neither $user_id nor distinct_id is set")
+        iid = present(props.insert_id)
+        contact = present(props.user_id) or present(props.distinct_id)
+        if contact is None:
+            raise Rejection(
+                RejectReason.MISSING_IDENTITY, "neither properties.$user_id nor properties.distinct_id is set", iid
+            )
+        if props.time is None:
+            raise Rejection(RejectReason.MISSING_TIMESTAMP, "properties.time is not set", iid)
+        ts = epoch_to_utc(props.time)
+        if ts is None:
+            raise Rejection(
+                RejectReason.INVALID_TIMESTAMP,
+                f"properties.time {props.time!r} is not a positive epoch in seconds or milliseconds",
+                iid,
+            )
+        # Mixpanel's processing time plays Segment's receivedAt: the same line always gets the same verdict.
+        processed = epoch_to_utc(props.processing_time_ms) if props.processing_time_ms is not None else None
+        self._check_future(ts, processed or lineage.received_at, iid)
+        if iid is None:
+            iid = content_hash(json.loads(raw))
+        extra = props.model_extra or {}
+        dropped = mixpanel.DROPPED_PROPERTIES
+        if not dropped.isdisjoint(extra):
+            extra = {k: v for k, v in extra.items() if k not in dropped}
+        md = self.scrubber.scrub(extra) if extra else {}
+        return _event_row(contact, ts, msg.event, iid, lineage, present(props.timezone), md)
+
+    def _amplitude(self, raw: bytes, lineage: Lineage) -> Row:
+        """An Amplitude export line (``shared.sources.amplitude``) -> an event, or user properties for ``$identify``."""
+        msg: AmplitudeEvent = self._export_record(AMPLITUDE_ADAPTER, raw, amplitude.FIELD_REASONS)
+        iid = present(msg.insert_id) or present(msg.uuid)
+        contact = present(msg.user_id) or present(msg.device_id)
+        if contact is None:
+            raise Rejection(RejectReason.MISSING_IDENTITY, "neither user_id nor device_id is set", iid)
+        ts = msg.event_time or msg.client_event_time or msg.server_received_time or msg.server_upload_time
+        if ts is None:
+            raise Rejection(
+                RejectReason.MISSING_TIMESTAMP,
+                "none of event_time, client_event_time, server_received_time, server_upload_time is set",
+                iid,
+            )
+        ts = to_utc(ts)  # a naive export time is UTC
+        received = msg.server_received_time or msg.server_upload_time
+        self._check_future(ts, to_utc(received) if received is not None else lineage.received_at, iid)
+        if iid is None:
+            iid = content_hash(json.loads(raw))
+        if msg.event_type == amplitude.IDENTIFY:
+            return self._amplitude_identify(msg, contact, ts, iid, lineage)
+        scrubber = self.scrubber
+        props = msg.event_properties
+        md = scrubber.scrub(props) if props else {}
+        d = msg.__dict__
+        context = {name: d[name] for name in amplitude.CONTEXT_FIELDS if d[name] is not None}
+        if context:
+            context = scrubber.scrub(context)
+            if context:
+                md["context"] = context
+        return _event_row(contact, ts, msg.event_type, iid, lineage, None, md)
+
+    @staticmethod
+    def _amplitude_identify(
+        msg: AmplitudeEvent, contact: str, ts: datetime, iid: str, lineage: Lineage
+    ) -> UserPropertiesRow:
+        """``$identify``: user properties, with the addresses pulled out as in Segment's identify mapping."""
+        traits = user_property_values(msg.user_properties or {})
+        found: dict[str, str | None] = {}
+        for column, keys in (
+            ("email", ("email",)),
+            ("phone", ("phone", "phone_number")),
+            ("timezone", ("timezone",)),
+            ("country", ("country",)),
+        ):
+            found[column] = None
+            for key in keys:
+                value = _text(traits.get(key))
+                if value is not None:
+                    del traits[key]
+                    found[column] = value
+                    break
+        return UserPropertiesRow(
+            contact_id=contact,
+            updated_at=ts,
+            event_instance_id=iid,
+            lineage=lineage,
+            country=found["country"] or present(msg.country),
+            timezone=found["timezone"],
+            push_token=None,
+            phone_number=found["phone"],
+            email_address=found["email"],
+            properties=traits,
+        )
+
+
+def _export_reason(
+    raw: bytes, exc: ValidationError, field_reasons: Mapping[tuple[str, ...], RejectReason]
+) -> tuple[RejectReason, str]:
+    """An exporter model's validation error -> one reason. The source module's table says what a field means (its
+    fields sit at other places than Segment's); the rules are ``reason_from_validation``'s: a missing, null or blank
+    name or id is ``missing_*``, one of the wrong type is ``invalid_field``. Anything else is left to it."""
+    found: list[tuple[RejectReason, str]] = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(str(p) for p in err["loc"])
+        key = loc[:2] if loc[:2] in field_reasons else loc[:1]
+        reason = field_reasons.get(key)
+        if reason is None:
+            continue
+        etype = err["type"]
+        if reason in (RejectReason.MISSING_IDENTITY, RejectReason.MISSING_EVENT_NAME) and not (
+            etype in ("missing", "string_pattern_mismatch") or (etype == "string_type" and err.get("input") is None)
+        ):
+            reason = RejectReason.INVALID_FIELD
+        found.append((reason, f"{'.'.join(key)}: {err['msg']}"))
+    if not found:
+        return reason_from_validation(raw, exc, "event")
+    order = (
+        RejectReason.MISSING_IDENTITY,
+        RejectReason.MISSING_EVENT_NAME,
+        RejectReason.INVALID_TIMESTAMP,
+        RejectReason.INVALID_FIELD,
+    )
+    return min(found, key=lambda rm: order.index(rm[0]))
 
 
 def parse_line(

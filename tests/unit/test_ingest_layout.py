@@ -1,4 +1,4 @@
-"""shared.ingest.layout: Segment object names -> data or ignored-with-reason."""
+"""shared.ingest.layout: object names (Segment, Mixpanel, Amplitude layouts) -> data or ignored-with-reason."""
 
 from __future__ import annotations
 
@@ -57,3 +57,54 @@ def test_non_data_objects_are_ignored_with_a_reason(name: str, prefix: str, reas
     # THEN it is ignored (acked, not failed) and says why
     assert layout.kind == "ignored" and layout.reason == reason
     assert layout.source_id is None and layout.day is None and not layout.is_data
+
+
+@pytest.mark.parametrize(
+    ("name", "prefix", "kind", "source"),
+    [
+        # Mixpanel raw pipeline with the prefix "mixpanel": <project>/<YYYY>/<MM>/<DD>/<HH or full_day>/<file>
+        ("mixpanel/3141592/2024/05/14/full_day/export-0.json.gz", "", "mixpanel", "3141592"),
+        ("mixpanel/3141592/2024/05/14/09/part-1.json.gz", "", "mixpanel", "3141592"),
+        ("acme/mixpanel/3141592/2024/05/14/09/part-1.json.gz", "acme", "mixpanel", "3141592"),
+        ("mixpanel/export.json.gz", "", "mixpanel", None),  # a Raw Export API file uploaded by hand
+        # Amplitude's Cloud Storage export with the folder "amplitude": <project>/<project>_<day>_<hour>#<n>.json.gz
+        ("amplitude/187520/187520_2020-01-25_17#1.json.gz", "", "amplitude", "187520"),
+        ("acme/amplitude/187520/187520_2020-01-25_17#1.json.gz", "/acme/", "amplitude", "187520"),
+        ("amplitude/export.json.gz", "", "amplitude", None),
+        # a Segment path stays Segment's, even below a folder named like another exporter
+        ("mixpanel/segment-logs/src1/1714521600000/f.gz", "", "segment", "src1"),
+    ],
+)
+def test_exporter_folders_are_data_of_that_format(name: str, prefix: str, kind: str, source: str | None) -> None:
+    # GIVEN an object under a top-level mixpanel/ or amplitude/ folder (after the tenant prefix)
+    # WHEN classified
+    layout = classify_object(name, prefix)
+    # THEN it is data whose kind is the loader's format, with the exporter's project id when the path has one
+    assert layout.is_data
+    assert (layout.kind, layout.source_id, layout.reason) == (kind, source, None)
+
+
+@pytest.mark.parametrize(
+    ("name", "prefix", "reason"),
+    [
+        ("mixpanel/3141592/2024/05/14/full_day/complete", "", "export_marker"),  # Mixpanel's "period done" marker
+        ("acme/mixpanel/3141592/2024/05/14/09/complete", "acme", "export_marker"),
+        ("amplitude/-189524/-189524_2020-01-25_17.json.gz", "", "not_event_export"),  # merged Amplitude IDs
+        ("mixpanel/", "", "directory_placeholder"),
+        ("amplitude/187520/", "", "directory_placeholder"),
+        ("mixpanel", "", "not_segment_layout"),  # a file named like the folder
+        ("x/mixpanel/3141592/f.json.gz", "", "not_segment_layout"),  # not top-level
+        ("acme/x/amplitude/187520/f.json.gz", "acme", "not_segment_layout"),
+        ("Mixpanel/3141592/f.json.gz", "", "not_segment_layout"),  # folder names are case-sensitive
+        ("mixpanel/dummy-object.txt", "", "dummy_object"),
+        ("other/mixpanel/3141592/f.json.gz", "acme", "outside_tenant_prefix"),
+        ("mixpanel/../amplitude/f.json.gz", "", "unsafe_name"),
+        ("amplitude//187520/f.json.gz", "", "unsafe_name"),
+    ],
+)
+def test_exporter_non_data_objects_are_ignored_with_a_reason(name: str, prefix: str, reason: str) -> None:
+    # GIVEN a name under (or next to) an exporter folder that is not an event file
+    # WHEN classified
+    layout = classify_object(name, prefix)
+    # THEN it is ignored (acked, not failed) and says why
+    assert (layout.kind, layout.reason, layout.is_data) == ("ignored", reason, False)

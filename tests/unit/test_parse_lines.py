@@ -140,7 +140,7 @@ def test_future_timestamp_uses_received_at_then_now() -> None:
 
 
 def test_unknown_format_rejects_instead_of_raising() -> None:
-    row = parse(TRACK, fmt="mixpanel")
+    row = parse(TRACK, fmt="parquet")
     assert isinstance(row, RejectedRow) and row.reason_code == RejectReason.UNKNOWN_FORMAT
 
 
