@@ -61,6 +61,12 @@ class RouterState:
         while len(self.settled) > _SETTLED_LIMIT:  # oldest first (dicts keep insertion order)
             del self.settled[next(iter(self.settled))]
 
+    def expect(self, keys: list[str]) -> None:
+        """``landline drop``/``tick`` announce what they started; what already settled is not waited for."""
+        with self.lock:
+            self.expected.update(key for key in keys if key not in self.settled)
+            self.last_activity = time.monotonic()
+
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {
@@ -151,9 +157,7 @@ def make_handler(
         def do_POST(self) -> None:
             if self.path == "/expect":
                 objects = json.loads(self._body() or b"[]")
-                with state.lock:
-                    state.expected.update(key for key in objects if key not in state.settled)
-                    state.last_activity = time.monotonic()
+                state.expect(objects)
                 self._reply(200, {"expected": len(objects)})
                 return
             parts = self.path.strip("/").split("/")
