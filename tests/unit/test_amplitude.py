@@ -3,19 +3,17 @@ and ``$identify`` lines as user properties."""
 
 from __future__ import annotations
 
-import copy
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shared.load import RejectReason, parse_line, parse_lines
+from shared.load import RejectReason, parse_lines
 from shared.privacy import PrivacyPolicy
-from shared.warehouse.rows import EventRow, Lineage, RejectedRow, UserPropertiesRow
+from shared.warehouse.rows import Lineage, RejectedRow, UserPropertiesRow
+from tests.unit.export_support import EVENTS, captured_line, line_parsers
 
-EVENTS = Path(__file__).resolve().parents[1] / "events"
 NOW = datetime(2024, 5, 15, tzinfo=UTC)
 LINEAGE = Lineage("amplitude", "gs://tenant-bucket/amplitude/187520/187520_2024-05-14_9#1.json.gz#7", 1, NOW)
 # Personal values of the captured lines (tests/events/amplitude.ndjson) that must never reach event metadata.
@@ -41,27 +39,11 @@ IDENTIFY_LINE = 3
 
 
 def captured(n: int, changes: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Line ``n`` (1-based) of the captured export, with ``changes`` applied (``...`` removes a field)."""
-    lines = (EVENTS / "amplitude.ndjson").read_text().splitlines()
-    line: dict[str, Any] = copy.deepcopy(json.loads(lines[n - 1]))
-    for key, value in (changes or {}).items():
-        if value is ...:
-            line.pop(key, None)
-        else:
-            line[key] = value
-    return line
+    """Line ``n`` (1-based) of the captured export, with ``changes`` applied (``...`` removes)."""
+    return captured_line("amplitude", n, changes)
 
 
-def parse(raw: bytes | dict[str, Any], **kw: Any) -> EventRow | UserPropertiesRow | RejectedRow:
-    if isinstance(raw, dict):
-        raw = json.dumps(raw).encode()
-    return parse_line(raw, fmt="amplitude", lineage=kw.pop("lineage", LINEAGE), now=NOW, **kw)
-
-
-def event(raw: bytes | dict[str, Any], **kw: Any) -> EventRow:
-    row = parse(raw, **kw)
-    assert isinstance(row, EventRow), row
-    return row
+parse, event = line_parsers("amplitude", LINEAGE, NOW)
 
 
 def test_ios_event_maps_to_an_event_row() -> None:

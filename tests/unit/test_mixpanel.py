@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shared.load import RejectReason, parse_line, parse_lines
+from shared.load import RejectReason, parse_lines
 from shared.privacy import PrivacyPolicy
-from shared.warehouse.rows import EventRow, Lineage, RejectedRow, UserPropertiesRow
+from shared.warehouse.rows import EventRow, Lineage, RejectedRow
+from tests.unit.export_support import EVENTS, captured_line, line_parsers
 
-EVENTS = Path(__file__).resolve().parents[1] / "events"
 NOW = datetime(2024, 5, 15, tzinfo=UTC)
 LINEAGE = Lineage("mixpanel", "gs://tenant-bucket/mixpanel/3141592/2024/05/14/full_day/export-0.json.gz#5", 1, NOW)
 # Personal values of the captured lines (tests/events/mixpanel.ndjson) that must never reach event metadata.
@@ -36,26 +34,10 @@ PII = {
 
 def captured(n: int, changes: dict[str, Any] | None = None) -> dict[str, Any]:
     """Line ``n`` (1-based) of the captured export, with ``changes`` applied to its ``properties`` (``...`` removes)."""
-    lines = (EVENTS / "mixpanel.ndjson").read_text().splitlines()
-    event: dict[str, Any] = copy.deepcopy(json.loads(lines[n - 1]))
-    for key, value in (changes or {}).items():
-        if value is ...:
-            event["properties"].pop(key, None)
-        else:
-            event["properties"][key] = value
-    return event
+    return captured_line("mixpanel", n, changes, inside="properties")
 
 
-def parse(raw: bytes | dict[str, Any], **kw: Any) -> EventRow | UserPropertiesRow | RejectedRow:
-    if isinstance(raw, dict):
-        raw = json.dumps(raw).encode()
-    return parse_line(raw, fmt="mixpanel", lineage=kw.pop("lineage", LINEAGE), now=NOW, **kw)
-
-
-def event(raw: bytes | dict[str, Any], **kw: Any) -> EventRow:
-    row = parse(raw, **kw)
-    assert isinstance(row, EventRow), row
-    return row
+parse, event = line_parsers("mixpanel", LINEAGE, NOW)
 
 
 def test_web_event_maps_to_an_event_row() -> None:
