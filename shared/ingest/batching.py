@@ -10,6 +10,10 @@ Why it looks like this:
   prefix sum and ``bisect`` -- per-batch Python work instead of per-line work, to keep up with inflate.
 * A line bigger than ``max_bytes`` is still published, alone and flagged ``oversized``, so the caller can reject it
   with a reason instead of dropping it. A truncated file's broken last line is published marked ``partial_line``.
+* CSV files (``format=csv``): the first line is the header row. :func:`split_csv_header` takes it off the line
+  stream, and :func:`encode_batch` puts it in front of *every* batch's payload, so each message is a small CSV file
+  the loader can read alone (no 1024-byte attribute limit on the header). ``first_line``/``last_line`` still number
+  the data lines with their real line numbers in the file; the header is not a data line and is not counted.
 """
 
 from __future__ import annotations
@@ -17,24 +21,39 @@ from __future__ import annotations
 import hashlib
 from bisect import bisect_right
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import accumulate, chain
 from typing import TYPE_CHECKING
 
-from shared.ingest.decode import LineChunk, LineReader, RawLine
+from shared.ingest.decode import (
+    _KNOWN_MAGIC,
+    _WHITESPACE,
+    UNSUPPORTED_CONTENT,
+    UNSUPPORTED_ENCODING,
+    UTF8_BOM,
+    FileRejected,
+    LineChunk,
+    LineReader,
+    RawLine,
+    _describe,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
+    from typing import BinaryIO
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_LINES",
     "Batch",
+    "CsvLineReader",
     "attribute_line_numbers",
     "batch_attributes",
     "batch_chunks",
     "batch_id",
     "batch_lines",
     "encode_batch",
+    "open_csv_lines",
+    "split_csv_header",
 ]
 
 # ~700-byte Segment lines -> ~700 KB messages: far below Pub/Sub's 10 MB message cap and small enough for one
@@ -214,9 +233,69 @@ def batch_id(origin: str, index: int) -> str:
     return hashlib.sha256(f"{origin}\n{index}".encode()).hexdigest()[:32]
 
 
-def encode_batch(batch: Batch) -> bytes:
-    """The Pub/Sub payload: the raw lines joined by ``\\n`` (NDJSON, no trailing newline)."""
+def encode_batch(batch: Batch, header: bytes | None = None) -> bytes:
+    """The Pub/Sub payload: the raw lines joined by ``\\n`` (NDJSON, no trailing newline); a CSV file's ``header``
+    row comes first."""
+    if header is not None:
+        return b"\n".join([header, *batch.lines])
     return b"\n".join(batch.lines)
+
+
+# -- csv ------------------------------------------------------------------------------------------------------------
+
+
+class CsvLineReader(LineReader):
+    """A :class:`LineReader` for CSV text: the same sniffing (gzip or plain, from the bytes), streaming and line
+    numbers, but the content must look like text rather than start with ``{``: a known binary magic or a NUL byte in
+    the first chunk rejects the file as ``unsupported_encoding``/``unsupported_content``."""
+
+    def _sniff_content(self, decoded: Iterator[bytes], raw_head: bytes) -> Iterator[bytes]:
+        head = b""
+        for data in decoded:
+            head += data
+            if len(head) >= len(UTF8_BOM):
+                break
+        if head.startswith(UTF8_BOM):
+            head = head[len(UTF8_BOM) :]
+        while not head.lstrip(_WHITESPACE):
+            # Only blank lines so far: count them and keep just the unterminated remainder.
+            self._first_number += head.count(b"\n")
+            head = head[head.rfind(b"\n") + 1 :]
+            data = next(decoded, b"")
+            if not data:
+                return iter(())  # nothing but whitespace (or an empty gzip): zero lines
+            head += data
+        if b"\x00" in head or (
+            self.encoding == "plain" and any(raw_head.startswith(magic) for magic, _ in _KNOWN_MAGIC)
+        ):
+            if self.encoding == "gzip":
+                raise FileRejected(UNSUPPORTED_CONTENT, "gzip content is not CSV text (it holds NUL bytes)")
+            raise FileRejected(UNSUPPORTED_ENCODING, f"not gzip and not CSV text ({_describe(raw_head)})")
+        return chain((head,), decoded)
+
+
+def open_csv_lines(stream: BinaryIO, chunk_size: int = 1 << 20) -> CsvLineReader:
+    """Like :func:`shared.ingest.decode.open_lines`, for a CSV file (header row first, then one record a line)."""
+    return CsvLineReader(stream, chunk_size)
+
+
+def split_csv_header(chunks: Iterable[LineChunk]) -> tuple[RawLine | None, Iterator[LineChunk]]:
+    """The first non-blank line (a CSV file's header row) and the chunks of every line after it.
+
+    ``None`` for a file without lines. The header is ``partial`` if the file ends (truncated) inside it.
+    """
+    it = iter(chunks)
+    for chunk in it:
+        if not chunk.lines:
+            continue
+        header = RawLine(chunk.number_at(0), chunk.lines[0], chunk.partial and len(chunk.lines) == 1)
+        rest = chunk.lines[1:]
+        if not rest:
+            return header, it
+        numbers = chunk.numbers[1:] if chunk.numbers is not None else None
+        first = numbers[0] if numbers is not None else chunk.first_number + 1
+        return header, chain((LineChunk(first, rest, numbers, chunk.partial),), it)
+    return None, iter(())
 
 
 def _ranges(skipped: Iterable[tuple[int, int]]) -> str:

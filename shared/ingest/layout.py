@@ -10,10 +10,15 @@ Layouts (after the tenant's optional prefix):
 * Amplitude: ``amplitude/<anything>/<file>``. Point the Cloud Storage export at the folder ``amplitude`` (or
   ``<tenant-prefix>/amplitude``); Amplitude then writes ``amplitude/<project-id>/<project-id>_<yyyy-MM-dd>_<H>#<n>.json.gz``.
   Its "merged Amplitude IDs" export (``-<org-id>/-<org-id>_...``) holds id merges, not events: ignored.
+* CSV in the product's native data model: ``csv/<source>/<anything>.csv`` (or ``.csv.gz``; gzip is sniffed from the
+  bytes, never from the name, so any file name works). The first line of every file is its header row; the ledger's
+  ``lines`` of a CSV file counts its data lines only (the header is not a record), so the stats equation holds
+  (``shared.ingest.pipeline``).
 
-For Mixpanel and Amplitude the folder right under ``mixpanel/``/``amplitude/`` is the exporter's project id, kept as
-``source_id`` when there is one; the rest of the path is not parsed. A top-level ``mixpanel/`` or ``amplitude/``
-folder only counts when the name is not already a Segment path, so Segment's layout is unchanged.
+For Mixpanel and Amplitude the folder right under ``mixpanel/``/``amplitude/`` is the exporter's project id (for CSV,
+whatever source name the team chose), kept as ``source_id`` when there is one; the rest of the path is not parsed. A
+top-level ``mixpanel/``, ``amplitude/`` or ``csv/`` folder only counts when the name is not already a Segment path, so
+Segment's layout is unchanged.
 
 Why it looks like this: a bucket also receives things that are not data (Segment's ``dummy-object.txt`` access
 check, folder placeholders, other tenants' prefixes, export markers). Those are *ignored with a reason* -- logged,
@@ -42,10 +47,10 @@ BAD_DAY = "bad_day"
 EXPORT_MARKER = "export_marker"
 NOT_EVENT_EXPORT = "not_event_export"
 
-Kind = Literal["segment", "mixpanel", "amplitude", "ignored"]
+Kind = Literal["segment", "mixpanel", "amplitude", "csv", "ignored"]
 
 # Top-level folder (after the tenant prefix) -> format of the files below it.
-EXPORTER_ROOTS: dict[str, Kind] = {"mixpanel": "mixpanel", "amplitude": "amplitude"}
+EXPORTER_ROOTS: dict[str, Kind] = {"mixpanel": "mixpanel", "amplitude": "amplitude", "csv": "csv"}
 MIXPANEL_COMPLETE_MARKER = "complete"
 
 
@@ -106,7 +111,7 @@ def classify_object(name: str, tenant_prefix: str = "") -> ObjectLayout:
 
 
 def _exporter_object(kind: Kind, parts: list[str]) -> ObjectLayout:
-    """``mixpanel/...`` or ``amplitude/...``: data, except the exporters' own non-event objects."""
+    """``mixpanel/...``, ``amplitude/...`` or ``csv/...``: data, except the exporters' own non-event objects."""
     file_name = parts[-1]
     if kind == "mixpanel" and file_name == MIXPANEL_COMPLETE_MARKER:
         return _ignored(EXPORT_MARKER)

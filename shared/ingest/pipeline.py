@@ -4,6 +4,12 @@ Idempotent on ``gs://bucket/object#generation``: batches are cut from the line s
 origin + index, so a second delivery (or a redelivery after a crash mid-file) publishes identical batches, and the
 loader's stable event ids keep the deduplicated views exact. An overwrite is a new generation, hence a new file.
 
+CSV files (``format=csv``): the first line is the header row. It is checked before anything is published (a header
+missing a required column, or with a duplicate or empty name, rejects the whole file with a reason naming the
+columns, and nothing is published), then travels in front of every batch's payload (``shared.ingest.batching``).
+The ledger's ``lines`` of a CSV file counts its data lines only -- the header is not a record -- so
+``lines == events + user_property_rows + rejected_lines + duplicates`` keeps holding.
+
 Failure classes: a bad file (unreadable encoding) is recorded as ``rejected`` and acked; a non-data object is
 recorded as ``ignored`` and acked; Pub/Sub or Storage hiccups raise ``TransientError`` (the event is redelivered);
 a missing topic or a permission problem raises ``SetupError`` naming the fix.
@@ -23,17 +29,27 @@ from google.resumable_media import common as media_errors
 from shared.clients import publisher, storage_client, topic_path
 from shared.config import Tenant, settings, tenants
 from shared.errors import PermanentError, SetupError, TransientError
-from shared.ingest.batching import batch_attributes, batch_lines, encode_batch
-from shared.ingest.decode import FileRejected, open_lines
+from shared.ingest.batching import (
+    batch_attributes,
+    batch_chunks,
+    batch_lines,
+    encode_batch,
+    open_csv_lines,
+    split_csv_header,
+)
+from shared.ingest.decode import FileRejected, LineReader, open_lines
 from shared.ingest.layout import classify_object
+from shared.sources.csv_export import HeaderError, parse_header
 from shared.warehouse.client import bigquery_client
 from shared.warehouse.rows import FileLedgerRow
 from shared.warehouse.writer import write_rows
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
     from concurrent.futures import Future
 
     from shared.envelopes import StorageObjectData
+    from shared.ingest.decode import LineChunk
 
 PROCESSOR = "landline.ingest"
 READ_CHUNK_BYTES = 4 * 1024 * 1024  # bytes per ranged GET from Cloud Storage; bounds memory with the decoder's chunk
@@ -122,16 +138,25 @@ def _publish_object(
     # so keeping them all would hold the whole file in memory.
     pending: deque[Future[str]] = deque()
     batches = 0
+    header: bytes | None = None
+    reader: LineReader
     try:
         # raw_download: the stored bytes, even for objects with Content-Encoding: gzip; the decoder sniffs them.
         with blob.open("rb", chunk_size=READ_CHUNK_BYTES, raw_download=True) as raw:
-            reader = open_lines(raw)
-            for batch in batch_lines(reader, cfg.batch_max_lines, cfg.batch_max_bytes):
-                # the layout's kind is the loader's format: segment, mixpanel or amplitude
+            if fmt == "csv":
+                reader = open_csv_lines(raw)
+                header, rest = _csv_header(reader.iter_chunks_of_lines())
+                extra = len(header) + 1 if header is not None else 0
+                batches_of = batch_chunks(rest, cfg.batch_max_lines, max(1, cfg.batch_max_bytes - extra))
+            else:
+                reader = open_lines(raw)
+                batches_of = batch_lines(reader, cfg.batch_max_lines, cfg.batch_max_bytes)
+            for batch in batches_of:
+                # the layout's kind is the loader's format: segment, mixpanel, amplitude or csv
                 attributes = batch_attributes(batch, tenant=tenant.name, origin=origin, fmt=fmt)
                 if source_id:
                     attributes["source_id"] = source_id[:256]
-                payload = encode_batch(batch)
+                payload = encode_batch(batch, header)
                 if batch.oversized and len(payload) > MAX_MESSAGE_BYTES:
                     # One line bigger than a Pub/Sub message: send its head so the loader rejects it with a reason.
                     attributes["original_bytes"] = str(len(payload))
@@ -155,7 +180,22 @@ def _publish_object(
     except (gexc.GoogleAPICallError, media_errors.InvalidResponse, ConnectionError, TimeoutError) as exc:
         raise TransientError(f"ingesting {origin} failed: {exc}") from exc
     status = "truncated" if reader.truncated else "loaded"
-    result = IngestResult(
-        origin, status, lines=reader.lines, batches=batches, bytes_read=reader.bytes_in, reason=reader.error
-    )
+    lines = reader.lines - 1 if header is not None else reader.lines  # a CSV header row is not a record
+    result = IngestResult(origin, status, lines=lines, batches=batches, bytes_read=reader.bytes_in, reason=reader.error)
     return result, reader.encoding
+
+
+def _csv_header(chunks: Iterable[LineChunk]) -> tuple[bytes | None, Iterator[LineChunk]]:
+    """Take a CSV file's header row off its lines and check it; ``FileRejected`` (naming the columns) if it is bad.
+    ``None`` for a file without lines."""
+    header, rest = split_csv_header(chunks)
+    if header is None:
+        return None, rest
+    if header.partial:
+        raise FileRejected("invalid_csv_header", "the file ends inside its header row (truncated gzip)")
+    data = header.data.removeprefix(b"\xef\xbb\xbf")
+    try:
+        parse_header(data)
+    except HeaderError as exc:
+        raise FileRejected(exc.reason, f"line {header.number}: {exc.message}") from None
+    return data, rest

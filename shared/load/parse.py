@@ -31,8 +31,9 @@ from shared.sources.common import (
     reason_from_validation,
     to_utc,
 )
+from shared.sources.csv_export import CsvHeader, HeaderError, parse_header
 from shared.sources.mixpanel import MIXPANEL_ADAPTER, MixpanelEvent, epoch_to_utc
-from shared.sources.native import NATIVE_ADAPTER, NativeEvent
+from shared.sources.native import NATIVE_ADAPTER, NativeEvent, NativeUserProperties
 from shared.sources.segment import SEGMENT_ADAPTER, Alias, Group, Identify, Page, Screen, Track
 from shared.warehouse.rows import EventRow, Lineage, RejectedRow, UserPropertiesRow
 
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
 PROCESSOR_NAME = "landline.load"
-FORMATS = ("segment", "native", "mixpanel", "amplitude")
+FORMATS = ("segment", "native", "mixpanel", "amplitude", "csv")
 MAX_LINE_BYTES = 1_000_000  # Segment caps a call at 32 KB; far beyond that is a broken file, not an event
 MAX_PAYLOAD_BYTES = 100_000  # what a rejected row keeps of the original line
 # Transport fields that differ between two deliveries of the same call: left out of the content hash.
@@ -152,7 +153,17 @@ def rejected_row(
 class LineParser:
     """Holds the per-batch settings so the per-line path does no setup work."""
 
-    __slots__ = ("_fn", "_validate_segment", "fmt", "max_line_bytes", "now", "policy", "scrubber", "skew")
+    __slots__ = (
+        "_csv_header",
+        "_fn",
+        "_validate_segment",
+        "fmt",
+        "max_line_bytes",
+        "now",
+        "policy",
+        "scrubber",
+        "skew",
+    )
 
     def __init__(
         self,
@@ -161,6 +172,7 @@ class LineParser:
         max_future_skew_hours: float = 24.0,
         now: datetime | None = None,
         max_line_bytes: int = MAX_LINE_BYTES,
+        csv_header: bytes | None = None,
     ) -> None:
         self.fmt = fmt
         self.policy = policy
@@ -173,7 +185,18 @@ class LineParser:
             "native": self._native,
             "mixpanel": self._mixpanel,
             "amplitude": self._amplitude,
+            "csv": self._csv,
         }.get(fmt)
+        # csv: the header is read once per batch; a bad one (or none) rejects every line with the reason
+        self._csv_header: CsvHeader | str | None = None
+        if fmt == "csv":
+            if csv_header is None:
+                self._csv_header = "no CSV header row came with this line"
+            else:
+                try:
+                    self._csv_header = parse_header(csv_header)
+                except HeaderError as exc:
+                    self._csv_header = f"{exc.reason}: {exc.message}"
         self._validate_segment = SEGMENT_ADAPTER.validate_json
 
     def parse(self, raw: bytes, lineage: Lineage) -> Row | RejectedRow:
@@ -367,7 +390,11 @@ class LineParser:
     # -- native ----------------------------------------------------------------------------------------------------
     def _native(self, raw: bytes, lineage: Lineage) -> Row:
         rec = self._validate(NATIVE_ADAPTER, raw, "kind")
-        if type(rec) is NativeEvent:
+        return self._native_row(rec, lineage)
+
+    def _native_row(self, rec: NativeEvent | NativeUserProperties, lineage: Lineage) -> Row:
+        """A validated native record (a direct publisher's JSON or a CSV line) -> its row."""
+        if isinstance(rec, NativeEvent):
             ts = to_utc(rec.timestamp)
             iid = rec.instance_id
             self._check_future(ts, lineage.received_at, iid)
@@ -391,6 +418,21 @@ class LineParser:
             email_address=rec.email_address,
             properties=rec.properties or {},
         )
+
+    # -- csv -------------------------------------------------------------------------------------------------------
+    def _csv(self, raw: bytes, lineage: Lineage) -> Row:
+        """A data line of a CSV export (``shared.sources.csv_export``): a native record, mapped as ``_native`` does."""
+        header = self._csv_header
+        if not isinstance(header, CsvHeader):
+            raise Rejection(RejectReason.INVALID_CSV, str(header))
+        try:
+            rec = header.record(raw)
+        except ValidationError as exc:
+            reason, message = reason_from_validation(raw, exc, "kind")
+            if any(e["type"] == "missing" and e["loc"] == ("timestamp",) for e in exc.errors(include_url=False)):
+                reason = RejectReason.MISSING_TIMESTAMP  # an empty timestamp cell: absent, not malformed
+            raise Rejection(reason, message) from None
+        return self._native_row(rec, lineage)
 
     # -- exporter files: mixpanel, amplitude -----------------------------------------------------------------------
     def _export_record(self, adapter: Any, raw: bytes, field_reasons: Mapping[tuple[str, ...], RejectReason]) -> Any:
@@ -540,9 +582,11 @@ def parse_line(
     max_future_skew_hours: float = 24.0,
     now: datetime | None = None,
     max_line_bytes: int = MAX_LINE_BYTES,
+    csv_header: bytes | None = None,
 ) -> Row | RejectedRow:
-    """One raw line (bytes, without its ``\\n``) -> one row. ``lineage`` is used as given (line number included)."""
-    return LineParser(fmt, policy, max_future_skew_hours, now, max_line_bytes).parse(raw, lineage)
+    """One raw line (bytes, without its ``\\n``) -> one row. ``lineage`` is used as given (line number included).
+    ``csv_header``: the header row of the file a ``csv`` line comes from."""
+    return LineParser(fmt, policy, max_future_skew_hours, now, max_line_bytes, csv_header).parse(raw, lineage)
 
 
 def parse_lines(
@@ -554,8 +598,9 @@ def parse_lines(
     max_future_skew_hours: float = 24.0,
     now: datetime | None = None,
     max_line_bytes: int = MAX_LINE_BYTES,
+    csv_header: bytes | None = None,
 ) -> ParsedBatch:
     """``(line_number, raw)`` pairs -> rows and rejected rows. ``lineage`` carries origin/received_at for the batch;
     each row gets its own line number. ``now`` is read once per batch (the future-timestamp reference when a record
-    has no receivedAt and the batch has no received_at)."""
-    return LineParser(fmt, policy, max_future_skew_hours, now, max_line_bytes).parse_batch(lines, lineage)
+    has no receivedAt and the batch has no received_at). ``csv_header``: the header row of a ``csv`` batch."""
+    return LineParser(fmt, policy, max_future_skew_hours, now, max_line_bytes, csv_header).parse_batch(lines, lineage)

@@ -1,14 +1,16 @@
 """Load one raw-events message: validate every line, map it to rows, write rows and rejections to the tenant's dataset.
 
 A message is either a batch from ``ingest_file`` (attributes name the origin and the line numbers) or a direct
-publisher's message (one native event, or NDJSON; ``format`` defaults to ``native``). Every line comes out as exactly
+publisher's message (one native event, or NDJSON; ``format`` defaults to ``native``). A ``csv`` message is a small
+CSV file: its first line is the header row, the data lines follow (``first_line``/``last_line`` number the data lines
+only); a rejected CSV line keeps the header in its payload, so a replay republishes a one-line CSV message. Every line comes out as exactly
 one row or one rejected row; after they are written the message is acked. A message whose tenant is missing or unknown
 is a setup error: it is retried and, after the subscription's attempts, kept in the dead-letter topic.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING
 from shared.config import settings, tenants
 from shared.errors import SetupError
 from shared.ingest.batching import attribute_line_numbers
-from shared.load.parse import ParsedBatch, parse_lines, rejected_row
+from shared.load.parse import MAX_PAYLOAD_BYTES, ParsedBatch, parse_lines, rejected_row
 from shared.privacy import DEFAULT_POLICY, PrivacyPolicy, policy_for
 from shared.sources.common import RejectReason
 from shared.warehouse.client import bigquery_client
@@ -83,6 +85,10 @@ def parse_message(
     fmt = attributes.get("format", "native")
     origin = attributes.get("origin") or f"pubsub://{topic or settings().raw_events_topic}/{message.message_id}"
     payload = message.decoded()
+    csv_header: bytes | None = None
+    if fmt == "csv":
+        csv_header, _, payload = payload.partition(b"\n")
+        csv_header = csv_header.removesuffix(b"\r")
     # A direct publisher may end its NDJSON with a newline or leave blank lines: they are not records.
     lines = [line.removesuffix(b"\r") for line in payload.split(b"\n")]
     numbered = [(n, line) for n, line in zip(_line_numbers(attributes, len(lines)), lines, strict=True) if line.strip()]
@@ -112,10 +118,24 @@ def parse_message(
         parsed_oversized.rejected.extend(truncated)
         return parsed_oversized
     parsed = parse_lines(
-        numbered, fmt=fmt, lineage=lineage, policy=policy, max_future_skew_hours=settings().max_future_skew_hours
+        numbered,
+        fmt=fmt,
+        lineage=lineage,
+        policy=policy,
+        max_future_skew_hours=settings().max_future_skew_hours,
+        csv_header=csv_header,
     )
     parsed.rejected.extend(truncated)
+    if csv_header is not None:
+        parsed.rejected = [_with_header(r, csv_header) for r in parsed.rejected]
     return parsed
+
+
+def _with_header(row: RejectedRow, header: bytes) -> RejectedRow:
+    """A rejected CSV line's payload is its header row and the line: readable on its own, and replayable as is."""
+    text = header.decode("utf-8", errors="replace") + "\n" + row.payload
+    cut = text.encode("utf-8", "surrogatepass")[:MAX_PAYLOAD_BYTES].decode("utf-8", errors="ignore")
+    return replace(row, payload=cut)
 
 
 def _check_origin_belongs_to(tenant: Tenant, message: PubSubMessage) -> None:

@@ -37,6 +37,7 @@ class RejectReason(StrEnum):
     TRUNCATED_LINE = "truncated_line"
     LINE_TOO_LARGE = "line_too_large"
     UNKNOWN_FORMAT = "unknown_format"
+    INVALID_CSV = "invalid_csv"  # a CSV line whose field count differs from its header's, or with an unbalanced quote
 
 
 class Rejection(Exception):

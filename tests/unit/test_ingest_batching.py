@@ -14,11 +14,14 @@ from shared.ingest.batching import (
     Batch,
     attribute_line_numbers,
     batch_attributes,
+    batch_chunks,
     batch_id,
     batch_lines,
     encode_batch,
+    open_csv_lines,
+    split_csv_header,
 )
-from shared.ingest.decode import RawLine, open_lines
+from shared.ingest.decode import FileRejected, RawLine, open_lines
 
 ORIGIN = "gs://acme-raw/segment-logs/src1/1714521600000/part-0001.gz#1714560000123456"
 
@@ -218,3 +221,57 @@ def test_no_lines_no_batches_and_bounds_are_validated() -> None:
     assert list(batch_lines([], 10, 10)) == []
     with pytest.raises(ValueError):
         list(batch_lines([RawLine(1, b"{}")], 0, 10))
+
+
+# -- csv ------------------------------------------------------------------------------------------------------------
+CSV_HEADER = b"contact_id,event_name,timestamp"
+CSV_ROWS = [b"u%d,Viewed,2024-05-14T09:21:03Z" % i for i in range(7)]
+
+
+@pytest.mark.parametrize("compress", [False, True])
+@pytest.mark.parametrize("chunk_size", [7, 64, 1 << 20])
+def test_csv_header_goes_in_front_of_every_batch_and_lines_keep_their_numbers(compress: bool, chunk_size: int) -> None:
+    # GIVEN a CSV file (BOM, CRLF, a blank line before the header and one among the rows), plain or gzipped
+    text = b"\xef\xbb\xbf\r\n" + CSV_HEADER + b"\r\n" + b"\r\n".join(CSV_ROWS[:3]) + b"\r\n\r\n"
+    text += b"\r\n".join(CSV_ROWS[3:]) + b"\r\n"
+    reader = open_csv_lines(io.BytesIO(gzip.compress(text) if compress else text), chunk_size=chunk_size)
+    # WHEN the header is taken off and the rest is batched
+    header, rest = split_csv_header(reader.iter_chunks_of_lines())
+    batches = list(batch_chunks(rest, 3, 10_000))
+    # THEN the header is line 2, without BOM or CR, and not in any batch
+    assert header == RawLine(2, CSV_HEADER)
+    assert [line for b in batches for line in b.lines] == CSV_ROWS
+    # AND the data lines keep their real numbers in the file (line 6 is blank)
+    assert [n for b in batches for n in b.line_numbers()] == [3, 4, 5, 7, 8, 9, 10]
+    # AND every payload is a small CSV file: the header, then the batch's lines
+    for b in batches:
+        assert encode_batch(b, header.data).split(b"\n") == [CSV_HEADER, *b.lines]
+    # AND the reader counted the header too: the ingest's ledger subtracts it
+    assert reader.lines == len(CSV_ROWS) + 1
+
+
+def test_csv_header_only_and_empty_files() -> None:
+    header, rest = split_csv_header(open_csv_lines(io.BytesIO(CSV_HEADER + b"\n")).iter_chunks_of_lines())
+    assert header == RawLine(1, CSV_HEADER) and list(rest) == []
+    header, rest = split_csv_header(open_csv_lines(io.BytesIO(b"")).iter_chunks_of_lines())
+    assert header is None and list(rest) == []
+
+
+def test_csv_header_of_a_truncated_file_is_partial() -> None:
+    reader = open_csv_lines(io.BytesIO(gzip.compress(CSV_HEADER)[:-8]))
+    header, _ = split_csv_header(reader.iter_chunks_of_lines())
+    assert header is not None and header.partial
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"PK\x03\x04 zipped csv", "unsupported_encoding"),
+        (b"contact_id\x00,event_name", "unsupported_encoding"),
+        (gzip.compress(b"\x00\x01\x02binary"), "unsupported_content"),
+    ],
+)
+def test_csv_reader_rejects_binary_content(data: bytes, reason: str) -> None:
+    with pytest.raises(FileRejected) as info:
+        open_csv_lines(io.BytesIO(data))
+    assert info.value.reason == reason

@@ -108,3 +108,45 @@ def test_exporter_non_data_objects_are_ignored_with_a_reason(name: str, prefix: 
     layout = classify_object(name, prefix)
     # THEN it is ignored (acked, not failed) and says why
     assert (layout.kind, layout.reason, layout.is_data) == ("ignored", reason, False)
+
+
+@pytest.mark.parametrize(
+    ("name", "prefix", "source"),
+    [
+        ("csv/crm/2024-05-14/events.csv", "", "crm"),
+        ("csv/crm/events.csv.gz", "", "crm"),
+        ("acme/csv/warehouse/users.csv", "acme", "warehouse"),
+        ("acme/csv/warehouse/users.csv", "/acme/", "warehouse"),
+        ("csv/events.csv", "", None),  # no source folder: still CSV
+        ("csv/crm/export", "", "crm"),  # any name: the encoding comes from the bytes, not the extension
+    ],
+)
+def test_csv_folder_objects_are_csv_data(name: str, prefix: str, source: str | None) -> None:
+    # GIVEN an object under a top-level csv/ folder (after the tenant prefix)
+    # WHEN classified
+    layout = classify_object(name, prefix)
+    # THEN it is CSV data, with the folder right under csv/ as its source
+    assert layout.is_data
+    assert (layout.kind, layout.source_id, layout.reason) == ("csv", source, None)
+
+
+@pytest.mark.parametrize(
+    ("name", "prefix", "kind", "reason"),
+    [
+        ("csv/segment-logs/src1/1714521600000/f.gz", "", "segment", None),  # a Segment path stays Segment's
+        ("csv/", "", "ignored", "directory_placeholder"),
+        ("csv/crm/", "", "ignored", "directory_placeholder"),
+        ("csv", "", "ignored", "not_segment_layout"),  # a file named like the folder
+        ("x/csv/crm/events.csv", "", "ignored", "not_segment_layout"),  # not top-level
+        ("CSV/crm/events.csv", "", "ignored", "not_segment_layout"),  # folder names are case-sensitive
+        ("csv/dummy-object.txt", "", "ignored", "dummy_object"),
+        ("other/csv/crm/events.csv", "acme", "ignored", "outside_tenant_prefix"),
+        ("csv/../crm/events.csv", "", "ignored", "unsafe_name"),
+    ],
+)
+def test_csv_folder_keeps_the_other_rules(name: str, prefix: str, kind: str, reason: str | None) -> None:
+    # GIVEN a name under or next to a csv/ folder that another rule decides
+    # WHEN classified
+    layout = classify_object(name, prefix)
+    # THEN that rule wins, as for the other exporter folders
+    assert (layout.kind, layout.reason) == (kind, reason)

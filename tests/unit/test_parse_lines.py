@@ -82,7 +82,8 @@ def test_each_reason_code_triggers(reason: RejectReason, raw: bytes) -> None:
 
 
 def test_every_reason_code_is_covered() -> None:
-    covered = {reason for reason, _ in CASES} | {RejectReason.UNKNOWN_FORMAT}
+    # invalid_csv only occurs in CSV lines: tests/unit/test_csv_export.py covers it
+    covered = {reason for reason, _ in CASES} | {RejectReason.UNKNOWN_FORMAT, RejectReason.INVALID_CSV}
     assert covered == set(RejectReason)
 
 
