@@ -24,18 +24,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate, chain
 from typing import TYPE_CHECKING
 
-from shared.ingest.decode import (
-    _KNOWN_MAGIC,
-    _WHITESPACE,
-    UNSUPPORTED_CONTENT,
-    UNSUPPORTED_ENCODING,
-    UTF8_BOM,
-    FileRejected,
-    LineChunk,
-    LineReader,
-    RawLine,
-    _describe,
-)
+from shared.ingest.decode import CsvLineReader, LineChunk, LineReader, RawLine
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -242,36 +231,6 @@ def encode_batch(batch: Batch, header: bytes | None = None) -> bytes:
 
 
 # -- csv ------------------------------------------------------------------------------------------------------------
-
-
-class CsvLineReader(LineReader):
-    """A :class:`LineReader` for CSV text: the same sniffing (gzip or plain, from the bytes), streaming and line
-    numbers, but the content must look like text rather than start with ``{``: a known binary magic or a NUL byte in
-    the first chunk rejects the file as ``unsupported_encoding``/``unsupported_content``."""
-
-    def _sniff_content(self, decoded: Iterator[bytes], raw_head: bytes) -> Iterator[bytes]:
-        head = b""
-        for data in decoded:
-            head += data
-            if len(head) >= len(UTF8_BOM):
-                break
-        if head.startswith(UTF8_BOM):
-            head = head[len(UTF8_BOM) :]
-        while not head.lstrip(_WHITESPACE):
-            # Only blank lines so far: count them and keep just the unterminated remainder.
-            self._first_number += head.count(b"\n")
-            head = head[head.rfind(b"\n") + 1 :]
-            data = next(decoded, b"")
-            if not data:
-                return iter(())  # nothing but whitespace (or an empty gzip): zero lines
-            head += data
-        if b"\x00" in head or (
-            self.encoding == "plain" and any(raw_head.startswith(magic) for magic, _ in _KNOWN_MAGIC)
-        ):
-            if self.encoding == "gzip":
-                raise FileRejected(UNSUPPORTED_CONTENT, "gzip content is not CSV text (it holds NUL bytes)")
-            raise FileRejected(UNSUPPORTED_ENCODING, f"not gzip and not CSV text ({_describe(raw_head)})")
-        return chain((head,), decoded)
 
 
 def open_csv_lines(stream: BinaryIO, chunk_size: int = 1 << 20) -> CsvLineReader:

@@ -167,7 +167,7 @@ class LineReader:
         self._decoded = self._sniff_content(decoded, head)
 
     def _sniff_content(self, decoded: Iterator[bytes], raw_head: bytes) -> Iterator[bytes]:
-        """Skip a UTF-8 BOM and leading blank lines (counting them) and require ``{`` as first non-blank byte."""
+        """Skip a UTF-8 BOM and leading blank lines (counting them), then check the content (``_check_content``)."""
         head = b""
         for data in decoded:
             head += data
@@ -183,6 +183,12 @@ class LineReader:
             if not data:
                 return iter(())  # nothing but whitespace (or an empty gzip): zero lines
             head += data
+        self._check_content(head, raw_head)
+        return chain((head,), decoded)
+
+    def _check_content(self, head: bytes, raw_head: bytes) -> None:
+        """NDJSON: the first non-blank byte is ``{``. ``head`` is the decoded start (BOM and blank lines skipped),
+        ``raw_head`` the stored bytes; a subclass for another text format overrides only this."""
         first = head.lstrip(_WHITESPACE)[:1]
         if first != b"{":
             if self.encoding == "gzip":
@@ -193,7 +199,6 @@ class LineReader:
                 UNSUPPORTED_ENCODING,
                 f"not gzip and not NDJSON text ({_describe(raw_head)}); expected gzip (1f 8b) or '{{'",
             )
-        return chain((head,), decoded)
 
     # -- decoders --------------------------------------------------------------------------------------------------
 
@@ -315,6 +320,20 @@ class LineReader:
                 yield from map(RawLine, count(chunk.first_number), chunk.lines)
             else:
                 yield from map(RawLine, chunk.numbers, chunk.lines)
+
+
+class CsvLineReader(LineReader):
+    """A :class:`LineReader` for CSV text: the same sniffing (gzip or plain, from the bytes), streaming and line
+    numbers, but the content must look like text rather than start with ``{``: a known binary magic or a NUL byte in
+    the first chunk rejects the file as ``unsupported_encoding``/``unsupported_content``."""
+
+    def _check_content(self, head: bytes, raw_head: bytes) -> None:
+        if b"\x00" in head or (
+            self.encoding == "plain" and any(raw_head.startswith(magic) for magic, _ in _KNOWN_MAGIC)
+        ):
+            if self.encoding == "gzip":
+                raise FileRejected(UNSUPPORTED_CONTENT, "gzip content is not CSV text (it holds NUL bytes)")
+            raise FileRejected(UNSUPPORTED_ENCODING, f"not gzip and not CSV text ({_describe(raw_head)})")
 
 
 def open_lines(stream: BinaryIO, chunk_size: int = 1 << 20) -> LineReader:
