@@ -193,25 +193,23 @@ def main() -> None:
     # The loader sees one Pub/Sub message at a time: batches of Settings.batch_max_lines (1000) lines.
     batches = [list(enumerate(lines[i : i + BATCH], i + 1)) for i in range(0, n, BATCH)]
 
-    def run_rows() -> int:
+    def load(serialise: bool) -> int:
         count = 0
         for chunk in batches:
             batch = parse_lines(chunk, fmt="segment", lineage=lineage, policy=policy, now=now)
             if batch.rejected:
                 raise SystemExit(f"benchmark lines were rejected: {batch.reasons()}")
+            if serialise:
+                for row in batch.rows:
+                    row.to_bq(now)
             count += len(batch.rows)
         return count
 
+    def run_rows() -> int:
+        return load(serialise=False)
+
     def run_full() -> int:
-        count = 0
-        for chunk in batches:
-            batch = parse_lines(chunk, fmt="segment", lineage=lineage, policy=policy, now=now)
-            if batch.rejected:
-                raise SystemExit(f"benchmark lines were rejected: {batch.reasons()}")
-            for row in batch.rows:
-                row.to_bq(now)
-            count += len(batch.rows)
-        return count
+        return load(serialise=True)
 
     # interleaved, so a burst of load on a shared machine hits every stage alike; best of ``repeat`` each
     best = [0.0, 0.0, 0.0, 0.0, 0.0]
