@@ -33,3 +33,33 @@ def _point_library_at_session_stack(request: pytest.FixtureRequest) -> None:
         from infra.local.stack import activate
 
         activate(request.getfixturevalue("local_stack").stack.cfg)
+
+
+# -- fault scenarios (tests/faults.py): collect what each one measured, write build/reliability.json --------------
+from tests.faults import fault, scenario_report, write_results  # noqa: E402, F401  (fault: a fixture for scenarios)
+
+_RELIABILITY_JSON = "build/reliability.json"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = scenario_report(item)
+    if report is None:
+        return
+    rep = outcome.get_result()
+    if rep.when == "call":
+        if rep.passed and report.outcome is None:
+            rep.outcome = "failed"
+            rep.longrepr = f"scenario {report.scenario!r} passed without calling fault.report(...)"
+        report.passed = rep.passed
+    elif rep.when == "setup" and rep.failed:
+        report.passed = False
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    import os
+
+    reports = [r for item in session.items if (r := scenario_report(item)) is not None and r.passed is not None]
+    if reports:
+        write_results(reports, os.environ.get("LANDLINE_RELIABILITY_JSON", _RELIABILITY_JSON))
