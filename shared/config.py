@@ -49,6 +49,27 @@ def settings() -> Settings:
     return Settings()
 
 
+# -- per-tenant topics ------------------------------------------------------------------------------------------------
+# Tenant isolation on Pub/Sub (issue 9): every tenant has its own copy of each data topic (raw lines, send requests,
+# object notifications), named ``<base>.<tenant>``. Who may publish is decided by IAM on that topic, and a function
+# takes the tenant from the topic its subscription delivers from (the CloudEvent source, set by infrastructure),
+# never from a message attribute that any publisher could set. Tenant names cannot contain ".".
+TENANT_TOPIC_SEPARATOR = "."
+
+
+def tenant_topic(base: str, tenant: str) -> str:
+    """The topic ``base`` of ``tenant``, e.g. ``raw-events.acme``."""
+    return f"{base}{TENANT_TOPIC_SEPARATOR}{tenant}"
+
+
+def tenant_of_topic(base: str, topic: str | None) -> str | None:
+    """The tenant whose copy of ``base`` ``topic`` is (``raw-events.acme`` -> ``acme``); None for any other topic."""
+    if not topic:
+        return None
+    prefix = base + TENANT_TOPIC_SEPARATOR
+    return topic.removeprefix(prefix) if topic.startswith(prefix) and len(topic) > len(prefix) else None
+
+
 class PushPolicy(BaseModel):
     """Per-tenant sending policy. Quiet hours are in the contact's own timezone (UTC when unknown)."""
 
