@@ -1,5 +1,5 @@
 # The two commands a new machine needs (README): `make demo` and `make test`. Both set everything up first.
-.PHONY: bootstrap demo test lint bench-quick down
+.PHONY: bootstrap demo test lint bench-quick down reliability
 
 bootstrap:
 	./scripts/bootstrap
@@ -13,6 +13,12 @@ test: bootstrap
 lint: bootstrap
 	.venv/bin/ruff check shared functions infra tests bench
 	.venv/bin/mypy
+
+# RELIABILITY.md from a run of every fault scenario (tests marked `scenario`, tests/faults.py).
+reliability: bootstrap
+	rm -f build/reliability.json
+	.venv/bin/python -m pytest -m "scenario and not slow" tests
+	.venv/bin/python -m tests.reliability_table build/reliability.json -o RELIABILITY.md
 
 down:
 	.venv/bin/landline down
