@@ -7,13 +7,17 @@ from typing import Any
 import functions_framework
 
 from shared.envelopes import pubsub_message
-from shared.runtime import run_stage
+from shared.runtime import StageContext, run_stage
 
 
 @functions_framework.cloud_event
 def send_due(cloud_event: Any) -> None:
-    from shared.push.tick import handle_push_event
+    def stage(context: StageContext) -> object:
+        from shared.push.tick import handle_push_event
 
-    message = pubsub_message(cloud_event)
-    topic = str(cloud_event["source"]).rsplit("/", 1)[-1] if cloud_event["source"] else ""
-    run_stage("send_due", lambda: handle_push_event(message, topic), message_id=message.message_id)
+        message = pubsub_message(cloud_event)  # inside run_stage: a malformed envelope is logged like any failure
+        context["message_id"] = message.message_id
+        topic = str(cloud_event["source"]).rsplit("/", 1)[-1] if cloud_event["source"] else ""
+        return handle_push_event(message, topic)
+
+    run_stage("send_due", cloud_event, stage)
