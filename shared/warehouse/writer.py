@@ -7,11 +7,20 @@
   not store, and a retry under the same id within the dedup window would be dropped silently. Exact dedup happens in
   the views, so the derived id cannot create a visible duplicate.
 * Rows BigQuery calls ``invalid`` become rejected rows (reason ``warehouse_invalid``); everything else raises.
+* A whole-request 400 (or 413: an oversized body, a request BigQuery cannot parse) is deterministic, so retrying it
+  only ends in the dead-letter topic: the chunk is bisected, the good halves are written, and a row that is refused
+  even alone becomes a ``warehouse_invalid`` rejection saying so. A refused request stores nothing, so its halves can
+  reuse its insertIds.
+* Retries are bounded in time, so one message can never run past the function's 540 s timeout: each insert retries
+  5xx/429/connection errors for at most ``INSERT_DEADLINE_S`` with a ``REQUEST_TIMEOUT_S`` per request (the client's
+  ``DEFAULT_RETRY`` alone would retry for 600 s, with no request timeout), and all inserts of one ``write_rows`` call
+  share ``WRITE_BUDGET_S``; past it the write raises ``TransientError`` and the redelivery continues idempotently.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,7 +29,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from google.api_core import exceptions as gexc
 from google.cloud.bigquery.retry import DEFAULT_RETRY
 from pydantic_core import PydanticSerializationError, to_json
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from shared import __version__
 from shared.errors import SetupError, TransientError
@@ -37,6 +45,10 @@ if TYPE_CHECKING:
 MAX_ROWS_PER_REQUEST = 500  # BigQuery's recommendation (the hard limit is 50,000)
 MAX_BYTES_PER_REQUEST = 8_000_000  # the hard limit is 10 MB per request, JSON overhead included
 MAX_STOPPED_RETRIES = 3
+INSERT_DEADLINE_S = 60.0  # retries of one insertAll request
+REQUEST_TIMEOUT_S = 30.0  # one HTTP request (the emulator and BigQuery answer a 10 MB insert in a few seconds)
+WRITE_BUDGET_S = 240.0  # every insert of one write_rows call: a message also parses, and ingest writes 2 ledger rows
+REJECTED_PAYLOAD_MAX_BYTES = 100_000  # what a request-level rejection keeps of the row (the row may be the problem)
 _TRANSIENT = (
     gexc.ServiceUnavailable,
     gexc.InternalServerError,
@@ -44,9 +56,11 @@ _TRANSIENT = (
     gexc.BadGateway,
     gexc.GatewayTimeout,
     gexc.DeadlineExceeded,
+    gexc.RetryError,  # what DEFAULT_RETRY raises when its deadline passes (5xx, 429, connection errors, timeouts)
     ConnectionError,
     TimeoutError,
 )
+_REQUEST_REFUSED = (400, 413)  # the request itself, deterministically: bisect instead of retrying
 
 
 class Row(Protocol):
@@ -102,21 +116,21 @@ def _chunks(items: list[Item]) -> list[list[Item]]:
     return chunks
 
 
-@retry(
-    retry=retry_if_exception_type(_TRANSIENT),
-    stop=stop_after_attempt(4),
-    wait=wait_exponential_jitter(multiplier=0.5, max=8),
-    reraise=True,
-)
 def _insert(
-    client: bigquery.Client, table: str, rows: list[bytes], ids: list[str], *, skip_invalid_rows: bool = True
+    client: bigquery.Client,
+    table: str,
+    rows: list[bytes],
+    ids: list[str],
+    *,
+    skip_invalid_rows: bool = True,
+    deadline: float = INSERT_DEADLINE_S,
 ) -> list[dict[str, Any]]:
     """tabledata.insertAll with the rows' JSON as encoded once; returns the per-row ``insertErrors``.
 
     Written by hand instead of ``client.insert_rows_json`` because that takes dicts and re-encodes every row with the
     stdlib (~8 µs a row, more than the rest of the writer): the body here is the pre-encoded rows joined. It goes
-    through the client's own ``_call_api`` (auth, endpoint, the same DEFAULT_RETRY as insert_rows_json), so only the
-    body building is ours; the request is the documented insertAll one.
+    through the client's own ``_call_api`` (auth, endpoint), so only the body building is ours; the request is the
+    documented insertAll one. Retried for at most ``deadline`` seconds, each request for ``REQUEST_TIMEOUT_S``.
     """
     project, dataset, table_id = table.split(".")
     skip = b"true" if skip_invalid_rows else b"false"
@@ -125,12 +139,13 @@ def _insert(
         b",".join(b'{"insertId":%s,"json":%s}' % (to_json(i), row) for i, row in zip(ids, rows, strict=True)),
     )
     response = client._call_api(
-        DEFAULT_RETRY,
+        DEFAULT_RETRY.with_timeout(deadline),  # the client's predicate, our deadline
         span_name="BigQuery.insertRowsJson",
         method="POST",
         path=f"/projects/{project}/datasets/{dataset}/tables/{table_id}/insertAll",
         data=body,
         content_type="application/json",
+        timeout=REQUEST_TIMEOUT_S,
     )
     return list(response.get("insertErrors", []))
 
@@ -152,6 +167,7 @@ def write_rows(client: bigquery.Client, tenant: Tenant, rows: Sequence[Row], *, 
     result = WriteResult()
     if not rows:
         return result
+    budget = _Budget(time.monotonic() + WRITE_BUDGET_S)
     check_region(client, tenant)
     loaded_at = datetime.now(UTC)
     by_table: dict[str, list[Item]] = defaultdict(list)
@@ -160,16 +176,31 @@ def write_rows(client: bigquery.Client, tenant: Tenant, rows: Sequence[Row], *, 
     for table_name, items in by_table.items():
         table = f"{client.project}.{tenant.dataset}.{table_name}"
         for chunk in _chunks(items):
-            _write_chunk(client, table, table_name, chunk, result, processor)
+            _write_chunk(client, table, table_name, chunk, result, processor, budget)
     if result.invalid:
         # Rejections of rejections are not expected (all-STRING payload); if they happen, raise rather than loop.
         nested = WriteResult()
         for chunk in _chunks([(r.insert_id, encode_row(r.to_bq(loaded_at)), r) for r in result.invalid]):
-            _write_chunk(client, f"{client.project}.{tenant.dataset}.rejected", "rejected", chunk, nested, processor)
+            _write_chunk(
+                client, f"{client.project}.{tenant.dataset}.rejected", "rejected", chunk, nested, processor, budget
+            )
         if nested.invalid:
             raise SetupError("the rejected table refused a bad row", "check the rejected table's schema")
         result.written["rejected"] += nested.written["rejected"]
     return result
+
+
+@dataclass(frozen=True)
+class _Budget:
+    """The time left for the inserts of one ``write_rows`` call."""
+
+    ends_at: float
+
+    def insert_deadline(self, table: str) -> float:
+        left = self.ends_at - time.monotonic()
+        if left <= 1.0:
+            raise TransientError(f"writing to {table} used its {WRITE_BUDGET_S:.0f} s budget; the redelivery continues")
+        return min(INSERT_DEADLINE_S, left)
 
 
 def _write_chunk(
@@ -179,18 +210,29 @@ def _write_chunk(
     chunk: list[Item],
     result: WriteResult,
     processor: str,
+    budget: _Budget,
+    first_attempt: int = 0,
 ) -> None:
     pending = chunk
-    for attempt in range(MAX_STOPPED_RETRIES + 1):
+    for attempt in range(first_attempt, MAX_STOPPED_RETRIES + 1):
         ids = [i if attempt == 0 else f"{i}~retry{attempt}" for i, _, _ in pending]
         try:
-            errors = _insert(client, table, [r for _, r, _ in pending], ids)
+            errors = _insert(client, table, [r for _, r, _ in pending], ids, deadline=budget.insert_deadline(table))
         except (gexc.NotFound, gexc.Forbidden) as exc:
             raise _setup_error(exc, table) from exc
         except _TRANSIENT as exc:
             raise TransientError(f"insert into {table} failed after retries: {exc}") from exc
-        except gexc.BadRequest as exc:
-            raise TransientError(f"insert into {table} was refused as a whole: {exc}") from exc
+        except gexc.GoogleAPICallError as exc:
+            if exc.code not in _REQUEST_REFUSED:
+                raise TransientError(f"insert into {table} failed: {exc}") from exc
+            if len(pending) == 1:
+                result.invalid.append(_refused_row(pending[0], table_name, exc, processor))
+                return
+            # Nothing of a refused request was stored, so each half may reuse this attempt's ids.
+            half = len(pending) // 2
+            for part in (pending[:half], pending[half:]):
+                _write_chunk(client, table, table_name, part, result, processor, budget, attempt)
+            return
         failed: dict[int, list[dict[str, Any]]] = {e["index"]: e.get("errors", []) for e in errors}
         stopped: list[Item] = []
         for index, (insert_id, payload, row) in enumerate(pending):
@@ -200,20 +242,34 @@ def _write_chunk(
             elif all(e.get("reason") == "stopped" for e in row_errors):
                 stopped.append((insert_id, payload, row))
             else:
-                lineage = getattr(row, "lineage", None) or Lineage(source_format="unknown")
                 message = "; ".join(f"{e.get('location') or '-'}: {e.get('message') or e.get('reason')}" for e in row_errors)
                 result.invalid.append(
-                    RejectedRow(
-                        rejected_id=f"warehouse:{insert_id}",
-                        reason_code="warehouse_invalid",
-                        message=f"BigQuery rejected the row for {table_name}: {message}"[:2000],
-                        payload=payload.decode("utf-8", "replace"),
-                        lineage=lineage,
-                        processor_name=processor,
-                        processor_version=__version__,
-                    )
+                    _rejection(insert_id, payload, row, f"BigQuery rejected the row for {table_name}: {message}", processor)
                 )
         if not stopped:
             return
         pending = stopped
     raise TransientError(f"{len(pending)} rows into {table} kept being stopped by other rows' errors")
+
+
+def _refused_row(item: Item, table_name: str, exc: gexc.GoogleAPICallError, processor: str) -> RejectedRow:
+    insert_id, payload, row = item
+    message = (
+        f"BigQuery refused an insertAll request into {table_name} holding only this row "
+        f"(HTTP {exc.code}, {len(payload)} bytes): {exc.message}"
+    )
+    if len(payload) > REJECTED_PAYLOAD_MAX_BYTES:
+        message += f"; payload cut to its first {REJECTED_PAYLOAD_MAX_BYTES} bytes"
+    return _rejection(insert_id, payload[:REJECTED_PAYLOAD_MAX_BYTES], row, message, processor)
+
+
+def _rejection(insert_id: str, payload: bytes, row: Row, message: str, processor: str) -> RejectedRow:
+    return RejectedRow(
+        rejected_id=f"warehouse:{insert_id}",
+        reason_code="warehouse_invalid",
+        message=message[:2000],
+        payload=payload.decode("utf-8", "replace"),
+        lineage=getattr(row, "lineage", None) or Lineage(source_format="unknown"),
+        processor_name=processor,
+        processor_version=__version__,
+    )

@@ -14,9 +14,14 @@ What the emulator does (checked by ``test_emulator_insert_all_semantics`` so a v
 
 from __future__ import annotations
 
+import json
+import threading
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, cast
 
+import httpx
 import pytest
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
@@ -26,9 +31,13 @@ from shared.config import Tenant
 from shared.warehouse import writer
 from shared.warehouse.rows import EventRow, Lineage, UserPropertiesRow
 from shared.warehouse.writer import write_rows
+from tests.faults import pipeline_accounting
 from tests.stack_support import unique
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from tests.faults import Fault
     from tests.stack_support import StackHandle
 
 pytestmark = pytest.mark.stack
@@ -36,11 +45,11 @@ pytestmark = pytest.mark.stack
 TS = datetime(2024, 5, 1, 10, tzinfo=UTC)
 
 
-def bq(stack: StackHandle) -> bigquery.Client:
+def bq(stack: StackHandle, endpoint: str | None = None) -> bigquery.Client:
     return bigquery.Client(
         project=stack.stack.cfg.project,
         credentials=AnonymousCredentials(),
-        client_options=ClientOptions(api_endpoint=stack.env["LANDLINE_BIGQUERY_ENDPOINT"]),
+        client_options=ClientOptions(api_endpoint=endpoint or stack.env["LANDLINE_BIGQUERY_ENDPOINT"]),
     )
 
 
@@ -74,8 +83,13 @@ def batch(run: str, good: int = 5) -> list[EventRow | UserPropertiesRow]:
     return rows
 
 
+@pytest.mark.scenario(
+    "Redelivered load batch adds no visible duplicate",
+    injected="the same batch (5 events, 1 user-properties row, 1 row BigQuery refuses) written twice",
+    findings=[],
+)
 def test_one_invalid_row_does_not_stop_its_neighbours_and_a_redelivery_adds_no_visible_duplicate(
-    local_stack: StackHandle,
+    local_stack: StackHandle, fault: Fault
 ) -> None:
     # GIVEN a tenant and a batch of good rows (two tables) with one row BigQuery will refuse
     tenant, run = new_tenant(local_stack), unique("r")
@@ -114,6 +128,10 @@ def test_one_invalid_row_does_not_stop_its_neighbours_and_a_redelivery_adds_no_v
     # (inside the insertId window the raw table has no second copy either)
     assert count(client, tenant, "events") == 5
     assert count(client, tenant, "rejected") == 1
+    fault.report(
+        "the second write stores nothing new: one row per event in events_deduped, one rejection",
+        **pipeline_accounting(local_stack, tenant.name, expected_lines=len(rows)),
+    )
 
 
 def test_stopped_rows_are_retried_under_derived_ids_and_stored_once(
@@ -126,9 +144,11 @@ def test_stopped_rows_are_retried_under_derived_ids_and_stored_once(
     calls: list[tuple[int, list[str]]] = []
     real_insert = writer._insert
 
-    def first_call_stops(c: bigquery.Client, table: str, rows: list[bytes], ids: list[str]) -> list[dict[str, Any]]:
+    def first_call_stops(
+        c: bigquery.Client, table: str, rows: list[bytes], ids: list[str], **options: Any
+    ) -> list[dict[str, Any]]:
         calls.append((len(rows), list(ids)))
-        return real_insert(c, table, rows, ids, skip_invalid_rows=len(calls) > 1)
+        return real_insert(c, table, rows, ids, **{**options, "skip_invalid_rows": len(calls) > 1})
 
     monkeypatch.setattr(writer, "_insert", first_call_stops)
     rows = [r for r in batch(run) if isinstance(r, EventRow)]
@@ -175,3 +195,80 @@ def test_emulator_insert_all_semantics(local_stack: StackHandle) -> None:
     client.insert_rows_json(table, [row("c")], row_ids=["ic"], skip_invalid_rows=True)
     # THEN the good row was stored once (its insertId is remembered), the bad one not at all
     assert ids() == ["a", "b", "c"]
+
+
+@contextmanager
+def refusing_endpoint(emulator: str, poison: bytes) -> Iterator[tuple[str, list[int]]]:
+    """A BigQuery endpoint in front of the emulator that refuses, as a whole (HTTP 400, BigQuery's error body), every
+    insertAll request into ``events`` holding ``poison``, and passes everything else through. Yields its URL and the
+    row count of each insertAll request it saw."""
+    requests: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _forward(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            if self.path.split("?")[0].endswith("/insertAll"):
+                requests.append(len(json.loads(body)["rows"]))
+                if poison in body and "/tables/events/" in self.path:
+                    error = {"code": 400, "status": "INVALID_ARGUMENT",
+                             "message": "Request payload size exceeds the limit: 10485760 bytes.",
+                             "errors": [{"reason": "badRequest", "message": "Request payload size exceeds the limit"}]}
+                    self._send(400, json.dumps({"error": error}).encode())
+                    return
+            headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "accept")}
+            upstream = httpx.request(self.command, emulator + self.path, content=body, headers=headers, timeout=60)
+            self._send(upstream.status_code, upstream.content)
+
+        def _send(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _forward
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.scenario(
+    "insertAll whole-request 400 (oversized or malformed request)",
+    injected="a BigQuery endpoint answering HTTP 400 to every insertAll request that holds one given row of 1,000",
+    findings=[15],
+)
+def test_a_whole_request_400_writes_the_good_rows_and_rejects_the_offending_one(
+    local_stack: StackHandle, fault: Fault
+) -> None:
+    # GIVEN 1,000 events of one batch, one of which makes BigQuery refuse any request that holds it
+    tenant, run = new_tenant(local_stack), unique("r")
+    origin = f"gs://writer-test/{run}.gz#1"
+    rows = [
+        EventRow(f"user-{n}", TS, "POISON" if n == 613 else "Item Viewed", f"{run}-{n}", Lineage("segment", origin, n))
+        for n in range(1, 1001)
+    ]
+    with refusing_endpoint(local_stack.env["LANDLINE_BIGQUERY_ENDPOINT"], b"POISON") as (endpoint, requests):
+        # WHEN the batch is written through that endpoint
+        result = write_rows(bq(local_stack, endpoint), tenant, rows, processor="test")
+    # THEN the 999 good rows are stored and the offending row is a warehouse_invalid rejection naming the 400
+    client = bq(local_stack)
+    assert result.written["events"] == 999 == count(client, tenant, "events_deduped")
+    [rejected] = rows_of(client, tenant, "SELECT reason_code, line_number, message FROM `{ds}.rejected_deduped`")
+    assert (rejected["reason_code"], rejected["line_number"]) == ("warehouse_invalid", 613)
+    assert "HTTP 400" in rejected["message"]
+    # AND the chunks were bisected (a few dozen requests for 1,000 rows), not retried until dead-lettered
+    assert len(requests) < 60
+    fault.report(
+        "the request is bisected down to the one row, which becomes a warehouse_invalid rejection; 999 rows load",
+        **pipeline_accounting(local_stack, tenant.name, expected_lines=len(rows)),
+        insert_requests=len(requests),
+    )
