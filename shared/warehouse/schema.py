@@ -102,6 +102,10 @@ TABLES: list[TableSpec] = [
             F("finished_at", "TIMESTAMP"),
             F("recorded_at", "TIMESTAMP"),
         ],
+        # Partitioned so the ledger's growth stays cheap to query and expire by time. BigQuery cannot partition an
+        # existing table in place: tables created before this (unpartitioned) keep working unchanged, and only a
+        # copy into a new table would partition them (README, "Deploying").
+        partition_field="recorded_at",
         description="File ledger: one row per state change of an object generation.",
     ),
     TableSpec(

@@ -14,8 +14,8 @@ from google.cloud import bigquery
 from shared.config import Tenant
 from shared.errors import SetupError
 from shared.warehouse.client import provision_dataset
-from shared.warehouse.rows import EventRow, Lineage
-from shared.warehouse.schema import TABLES, VIEWS
+from shared.warehouse.rows import EventRow, FileLedgerRow, Lineage
+from shared.warehouse.schema import TABLES, VIEWS, table_spec
 from shared.warehouse.writer import write_rows
 from tests.stack_support import unique
 
@@ -97,3 +97,27 @@ def test_a_missing_required_column_is_a_setup_error_with_a_fix(local_stack: Stac
     with pytest.raises(SetupError, match=r"lacks the REQUIRED columns \['event_name'\]") as err:
         provision_dataset(client, tenant)
     assert "copy the table" in err.value.fix
+
+
+def test_files_is_partitioned_by_recorded_at_and_an_older_unpartitioned_ledger_keeps_working(
+    local_stack: StackHandle,
+) -> None:
+    client = bq(local_stack)
+    files = table_spec("files")
+    # GIVEN a new tenant, and an older tenant whose files table was created unpartitioned (before this version)
+    fresh = old_dataset(client, events_schema=next(s for s in TABLES if s.name == "events").schema)
+    provision_dataset(client, fresh)
+    old = old_dataset(client, events_schema=next(s for s in TABLES if s.name == "events").schema)
+    client.create_table(bigquery.Table(f"{client.project}.{old.dataset}.files", schema=files.schema))
+    # WHEN provisioning runs for both
+    provision_dataset(client, old)
+    # THEN the new tenant's ledger is partitioned by day of recorded_at (finding 28) ...
+    partitioning = client.get_table(f"{client.project}.{fresh.dataset}.files").time_partitioning
+    assert partitioning is not None and partitioning.field == "recorded_at"
+    # ... and the old one, which BigQuery cannot re-partition in place, is left as it was and still takes ledger rows
+    assert client.get_table(f"{client.project}.{old.dataset}.files").time_partitioning is None
+    row = FileLedgerRow("gs://b/o#1", "b", "o", "1", "loaded", "attempt-1", lines=3, batches=1)
+    for tenant in (fresh, old):
+        assert write_rows(client, tenant, [row], processor="test").written["files"] == 1
+        [latest] = client.query(f"SELECT status, lines FROM `{client.project}.{tenant.dataset}.files_latest`").result()
+        assert (latest["status"], latest["lines"]) == ("loaded", 3)
