@@ -6,8 +6,12 @@ Three layers, cheapest first:
   ``traits``...) are dropped; only an allow-list of descriptive context sections reaches metadata at all;
 * keys that name personal data (``email``, ``phone``, ``first_name``, ``dateOfBirth``...) are removed or hashed,
   compared case- and separator-insensitively (``firstName`` = ``first_name`` = ``FIRST-NAME``), at any depth;
-* string values that look like an email address, a phone number or an IP address are removed or hashed wherever
-  they are, because free-form properties hold them under innocent keys (``"note": "call +14155552671"``).
+* string values that look like an email address, a phone number, an IP address or a US social security number are
+  removed or hashed wherever they are, because free-form properties hold them under innocent keys (``"note": "call
+  +14155552671"``); so are dict *keys* that look like one (``{"jane@example.com": {...}}``: the entry is removed, or
+  in hash mode its key becomes the pseudonym), and strings are percent-decoded before they are scanned (a URL
+  carries ``jane%40example.com``);
+* integers that can only be phone numbers (``14155552671``): see ``looks_like_phone_int`` for the rule and its limits.
 
 Hot path: called once per event, so key and value verdicts are memoised (most keys, and many values such as
 library names and locales, repeat across events) and values are first screened by one cheap regex.
@@ -20,8 +24,9 @@ import ipaddress
 import re
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretStr, field_validator
 
 from shared.sources.common import canonical_json
 
@@ -72,18 +77,63 @@ _IPV6_CANDIDATE = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){
 _PHONE_CANDIDATE = re.compile(r"(?<![\w+.-])\+?\(?\d(?:[\s().-]{0,2}\d){6,14}(?![\w-]|\.\d)")
 _DIGIT_GROUPS = re.compile(r"\d+")
 _DATE_LIKE = re.compile(r"\d{4}[./-]\d{1,2}[./-]\d{1,2}|\d{1,2}[./-]\d{1,2}[./-]\d{4}")
+# A US social security number, 3-2-4 digits with dashes (which _DATE_LIKE would otherwise take for a date).
+_SSN = re.compile(r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])")
 # One cheap screen: a string can only be one of the above with an "@", a hex-colon group, or 4 digits in a short span.
 # Most strings (names, paths, locales, versions) fail it at C speed.
 _SUSPECT = re.compile(r"@|:[0-9A-Fa-f]{0,4}:|\d[\s().+-]{0,2}\d[\s().-]{0,2}\d[\s().-]{0,2}\d")
 _CACHE_LIMIT = 200_000
 _SECTION_CACHE_LIMIT = 20_000
 
+# Integers that are phone numbers: 10 to 15 digits (E.164 allows 15; 10 is a national number without its leading 0 or
+# country code), except the two bands where epoch times live: seconds and milliseconds from 2001-09-09 to 2100.
+PHONE_INT_MIN = 10**9
+PHONE_INT_MAX = 10**15 - 1
+_EPOCH_SECONDS = (10**9, 4_102_444_800)
+_EPOCH_MILLIS = (10**12, 4_102_444_800_000)
+# ... and except under keys that name an identifier or a quantity (normalised, by suffix): a 13-digit order id or an
+# amount in micros is not a phone number.
+NUMERIC_KEY_SUFFIXES: tuple[str, ...] = (
+    "id", "ids", "count", "total", "amount", "price", "cost", "revenue", "cents", "micros", "size", "bytes",
+)  # fmt: skip
+
+
+def looks_like_phone_int(value: int, key: str = "") -> bool:
+    """True if an integer can only be a phone number (``14155552671``, ``447700900123``).
+
+    The rule: 10-15 digits, not an epoch time in seconds or milliseconds between 2001 and 2100, and not under a key
+    ending in an identifier or quantity word (``order_id``, ``revenue_micros``, ``file_bytes``). Its limits: a
+    10-digit number without country code in the epoch-seconds band (US area codes 201-410 written as ``4105552671``)
+    and phone numbers of 7-9 digits (local numbers) are kept, because counts, prices in cents and epoch times look the
+    same; counts of more than 4.1 billion under a key not named like a quantity are taken for phone numbers.
+    """
+    if not PHONE_INT_MIN <= value <= PHONE_INT_MAX:
+        return False
+    if _EPOCH_SECONDS[0] <= value <= _EPOCH_SECONDS[1] or _EPOCH_MILLIS[0] <= value <= _EPOCH_MILLIS[1]:
+        return False
+    return not (key and normalise_key(key).endswith(NUMERIC_KEY_SUFFIXES))
+
+
+def _percent_decoded(value: str) -> str:
+    """``value`` with %-escapes undone, twice-encoded ones too (``jane%2540example.com``)."""
+    for _ in range(3):
+        decoded = unquote(value)
+        if decoded == value:
+            break
+        value = decoded
+    return value
+
 
 def looks_like_pii(value: str) -> bool:
-    """True if ``value`` contains an email address, an E.164 or formatted (7+ digit) phone number, or an IP."""
+    """True if ``value`` contains an email address, an E.164 or formatted (7+ digit) phone number, an IP or a US
+    social security number, percent-encoded or not."""
+    if "%" in value:
+        value = _percent_decoded(value)
     if not _SUSPECT.search(value):
         return False
     if "@" in value and _EMAIL.search(value):
+        return True
+    if "-" in value and _SSN.search(value):
         return True
     if _IPV4.search(value):
         return True
@@ -135,7 +185,8 @@ class PrivacyPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     mode: Literal["remove", "hash"] = "remove"
-    salt: str = ""
+    # A secret (SecretStr): repr, str and dumps of the policy show ``**********``, so a logged policy leaks nothing.
+    salt: SecretStr = SecretStr("")
     pii_keys: frozenset[str] = DEFAULT_PII_KEYS
     pii_key_fragments: tuple[str, ...] = DEFAULT_PII_KEY_FRAGMENTS
     context_keep: tuple[str, ...] = DEFAULT_CONTEXT_KEEP
@@ -193,7 +244,7 @@ class Scrubber:
 
     def __init__(self, policy: PrivacyPolicy) -> None:
         self.hashing = policy.mode == "hash"
-        self.salt = policy.salt
+        self.salt = policy.salt.get_secret_value()
         self.pii_keys = policy.pii_keys
         self.fragments = policy.pii_key_fragments
         self.context_keep = policy.context_keep
@@ -204,16 +255,26 @@ class Scrubber:
         }
         self.safe = policy.context_safe_keys
         self.scan_values = policy.scan_values
-        self.key_verdicts: dict[str, bool] = {}
+        # key -> _KEY_OK, _KEY_NAMES_PII (its value is personal) or _KEY_IS_PII (the key itself is a personal value)
+        self.key_verdicts: dict[str, int] = {}
         self.value_verdicts: dict[str, bool] = {}
         self.sections: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     # -- verdicts --------------------------------------------------------------------------------------------------
     def is_pii_key(self, key: str) -> bool:
+        """True if the key names personal data (``email``) or is itself a personal value (``jane@example.com``)."""
+        return bool(self.key_verdict(key))
+
+    def key_verdict(self, key: str) -> int:
         verdict = self.key_verdicts.get(key)
         if verdict is None:
             norm = normalise_key(key)
-            verdict = norm in self.pii_keys or any(f in norm for f in self.fragments)
+            if norm in self.pii_keys or any(f in norm for f in self.fragments):
+                verdict = _KEY_NAMES_PII
+            elif self.scan_values and looks_like_pii(key):
+                verdict = _KEY_IS_PII
+            else:
+                verdict = _KEY_OK
             if len(self.key_verdicts) > _CACHE_LIMIT:
                 self.key_verdicts.clear()
             self.key_verdicts[key] = verdict
@@ -286,9 +347,14 @@ class Scrubber:
         for k, v in value.items():
             bad = keys.get(k)
             if bad is None:
-                bad = self.is_pii_key(k)
+                bad = self.key_verdict(k)
             if bad and k not in safe:
-                if self.hashing and v is not None:
+                if bad == _KEY_IS_PII:  # {"jane@example.com": {...}}: the key is the personal value
+                    if self.hashing:
+                        kept, v = self._value(v, safe, "")
+                        if kept:
+                            out[self.pseudonym(k)] = v
+                elif self.hashing and v is not None:
                     out[k] = self.pseudonym(v)
                 continue
             t = type(v)
@@ -304,12 +370,16 @@ class Scrubber:
             elif t is dict:
                 out[k] = self._dict(v, safe)
             elif t is list:
-                out[k] = self._list(v, safe)
+                out[k] = self._list(v, safe, k)
+            elif t is int and v >= PHONE_INT_MIN and self.scan_values and looks_like_phone_int(v, k):
+                if self.hashing:
+                    out[k] = self.pseudonym(v)
             else:
                 out[k] = v
         return out
 
-    def _list(self, value: list[Any], safe: frozenset[str]) -> list[Any]:
+    def _list(self, value: list[Any], safe: frozenset[str], key: str = "") -> list[Any]:
+        """``key``: the key the list is under, which decides whether a big integer in it is an id or a phone number."""
         out: list[Any] = []
         values = self.value_verdicts
         for v in value:
@@ -326,13 +396,24 @@ class Scrubber:
             elif t is dict:
                 out.append(self._dict(v, safe))
             elif t is list:
-                out.append(self._list(v, safe))
+                out.append(self._list(v, safe, key))
+            elif t is int and v >= PHONE_INT_MIN and self.scan_values and looks_like_phone_int(v, key):
+                if self.hashing:
+                    out.append(self.pseudonym(v))
             else:
                 out.append(v)
         return out
 
+    def _value(self, v: Any, safe: frozenset[str], key: str) -> tuple[bool, Any]:
+        """One value scrubbed (kept?, value): the slow path for the rare entry whose key was personal."""
+        kept, out = self._list([v], safe, key), None
+        if kept:
+            out = kept[0]
+        return bool(kept), out
+
 
 _NOTHING: frozenset[str] = frozenset()
+_KEY_OK, _KEY_NAMES_PII, _KEY_IS_PII = 0, 1, 2
 DEFAULT_POLICY = PrivacyPolicy()
 
 
@@ -345,7 +426,7 @@ def policy_for(config: PrivacyConfig, salt: str = "") -> PrivacyPolicy:
         raise ValueError("privacy mode 'hash' needs a salt")  # a bare sha256 of an email is a lookup away from it
     return PrivacyPolicy(
         mode=config.mode,
-        salt=salt,
+        salt=SecretStr(salt),
         pii_keys=DEFAULT_PII_KEYS | frozenset(config.extra_pii_keys),
         context_keep=DEFAULT_CONTEXT_KEEP if config.context_keep is None else config.context_keep,
         scan_values=config.scan_values,

@@ -328,12 +328,12 @@ class LineParser:
                     md[key] = value
         elif t is Group:
             name = "group"
-            md = {"group_id": d["groupId"]}
+            md = scrubber.scrub({"group_id": d["groupId"]})  # an email as group id: hashed or dropped (privacy.py)
             if d["traits"]:
                 md["traits"] = scrubber.scrub(d["traits"])
         elif t is Alias:
             name = "alias"
-            md = {"previous_id": d["previousId"]}
+            md = scrubber.scrub({"previous_id": d["previousId"]})
         else:  # pragma: no cover - the union is closed
             raise Rejection(RejectReason.UNKNOWN_TYPE, f"unmapped type {t.__name__}", mid)
         if ctx:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from shared.load import parse_line
 from shared.privacy import PrivacyPolicy, looks_like_pii, normalise_key
@@ -78,13 +79,13 @@ def test_pii_sample_keeps_the_non_personal_facts() -> None:
 
 def test_hash_mode_replaces_values_with_salted_hashes() -> None:
     # GIVEN a hashing policy with a salt
-    policy = PrivacyPolicy(mode="hash", salt="tenant-salt")
+    policy = PrivacyPolicy(mode="hash", salt=SecretStr("tenant-salt"))
     row = event_row(sample("track_with_pii"), policy)
     out = json.dumps(row.to_bq(NOW))
     # THEN personal keys keep their place with a sha256 pseudonym, and no value leaks
     assert row.metadata["email"].startswith("sha256:")
     assert row.metadata["email"] == policy.pseudonym("jane.doe@example.com")
-    assert row.metadata["email"] != PrivacyPolicy(mode="hash", salt="other").pseudonym("jane.doe@example.com")
+    assert row.metadata["email"] != PrivacyPolicy(mode="hash", salt=SecretStr("other")).pseudonym("jane.doe@example.com")
     assert not [v for v in PII_VALUES if v in out]
     # AND dropped context paths stay dropped even when hashing
     assert "ip" not in row.metadata["context"] and "device" in row.metadata["context"]
@@ -209,3 +210,112 @@ def test_the_loader_refuses_a_hash_mode_tenant_without_a_salt_with_a_fix(tmp_pat
     finally:
         monkeypatch.undo()
         config.settings.cache_clear()
+
+
+# -- finding 12: PII that reached events.metadata by other routes -------------------------------------------------
+EMAIL = "jane.doe@example.com"
+SALT = "tenant-salt-0123456789"
+
+
+def _segment(kind: str, **fields: Any) -> dict[str, Any]:
+    return {"type": kind, "userId": "user_8412", "messageId": f"m-{kind}", "timestamp": "2024-05-14T09:21:03Z",
+            **fields}  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "field", "column"), [("alias", "previousId", "previous_id"),
+                                                       ("group", "groupId", "group_id")])  # fmt: skip
+def test_alias_previous_id_and_group_id_holding_an_email_are_scrubbed(kind: str, field: str, column: str) -> None:
+    # GIVEN an alias / group call whose previousId / groupId is an email address
+    event = _segment(kind, **{field: EMAIL})
+    # WHEN parsed in remove mode THEN the value is gone (the key with it: there is nothing left to say)
+    assert column not in event_row(event).metadata
+    assert EMAIL not in json.dumps(event_row(event).to_bq(NOW))
+    # AND in hash mode it is the tenant's pseudonym, so the alias stays joinable inside the tenant
+    policy = PrivacyPolicy(mode="hash", salt=SecretStr(SALT))
+    assert event_row(event, policy).metadata[column] == policy.pseudonym(EMAIL)
+    # AND an ordinary id is kept as it is
+    assert event_row(_segment(kind, **{field: "anon-507f191e"})).metadata[column] == "anon-507f191e"
+
+
+def test_keys_that_are_emails_or_phone_numbers_are_scrubbed() -> None:
+    data = {EMAIL: {"role": "admin"}, "+1 415 555 2671": 3, "10.0.0.1": "seen", "plan": {"jane@x.example": True}, "ok": 1}
+    # remove mode: the entry goes (key and value), whatever the value is
+    assert PrivacyPolicy().scrub(data) == {"plan": {}, "ok": 1}
+    # hash mode: the key becomes its pseudonym, its value is scrubbed like any other
+    policy = PrivacyPolicy(mode="hash", salt=SecretStr(SALT))
+    out = policy.scrub(data)
+    assert out[policy.pseudonym(EMAIL)] == {"role": "admin"}
+    assert out[policy.pseudonym("+1 415 555 2671")] == 3
+    assert out["plan"] == {policy.pseudonym("jane@x.example"): True}
+    assert EMAIL not in json.dumps(out)
+    # AND ordinary keys (ids, dates, versions, counts) are kept
+    ordinary = {"2024-05-14": 3, "user_8412": 1, "17.4.1": 2, "1234567": 4, "sku-45790-32": 5}
+    assert PrivacyPolicy().scrub(ordinary) == ordinary
+
+
+@pytest.mark.parametrize(
+    "phone", [14155552671, 447700900123, 4155552671 + 10**9, 33612345678, 861012345678901, 7700900123 * 10]
+)  # fmt: skip
+def test_integers_that_can_only_be_phone_numbers_are_scrubbed(phone: int) -> None:
+    # GIVEN a phone number stored as a JSON integer (10-15 digits, not an epoch time), under an innocent key
+    data = {"contact": phone, "alternatives": [phone, 2], "nested": {"n": phone}}
+    # THEN it is removed (or hashed) wherever it is
+    assert PrivacyPolicy().scrub(data) == {"alternatives": [2], "nested": {}}
+    policy = PrivacyPolicy(mode="hash", salt=SecretStr(SALT))
+    assert policy.scrub(data)["contact"] == policy.pseudonym(phone)
+
+
+def test_ordinary_numbers_are_kept() -> None:
+    # GIVEN counts, prices, epoch seconds/ms, ids and quantities: the numbers events are full of
+    data = {
+        "quantity": 3, "price": 19.99, "price_cents": 1999, "revenue_micros": 123_450_000_000, "seats": 1_000_000,
+        "sent_at": 1715644800, "ts": 1715644800123, "expires": 4102444800, "order_id": 5678901234567,
+        "product_ids": [5678901234567, 5678901234568], "file_bytes": 12_000_000_000, "big": 10**20,
+        "negative": -14155552671, "flag": True, "zero": 0,
+    }  # fmt: skip
+    # THEN none of them is mistaken for a phone number
+    assert PrivacyPolicy().scrub(data) == data
+    assert PrivacyPolicy(mode="hash", salt=SecretStr(SALT)).scrub(data) == data
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["jane%40example.com", "https://acme.example/support?email=jane.doe%40example.com&x=1",
+     "jane%2540example.com", "%2B14155552671", "call%20%2B44%2020%207946%200958", "ip=10.0.0.1%26"],
+)  # fmt: skip
+def test_url_encoded_personal_values_are_detected(value: str) -> None:
+    assert looks_like_pii(value)
+
+
+@pytest.mark.parametrize("value", ["/search?q=red%20shoes", "100%25 cotton", "50%", "a%zzb", "%E2%82%AC19.99"])
+def test_url_encoded_ordinary_values_are_kept(value: str) -> None:
+    assert not looks_like_pii(value)
+
+
+@pytest.mark.parametrize("value", ["123-45-6789", "SSN 078-05-1120", "ssn:219-09-9999"])
+def test_social_security_numbers_are_detected(value: str) -> None:
+    assert looks_like_pii(value)
+
+
+def test_a_url_encoded_email_in_the_page_url_never_reaches_metadata() -> None:
+    # GIVEN a page call whose context.page.url and properties carry a percent-encoded email
+    url = "https://acme.example/reset?email=jane.doe%40example.com"
+    event = _segment("page", name="Reset", properties={"url": url, "path": "/reset"},
+                     context={"page": {"url": url, "path": "/reset"}})  # fmt: skip
+    out = json.dumps(event_row(event).to_bq(NOW))
+    # THEN neither the encoded nor the decoded form is stored, and the path survives
+    assert "jane.doe" not in out
+    assert event_row(event).metadata["context"]["page"] == {"path": "/reset"}
+
+
+# -- finding 22: the salt is a secret ------------------------------------------------------------------------------
+def test_the_salt_never_appears_in_repr_str_or_dumps_of_a_policy() -> None:
+    from shared.config import PrivacyConfig
+    from shared.privacy import policy_for
+
+    for policy in (PrivacyPolicy(mode="hash", salt=SecretStr(SALT)), policy_for(PrivacyConfig(mode="hash"), SALT)):
+        shown = [repr(policy), str(policy), policy.model_dump_json(), repr(policy.model_dump()), f"{policy!r}",
+                 repr(policy.scrubber)]  # fmt: skip
+        assert not [s for s in shown if SALT in s]
+        # AND it still salts the pseudonyms
+        assert policy.pseudonym(EMAIL) != PrivacyPolicy(mode="hash", salt=SecretStr("another-salt-012345")).pseudonym(EMAIL)
