@@ -1,7 +1,8 @@
 """Local push credentials: generate a tenant's provider credentials, store them in the stack's secrets file (the local
 stand-in for Secret Manager) pointed at the fake provider, and register their public halves with the fakes.
 
-The keys are generated per tenant at run time and never leave the state folder (chmod 600).
+The keys are generated per tenant at run time, once, and never leave the state folder (files 0600 in a 0700
+folder).
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from infra.local.secrets_file import write_local_secret
+from infra.local.secrets_file import (
+    locked,
+    make_private_dir,
+    read_local_secrets,
+    write_local_secret,
+    write_private_file,
+)
 
 if TYPE_CHECKING:
     from infra.local.stack import StackConfig
@@ -73,12 +80,19 @@ def make_credentials(cfg: StackConfig, tenant: str, provider: str) -> tuple[dict
     raise ValueError(f"unknown provider {provider!r}")
 
 
-def setup_local_push(cfg: StackConfig, tenant: str, provider: str) -> None:
+def setup_local_push(cfg: StackConfig, tenant: str, provider: str) -> bool:
+    """Generate and register the tenant's credentials for ``provider``, unless it has some already (re-running
+    `landline tenant add` keeps the keys the fake knows). True if new credentials were made."""
+    if read_local_secrets(cfg, tenant).get(provider):
+        return False
     entry, registration = make_credentials(cfg, tenant, provider)
-    write_local_secret(cfg, tenant, provider, entry)
+    if not write_local_secret(cfg, tenant, provider, entry, keep_existing=True):
+        return False
     register_file = cfg.home / "fakes" / "register.json"
-    register_file.parent.mkdir(parents=True, exist_ok=True)
-    registered = json.loads(register_file.read_text()) if register_file.exists() else {}
-    registered.setdefault(provider, []).append(registration)
-    register_file.write_text(json.dumps(registered))  # read again by the fakes when they restart
+    make_private_dir(register_file.parent)
+    with locked(register_file):  # it holds the OneSignal, Braze and Expo keys as they are: 0600 like the secrets
+        registered = json.loads(register_file.read_text()) if register_file.exists() else {}
+        registered.setdefault(provider, []).append(registration)
+        write_private_file(register_file, json.dumps(registered))  # read again by the fakes when they restart
     httpx.post(f"{fake_url(cfg, provider)}/_fake/register", json={provider: registration}, timeout=10).raise_for_status()
+    return True

@@ -329,13 +329,15 @@ class Stack:
 
     def up(self, timeout: float = 60.0, default_region: str | None = None) -> float:
         """Start whatever is not running and healthy; returns seconds taken."""
+        from infra.local.secrets_file import make_private_dir, write_private_file
+
         t0 = time.monotonic()
+        make_private_dir(self.home)  # 0700: it holds keys, the warehouse's files and logs with personal data
         self.cfg.paths.bigquery_data.mkdir(parents=True, exist_ok=True)
         if not self.cfg.paths.tenants.exists():
             self.cfg.paths.tenants.write_text("{}")
         if not self.cfg.paths.secrets.exists():
-            self.cfg.paths.secrets.write_text("{}")
-            self.cfg.paths.secrets.chmod(0o600)
+            write_private_file(self.cfg.paths.secrets, "{}")
         svcs = self.available_services()
         first = svcs[:2]  # Pub/Sub first: fake-gcs-server publishes into it; topics must exist before any upload
         for svc in svcs:
