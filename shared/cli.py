@@ -96,48 +96,116 @@ def status(home: HomeOpt = None, as_json: Annotated[bool, typer.Option("--json")
 @tenant_app.command("add")
 def tenant_add(
     name: str,
-    region: Annotated[str, typer.Option(help="GCP region the tenant's data is pinned to")],
-    prefix: Annotated[str, typer.Option(help="prefix before segment-logs/ in the bucket")] = "",
+    region: Annotated[str, typer.Option(help="GCP region the tenant's data is pinned to (it cannot change later)")],
+    bucket: Annotated[str | None, typer.Option(help="bucket (default <project>-<name>); new tenants only")] = None,
+    dataset: Annotated[str | None, typer.Option(help="dataset id (default landline_<name>); new tenants only")] = None,
+    prefix: Annotated[str | None, typer.Option(help="prefix before segment-logs/ in the bucket")] = None,
     push_provider: Annotated[str | None, typer.Option(help="fcm, apns, onesignal, braze or expo")] = None,
-    quiet_hours: Annotated[str | None, typer.Option(help="HH:MM-HH:MM in each contact's timezone")] = None,
-    frequency_cap: Annotated[int | None, typer.Option(help="max pushes per contact per 24 h")] = None,
+    quiet_hours: Annotated[str | None, typer.Option(help="HH:MM-HH:MM in each contact's timezone, or off")] = None,
+    frequency_cap: Annotated[int | None, typer.Option(help="max pushes per contact per 24 h (at least 1)")] = None,
     privacy: Annotated[
-        str, typer.Option(help="PII in event metadata: 'remove' it, or 'hash' it (salted, per tenant)")
-    ] = "remove",
-    pii_key: Annotated[
-        list[str] | None, typer.Option(help="another property key that holds personal data (repeatable)")
+        str | None, typer.Option(help="PII in event metadata: 'remove' it (default), or 'hash' it (salted, per tenant)")
     ] = None,
+    pii_key: Annotated[
+        list[str] | None, typer.Option(help="another property key that holds personal data (repeatable; adds)")
+    ] = None,
+    drop_pii_key: Annotated[
+        list[str] | None, typer.Option(help="stop treating this key as personal (repeatable; weaker privacy)")
+    ] = None,
+    scan_values: Annotated[
+        bool | None, typer.Option("--scan-values/--no-scan-values", help="look for emails, phones, IPs in values")
+    ] = None,
+    rejected_retention_days: Annotated[
+        int | None, typer.Option(help="days raw rejected lines are kept, for replay (default 30)")
+    ] = None,
+    allow_weaker_privacy: Annotated[
+        bool, typer.Option("--allow-weaker-privacy", help="confirm a change that protects personal data less")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the tenant's whole configuration")] = False,
     home: HomeOpt = None,
 ) -> None:
-    """Create a tenant's bucket and dataset (location REGION) and register it. On the local stack, a push provider
-    gets generated credentials, and a hash-mode tenant a random salt, stored in the stack's secrets file."""
+    """Create a tenant's bucket and dataset (location REGION) and register it; for an existing tenant, keep what is
+    stored, change only what is given, and upgrade its tables. On the local stack, a push provider gets generated
+    credentials, and a hash-mode tenant a random salt, stored in the stack's secrets file."""
     from infra.local.secrets_file import ensure_local_privacy_salt
-    from shared.tenancy import add_tenant
+    from shared.errors import SetupError
+    from shared.tenancy import plan_tenant, save_tenant
 
-    if privacy not in ("remove", "hash"):
-        raise typer.BadParameter("must be 'remove' or 'hash'", param_hint="--privacy")
+    if privacy not in (None, "remove", "hash"):
+        raise _tenant_error(f"--privacy must be 'remove' or 'hash', got {privacy!r}", 2)
+    if rejected_retention_days is not None and rejected_retention_days < 1:
+        raise _tenant_error(f"--rejected-retention-days must be at least 1, got {rejected_retention_days}", 2)
+    privacy_given: dict[str, Any] = {
+        key: value
+        for key, value in (("mode", privacy), ("scan_values", scan_values),
+                           ("rejected_retention_days", rejected_retention_days))
+        if value is not None
+    }  # fmt: skip
     stack = _running(home)
-    policy: dict[str, object] = {}
-    if quiet_hours:
-        start, _, end = quiet_hours.partition("-")
-        policy.update(quiet_hours_start=start, quiet_hours_end=end)
-    if frequency_cap:
-        policy["frequency_cap"] = frequency_cap
-    if privacy == "hash":
+    try:
+        plan = plan_tenant(
+            name, region, bucket=bucket, dataset=dataset, prefix=prefix, push_provider=push_provider,
+            push_policy=_push_policy_given(quiet_hours, frequency_cap), privacy=privacy_given,
+            add_pii_keys=pii_key or (), drop_pii_keys=drop_pii_key or (), allow_weaker_privacy=allow_weaker_privacy,
+        )  # fmt: skip
+    except SetupError as exc:
+        raise _tenant_error(str(exc), 1) from exc
+    except ValueError as exc:
+        raise _tenant_error(str(exc), 2) from exc
+    if plan.tenant.privacy.mode == "hash":
         ensure_local_privacy_salt(stack.cfg, name)  # before the tenant exists, so no message finds it without one
-    tenant = add_tenant(
-        name,
-        region,
-        prefix=prefix,
-        push_provider=push_provider,
-        push_policy=policy,
-        privacy={"mode": privacy, "extra_pii_keys": tuple(pii_key or ())},
-    )
-    if push_provider:
+    try:
+        tenant = save_tenant(plan.tenant)
+    except SetupError as exc:
+        raise _tenant_error(str(exc), 1) from exc
+    generated = False
+    if tenant.push_provider:
         from infra.local.push_setup import setup_local_push
 
-        setup_local_push(stack.cfg, name, push_provider)
-    _echo_json(tenant.model_dump())
+        generated = setup_local_push(stack.cfg, name, tenant.push_provider)  # keeps credentials it already has
+    if as_json:
+        _echo_json(tenant.model_dump())
+        return
+    push = tenant.push_provider or "none"
+    keys = f" ({tenant.push_provider} credentials generated)" if generated else ""
+    if plan.created:
+        typer.echo(f"created tenant {name} in {tenant.region}: bucket gs://{tenant.bucket}, dataset {tenant.dataset}, "
+                   f"privacy {tenant.privacy.mode}, push {push}{keys}")  # fmt: skip
+    elif plan.changes:
+        typer.echo(f"updated tenant {name}: {'; '.join(plan.changes)}{keys}; everything else kept")
+    else:
+        typer.echo(f"tenant {name} unchanged ({tenant.region}, privacy {tenant.privacy.mode}, push {push}){keys}; "
+                   "tables and views are up to date")  # fmt: skip
+
+
+def _tenant_error(message: str, code: int) -> typer.Exit:
+    """One line on stderr, and the exit to raise: `tenant add` refuses before it creates anything."""
+    typer.echo(f"landline tenant add: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _push_policy_given(quiet_hours: str | None, frequency_cap: int | None) -> dict[str, Any]:
+    """The push-policy fields given on the command line (nothing for a flag left out)."""
+    import re
+
+    given: dict[str, Any] = {}
+    if quiet_hours is not None:
+        if quiet_hours.lower() in ("off", "none"):
+            given.update(quiet_hours_start=None, quiet_hours_end=None)
+        elif re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d", quiet_hours):
+            start, _, end = quiet_hours.partition("-")
+            given.update(quiet_hours_start=start, quiet_hours_end=end)
+        else:
+            raise _tenant_error(f"--quiet-hours must be HH:MM-HH:MM (e.g. 21:00-08:00) or off, got {quiet_hours!r}", 2)
+    if frequency_cap is not None:
+        if frequency_cap < 1:
+            raise _tenant_error(
+                f"--frequency-cap must be at least 1, got {frequency_cap} (a tenant that sends nothing needs no "
+                "--push-provider)",
+                2,
+            )
+        given["frequency_cap"] = frequency_cap
+    return given
 
 
 @tenant_app.command("list")

@@ -7,18 +7,24 @@ the variables the Google clients already honour (``PUBSUB_EMULATOR_HOST``, ``STO
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import json
+import logging
+import re
 import threading
+from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import SetupError
 
 TENANT_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
+log = logging.getLogger("landline.config")
 
 
 class Settings(BaseSettings):
@@ -99,10 +105,65 @@ class PrivacyConfig(BaseModel):
     context_keep: tuple[str, ...] | None = None
     # Look inside string values for emails, phone numbers and IPs (off only for data known to be free of them).
     scan_values: bool = True
+    # Days a rejected line's raw payload is kept (``rejected`` partitions expire after this): it is the line as it came,
+    # personal data unscrubbed and, in hash mode, unhashed. A replay must happen within this window.
+    rejected_retention_days: int = Field(default=30, ge=1, le=3650)
+
+
+# -- names the cloud accepts (checked here, so that the local stack refuses what Google Cloud would) ------------------
+# Google Cloud regions (multi-regions such as "eu" are not: functions, topics and buckets are pinned to one region).
+# Only `landline tenant add` checks a region against this list (with a "did you mean"): a region Google adds later
+# must not make an existing deployment's tenants unreadable, so the model only checks the format.
+KNOWN_REGIONS: frozenset[str] = frozenset({
+    "africa-south1", "asia-east1", "asia-east2", "asia-northeast1", "asia-northeast2", "asia-northeast3",
+    "asia-south1", "asia-south2", "asia-southeast1", "asia-southeast2", "australia-southeast1",
+    "australia-southeast2", "europe-central2", "europe-north1", "europe-north2", "europe-southwest1", "europe-west1",
+    "europe-west2", "europe-west3", "europe-west4", "europe-west6", "europe-west8", "europe-west9", "europe-west10",
+    "europe-west12", "me-central1", "me-central2", "me-west1", "northamerica-northeast1", "northamerica-northeast2",
+    "northamerica-south1", "southamerica-east1", "southamerica-west1", "us-central1", "us-east1", "us-east4",
+    "us-east5", "us-south1", "us-west1", "us-west2", "us-west3", "us-west4",
+})  # fmt: skip
+REGION_PATTERN = re.compile(r"[a-z]+-[a-z]+[0-9]{1,2}")
+# BigQuery dataset ids: letters, digits and underscores, at most 1,024.
+DATASET_PATTERN = re.compile(r"[A-Za-z0-9_]{1,1024}")
+# Cloud Storage bucket names: lowercase letters, digits, "-", "_" and "."; start and end with a letter or digit; 3-63
+# characters (up to 222 with dots, each dot-separated part at most 63); not an IP address; no "goog" prefix and no
+# "google" (or look-alikes) inside.
+_BUCKET_CHARS = re.compile(r"[a-z0-9][a-z0-9._-]*[a-z0-9]")
+_GOOGLE_LOOKALIKE = re.compile(r"g[o0]{2}g[l1]e")
+CLAIMS_BUCKET_SUFFIX = "-claims"  # shared/push/claims.py: every tenant also gets <bucket>-claims
+
+
+def bucket_name_problem(name: str) -> str | None:
+    """Why Cloud Storage would refuse ``name`` as a bucket name, or None."""
+    if not 3 <= len(name) <= 222 or not _BUCKET_CHARS.fullmatch(name):
+        return "use 3-63 lowercase letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+    if "." not in name and len(name) > 63:
+        return "at most 63 characters (222 with dots)"
+    if any(not 1 <= len(part) <= 63 for part in name.split(".")):
+        return "each dot-separated part must have 1-63 characters"
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    else:
+        return "a bucket name cannot be an IP address"
+    if name.startswith("goog") or _GOOGLE_LOOKALIKE.search(name):
+        return "a bucket name cannot start with 'goog' or contain 'google'"
+    return None
+
+
+def region_problem(region: str) -> str | None:
+    """Why ``region`` is not a Google Cloud region (with the nearest known one), or None."""
+    if region in KNOWN_REGIONS:
+        return None
+    close = difflib.get_close_matches(region, KNOWN_REGIONS, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else "regions look like 'europe-west1' or 'us-central1'"
+    return f"unknown region {region!r} ({hint})"
 
 
 class Tenant(BaseModel):
-    """One customer: its bucket and dataset, pinned to ``region``."""
+    """One customer: its bucket and dataset, pinned to ``region``. Names are checked as Google Cloud checks them."""
 
     name: str = Field(pattern=TENANT_NAME_PATTERN)
     region: str
@@ -116,45 +177,121 @@ class Tenant(BaseModel):
 
     @field_validator("region")
     @classmethod
-    def _lower_region(cls, value: str) -> str:
-        return value.lower()
+    def _check_region(cls, value: str) -> str:
+        value = value.lower()
+        if not REGION_PATTERN.fullmatch(value):
+            raise ValueError(f"{value!r} is not a Google Cloud region (they look like 'europe-west1')")
+        return value
+
+    @field_validator("bucket")
+    @classmethod
+    def _check_bucket(cls, value: str) -> str:
+        for name in (value, value + CLAIMS_BUCKET_SUFFIX):
+            problem = bucket_name_problem(name)
+            if problem:
+                raise ValueError(f"bucket {name!r} is not a valid Cloud Storage bucket name: {problem}")
+        return value
+
+    @field_validator("dataset")
+    @classmethod
+    def _check_dataset(cls, value: str) -> str:
+        if not DATASET_PATTERN.fullmatch(value):
+            raise ValueError(f"{value!r} is not a BigQuery dataset id (letters, digits and '_', at most 1,024)")
+        return value
+
+
+def validation_message(exc: ValidationError) -> str:
+    """A pydantic error as one line: ``field: message; ...`` (no input echo, no documentation URL)."""
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
+    )
+
+
+def parse_registry(raw: dict[str, Any]) -> tuple[dict[str, Tenant], dict[str, str]]:
+    """(usable tenants, problem per unusable tenant). A tenant that does not validate, or that shares a bucket or a
+    dataset with another, is unusable: a shared bucket or dataset would mix two tenants' data, so neither of the two
+    gets anything until one is fixed, and nothing about one tenant makes the others unusable."""
+    tenants: dict[str, Tenant] = {}
+    problems: dict[str, str] = {}
+    for name, value in raw.items():
+        try:
+            tenants[name] = Tenant.model_validate(value)
+        except ValidationError as exc:
+            problems[name] = validation_message(exc)
+    owners: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for name, tenant in tenants.items():
+        owners["bucket", tenant.bucket].append(name)
+        owners["bucket", tenant.bucket + CLAIMS_BUCKET_SUFFIX].append(name)
+        owners["dataset", tenant.dataset].append(name)
+    for (kind, value), names in owners.items():
+        if len(names) > 1:
+            for name in names:
+                others = ", ".join(sorted(set(names) - {name})) or name
+                problems[name] = f"shares {kind} {value!r} with tenant {others}"
+    for name in problems:
+        tenants.pop(name, None)
+    return tenants, problems
 
 
 class TenantRegistry:
-    """Tenants by name and by bucket. Re-reads its file when it changes, so `landline tenant add` needs no restart."""
+    """Tenants by name and by bucket. Re-reads its file when it changes, so `landline tenant add` needs no restart.
+
+    An unusable tenant (invalid, or sharing a bucket or dataset) is left out and logged, and asking for it is a setup
+    error that says why; the other tenants are not affected.
+    """
 
     def __init__(self, cfg: Settings) -> None:
         self._cfg = cfg
         self._lock = threading.Lock()
-        self._mtime: float | None = None
+        self._source: object = None
         self._tenants: dict[str, Tenant] = {}
+        self._problems: dict[str, str] = {}
 
     def _load(self) -> dict[str, Tenant]:
         cfg = self._cfg
+        source: object
         if cfg.tenants_json:
-            raw = json.loads(cfg.tenants_json)
+            source = cfg.tenants_json
         elif cfg.tenants_file:
-            path = cfg.tenants_file
-            mtime = path.stat().st_mtime if path.exists() else None
-            with self._lock:
-                if mtime == self._mtime and self._tenants:
-                    return self._tenants
-                raw = json.loads(path.read_text()) if mtime is not None else {}
-                self._mtime = mtime
-                self._tenants = {name: Tenant.model_validate(t) for name, t in raw.items()}
-                return self._tenants
+            try:
+                st = cfg.tenants_file.stat()
+                source = (st.st_ino, st.st_mtime_ns, st.st_size)  # a new inode on every atomic replace
+            except FileNotFoundError:
+                source = None
         else:
             raise SetupError(
                 "no tenants are configured", "set LANDLINE_TENANTS_FILE or LANDLINE_TENANTS_JSON for the function"
             )
-        return {name: Tenant.model_validate(t) for name, t in raw.items()}
+        with self._lock:
+            if source != self._source or not self._tenants:
+                if cfg.tenants_json:
+                    raw = json.loads(cfg.tenants_json)
+                else:
+                    raw = json.loads(cfg.tenants_file.read_text()) if source and cfg.tenants_file else {}
+                self._tenants, problems = parse_registry(raw)
+                for name, problem in problems.items():
+                    if self._problems.get(name) != problem:
+                        log.error("tenant %r is not usable: %s", name, problem)
+                self._problems = problems
+                self._source = source
+            return self._tenants
 
     def all(self) -> list[Tenant]:
         return list(self._load().values())
 
+    def problem(self, name: str) -> str | None:
+        """Why a registered tenant is not usable, or None."""
+        self._load()
+        return self._problems.get(name)
+
     def get(self, name: str) -> Tenant:
         tenants = self._load()
         if name not in tenants:
+            if name in self._problems:
+                raise SetupError(
+                    f"tenant {name!r} is not usable: {self._problems[name]}",
+                    f"correct its entry in the tenants file (or re-run `landline tenant add {name}` with valid values)",
+                )
             raise SetupError(f"unknown tenant {name!r}", f"create it with `landline tenant add {name} --region R`")
         return tenants[name]
 

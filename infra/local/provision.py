@@ -78,9 +78,12 @@ def ensure_tenants(cfg: StackConfig, topology: Topology, default_region: str | N
     and the default tenant if it does not exist yet."""
     import json
 
-    from shared.config import Tenant
+    from shared.config import parse_registry
 
-    registered = [Tenant.model_validate(t) for t in json.loads(cfg.paths.tenants.read_text() or "{}").values()]
+    usable, problems = parse_registry(json.loads(cfg.paths.tenants.read_text() or "{}"))
+    for name, problem in problems.items():  # an unusable tenant must not keep the stack, or the others, down
+        print(f"warning: tenant {name!r} is not usable: {problem}", file=sys.stderr)
+    registered = list(usable.values())
     for tenant in registered:
         try:
             add_local_tenant(cfg, tenant.name, tenant.region, bucket=tenant.bucket, dataset=tenant.dataset,
@@ -89,7 +92,7 @@ def ensure_tenants(cfg: StackConfig, topology: Topology, default_region: str | N
         except SetupError as exc:
             # One misconfigured tenant (e.g. a region mismatch) must not keep the stack, or other tenants, down.
             print(f"warning: tenant {tenant.name!r} is not usable: {exc}", file=sys.stderr)
-    if DEFAULT_TENANT not in {t.name for t in registered}:
+    if DEFAULT_TENANT not in {t.name for t in registered} | set(problems):
         from infra.local.push_setup import setup_local_push
 
         add_local_tenant(cfg, DEFAULT_TENANT, default_region or topology.defaults.region, push_provider="fcm")

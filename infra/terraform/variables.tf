@@ -26,6 +26,8 @@ variable "tenants" {
       extra_pii_keys = optional(list(string), [])
       context_keep   = optional(list(string))
       scan_values    = optional(bool, true)
+      # Days the raw payloads in `rejected` are kept (its partitions expire; landline tenant add applies it).
+      rejected_retention_days = optional(number, 30)
     }), {})
   }))
 }

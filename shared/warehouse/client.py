@@ -69,8 +69,19 @@ def check_region(client: bigquery.Client, tenant: Tenant, *, force: bool = False
     _region_checked[key] = time.monotonic()
 
 
+# The table that keeps raw lines (personal data unscrubbed, unhashed in hash mode): its partitions expire after the
+# tenant's ``privacy.rejected_retention_days``, so a replay must happen within that window.
+RAW_PAYLOAD_TABLE = "rejected"
+
+
+def partition_expiration_ms(tenant: Tenant, table: str) -> int | None:
+    """How long a partition of ``table`` lives for ``tenant`` (None: forever)."""
+    return tenant.privacy.rejected_retention_days * 86_400_000 if table == RAW_PAYLOAD_TABLE else None
+
+
 def provision_dataset(client: bigquery.Client, tenant: Tenant, *, tables: Iterable[str] | None = None) -> None:
-    """Create the tenant's dataset (location = region), tables and views; idempotent."""
+    """Create the tenant's dataset (location = region), tables and views; idempotent. Also upgrades what an older
+    version made: missing columns, outdated views, and the raw-payload table's partition expiration."""
     ds_id = f"{client.project}.{tenant.dataset}"
     dataset = bigquery.Dataset(ds_id)
     dataset.location = tenant.region
@@ -83,15 +94,31 @@ def provision_dataset(client: bigquery.Client, tenant: Tenant, *, tables: Iterab
             continue
         table = bigquery.Table(f"{ds_id}.{spec.name}", schema=spec.schema)
         table.description = spec.description
+        expiration_ms = partition_expiration_ms(tenant, spec.name)
         if spec.partition_field:
-            table.time_partitioning = bigquery.TimePartitioning(field=spec.partition_field)
+            table.time_partitioning = bigquery.TimePartitioning(field=spec.partition_field, expiration_ms=expiration_ms)
         if spec.clustering:
             table.clustering_fields = spec.clustering
-        _add_missing_columns(client, client.create_table(table, exists_ok=True), spec.schema)
+        created = client.create_table(table, exists_ok=True)
+        _add_missing_columns(client, created, spec.schema)
+        if expiration_ms is not None:
+            _expire_partitions(client, created, expiration_ms)
     for name, sql in VIEWS.items():
         view = bigquery.Table(f"{ds_id}.{name}")
         view.view_query = sql.format(ds=ds_id)
         _refresh_view(client, client.create_table(view, exists_ok=True), view.view_query, tenant.region)
+
+
+def _expire_partitions(client: bigquery.Client, table: bigquery.Table, expiration_ms: int) -> None:
+    """Give an existing partitioned table (made before retention existed, or with another one) this expiration."""
+    partitioning = table.time_partitioning
+    if partitioning is None or partitioning.expiration_ms == expiration_ms:
+        return
+    table = client.get_table(table.reference)  # fresh: adding columns may have changed its etag
+    partitioning = table.time_partitioning
+    partitioning.expiration_ms = expiration_ms
+    table.time_partitioning = partitioning
+    client.update_table(table, ["time_partitioning"])
 
 
 def _add_missing_columns(client: bigquery.Client, table: bigquery.Table, wanted: list[bigquery.SchemaField]) -> None:

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.faults import pipeline_accounting
 from tests.stack_support import unique
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from tests.faults import Fault
     from tests.stack_support import StackHandle
 
 pytestmark = pytest.mark.stack
@@ -196,3 +198,68 @@ def test_a_hash_mode_tenant_keeps_personal_values_joinable_but_only_inside_the_t
     assert theirs["member_no"] == "M-100200"
     # AND the same email has a different pseudonym in each tenant: pseudonyms cannot be joined across tenants
     assert ours["email"] != theirs["email"]
+
+
+# -- finding 12: the routes by which PII still reached events.metadata ----------------------------------------------
+ALIAS_EMAIL = "old.jane@example.com"
+GROUP_EMAIL = "team@initech.example"
+KEY_EMAIL = "jane.key@example.com"
+INT_PHONE = 14155552671
+URL_EMAIL = "jane.url@example.com"
+SSN = "123-45-6789"
+# every form in which one of them could be stored (raw, percent-encoded, as a number)
+LEAK_FORMS = [ALIAS_EMAIL, GROUP_EMAIL, KEY_EMAIL, str(INT_PHONE), URL_EMAIL, URL_EMAIL.replace("@", "%40"), SSN]
+
+
+def leak_records() -> list[dict[str, Any]]:
+    url = "https://acme.example/reset?email=" + URL_EMAIL.replace("@", "%40")
+    ctx = {"page": {"url": url, "path": "/reset"}, "locale": "en-GB"}
+    return [
+        {**base("alias", "leak-alias", previousId=ALIAS_EMAIL), "context": ctx},
+        {**base("group", "leak-group", groupId=GROUP_EMAIL, traits={"plan": "pro"}), "context": ctx},
+        {**base("track", "leak-track", event="Shared",
+                properties={KEY_EMAIL: {"role": "admin"}, "contact": INT_PHONE, "quantity": 3,
+                            "sent": 1715644800, "ref": url, "note": f"id {SSN}", "order_id": 5678901234567}),
+         "context": ctx},
+        {**base("page", "leak-page", name="Reset", properties={"url": url, "path": "/reset"}), "context": ctx},
+    ]  # fmt: skip
+
+
+@pytest.mark.scenario(
+    "PII hidden in ids, keys, numbers and URLs never reaches events",
+    injected="an alias previousId and a group groupId that are emails, an email as a property key, a phone number as "
+    "an integer, a percent-encoded email in context.page.url and a property, an SSN; one remove-mode and one "
+    "hash-mode tenant",
+    findings=[12],
+)
+def test_pii_in_ids_keys_integers_and_encoded_urls_never_reaches_events(
+    local_stack: StackHandle, tmp_path: Path, fault: Fault
+) -> None:
+    # GIVEN a remove-mode and a hash-mode tenant, and Segment calls hiding personal data where the scrubber missed it
+    removing, hashing = local_stack.add_tenant(), local_stack.add_tenant(privacy="hash")
+    recs = leak_records()
+    # WHEN they are loaded through the stack
+    for tenant in (removing, hashing):
+        local_stack.drop(tenant, put(tmp_path, recs))
+    local_stack.wait()
+    # THEN no form of any of those values is in any column of any events row, in either tenant
+    found, lost, duplicated = 0, 0, 0
+    for tenant in (removing, hashing):
+        rows = local_stack.query(tenant, "SELECT event_name, TO_JSON_STRING(t) AS j FROM events t")
+        assert len(rows) == len(recs)
+        dump = "\n".join(r["j"] + json.dumps(json.loads(r["j"]), ensure_ascii=False) for r in rows)
+        found += sum(dump.count(value) for value in LEAK_FORMS)
+        counts = pipeline_accounting(local_stack, tenant, len(recs))
+        lost, duplicated = lost + counts["lost"], duplicated + counts["duplicated"]
+    assert found == 0
+    # AND ordinary numbers and ids survive; in hash mode the alias and group ids are pseudonyms (joinable in-tenant)
+    [track] = local_stack.query(removing, "SELECT TO_JSON_STRING(metadata) AS m FROM events WHERE event_name = 'Shared'")
+    metadata = json.loads(track["m"])
+    metadata = metadata if isinstance(metadata, dict) else json.loads(metadata)
+    assert (metadata["quantity"], metadata["sent"], metadata["order_id"]) == (3, 1715644800, 5678901234567)
+    hashed = {r["event_name"]: json.loads(r["m"]) for r in local_stack.query(
+        hashing, "SELECT event_name, TO_JSON_STRING(metadata) AS m FROM events WHERE event_name IN ('alias', 'group')")}
+    hashed = {k: v if isinstance(v, dict) else json.loads(v) for k, v in hashed.items()}
+    assert hashed["alias"]["previous_id"].startswith("sha256:") and hashed["group"]["group_id"].startswith("sha256:")
+    fault.report(f"{found} personal values in events across {2 * len(recs)} rows of two tenants (remove, hash)",
+                 lost=lost, duplicated=duplicated, pii_values_found=found)

@@ -196,7 +196,9 @@ def test_the_loader_refuses_a_hash_mode_tenant_without_a_salt_with_a_fix(tmp_pat
     secrets.write_text(json.dumps({"acme": {}}))
     monkeypatch.setenv("LANDLINE_SECRETS_FILE", str(secrets))
     config.settings.cache_clear()
-    tenant = Tenant(name="acme", region="europe-west1", bucket="b", dataset="d", privacy={"mode": "hash"})
+    tenant = Tenant(
+        name="acme", region="europe-west1", bucket="acme-segment", dataset="landline_acme", privacy={"mode": "hash"}
+    )
     try:
         # WHEN its policy is resolved / THEN a setup error says where the salt goes (the message is retried, never
         # loaded unhashed)
