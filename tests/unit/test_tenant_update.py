@@ -135,3 +135,46 @@ def test_weakenings_and_differences_are_described() -> None:
         "context sections kept: traits"
     ]
     assert differences({"a": 1, "b": {"c": None}}, {"a": 1, "b": {"c": "x"}, "new": 3}) == ["b.c: none -> x"]
+
+
+class _Buckets:
+    """A storage client whose bucket names are all taken; ``listed`` is what list_buckets shows for this project."""
+
+    def __init__(self, listed: list[Any]) -> None:
+        self.listed = listed
+
+    def create_bucket(self, name: str, location: str) -> None:
+        from google.api_core import exceptions as gexc
+
+        raise gexc.Conflict("taken")
+
+    def list_buckets(self, prefix: str, project: str) -> list[Any]:
+        return [b for b in self.listed if b.name.startswith(prefix)]
+
+
+def _bucket(name: str, location: str) -> Any:
+    return type("Bucket", (), {"name": name, "location": location})()
+
+
+@pytest.mark.parametrize(
+    ("listed", "local", "problem"),
+    [([], False, "exists but not in project 'proj'"),
+     ([_bucket("acme-segment-2", "EUROPE-WEST1")], False, "exists but not in project 'proj'"),
+     ([_bucket("acme-segment", "US-CENTRAL1")], False, "is in location 'us-central1'"),
+     ([_bucket("acme-segment", "EUROPE-WEST1")], False, None),
+     ([_bucket("acme-segment", "US-CENTRAL1")], True, None)],  # the emulator keeps no locations
+    ids=["someone else's", "a prefix match only", "ours, other region", "ours", "ours on the emulator"],
+)  # fmt: skip
+def test_a_taken_bucket_name_is_used_only_if_it_is_ours_and_in_the_region(
+    listed: list[Any], local: bool, problem: str | None
+) -> None:
+    from shared.config import Tenant
+    from shared.errors import SetupError
+
+    tenant = Tenant.model_validate(STORED)
+    cfg = Settings(project="proj", bigquery_endpoint="http://127.0.0.1:1" if local else None)
+    if problem is None:
+        tenancy._ensure_bucket(_Buckets(listed), "acme-segment", tenant, cfg)
+    else:
+        with pytest.raises(SetupError, match=problem):
+            tenancy._ensure_bucket(_Buckets(listed), "acme-segment", tenant, cfg)
