@@ -75,6 +75,7 @@ def measure(size_mb: int, workdir: Path) -> dict[str, float]:
     from infra.local.provision import push_subscription_name
     from infra.local.stack import Stack
     from shared.cli import drop_files, wait_idle
+    from shared.config import tenant_topic
     from tests.stack_support import free_port_base
 
     # The emulator keeps published messages in its heap (even acked ones, for a while): size it for the file.
@@ -84,14 +85,15 @@ def measure(size_mb: int, workdir: Path) -> dict[str, float]:
         stack.up(timeout=120)
         os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{stack.cfg.port('pubsub')}"
         subscriber = pubsub_v1.SubscriberClient()
+        raw_events = tenant_topic("raw-events", "default")  # the file is dropped for the default tenant
         subscriber.delete_subscription(
             subscription=subscriber.subscription_path(
-                stack.cfg.project, push_subscription_name("load_events", "raw-events", stack.cfg.run_id)
+                stack.cfg.project, push_subscription_name("load_events", raw_events, stack.cfg.run_id)
             )
         )
         # A consumer that acks everything at once, so the emulator does not hold the whole file in its heap.
         drain = subscriber.subscription_path(stack.cfg.project, f"rss-drain-{stack.cfg.run_id}")
-        subscriber.create_subscription(name=drain, topic=subscriber.topic_path(stack.cfg.project, "raw-events"))
+        subscriber.create_subscription(name=drain, topic=subscriber.topic_path(stack.cfg.project, raw_events))
         drained = {"messages": 0}
 
         def ack(message: pubsub_v1.subscriber.message.Message) -> None:

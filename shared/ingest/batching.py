@@ -9,7 +9,12 @@ Why it looks like this:
 * The packing works on whole decompressed chunks: line lengths come from ``map(len, ...)`` and cut points from a
   prefix sum and ``bisect`` -- per-batch Python work instead of per-line work, to keep up with inflate.
 * A line bigger than ``max_bytes`` is still published, alone and flagged ``oversized``, so the caller can reject it
-  with a reason instead of dropping it. A truncated file's broken last line is published marked ``partial_line``.
+  with a reason instead of dropping it; a line the decoder cut to its head (longer than its cap) too, with its full
+  length in ``original_bytes``. A truncated file's broken last line is published marked ``partial_line``.
+* The loader trusts none of these attributes: any publisher can set them. ``attribute_line_numbers`` checks that
+  they describe exactly the payload's lines (``last - first + 1 - skipped == lines``) *before* building any list,
+  and says ``None`` (number from 1) for anything malformed, inconsistent or huge; ``int_attribute`` reads one
+  number or ``None``.
 * CSV files (``format=csv``): the first line is the header row. :func:`split_csv_header` takes it off the line
   stream, and :func:`encode_batch` puts it in front of *every* batch's payload, so each message is a small CSV file
   the loader can read alone (no 1024-byte attribute limit on the header). ``first_line``/``last_line`` still number
@@ -19,12 +24,13 @@ Why it looks like this:
 from __future__ import annotations
 
 import hashlib
+import re
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from itertools import accumulate, chain
 from typing import TYPE_CHECKING
 
-from shared.ingest.decode import CsvLineReader, LineChunk, LineReader, RawLine
+from shared.ingest.decode import MAX_LINE_BYTES, CsvLineReader, LineChunk, LineReader, RawLine
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -41,6 +47,7 @@ __all__ = [
     "batch_id",
     "batch_lines",
     "encode_batch",
+    "int_attribute",
     "open_csv_lines",
     "split_csv_header",
 ]
@@ -66,6 +73,7 @@ class Batch:
     lines: list[bytes]
     payload_bytes: int
     oversized: bool = False  # a single line larger than max_bytes: reject it (it is alone in this batch)
+    original_bytes: int | None = None  # oversized by the decoder's cap: ``lines[0]`` is its head, this its length
     partial_line: int | None = None  # number of the truncated last line of a broken file, if in this batch
     skipped: list[tuple[int, int]] = field(default_factory=list)  # blank line ranges inside first..last
 
@@ -101,20 +109,21 @@ class _Open:
         self.skipped: list[tuple[int, int]] = []
 
 
-def _segments(chunks: Iterable[LineChunk]) -> Iterator[tuple[int, list[bytes], bool]]:
-    """Runs of consecutive line numbers: (first number, lines, last line is partial)."""
+def _segments(chunks: Iterable[LineChunk]) -> Iterator[tuple[int, list[bytes], bool, int | None]]:
+    """Runs of consecutive line numbers: (first number, lines, last line is partial, oversized_bytes of a one-line
+    run the decoder cut to its head)."""
     for c in chunks:
         nums = c.numbers
         if nums is None:
-            yield c.first_number, c.lines, c.partial
+            yield c.first_number, c.lines, c.partial, c.oversized_bytes
             continue
         start = 0
         for i in range(1, len(nums)):
             if nums[i] != nums[i - 1] + 1:
-                yield nums[start], c.lines[start:i], False
+                yield nums[start], c.lines[start:i], False, None
                 start = i
         if start < len(nums):
-            yield nums[start], c.lines[start:], c.partial
+            yield nums[start], c.lines[start:], c.partial, None
 
 
 def batch_chunks(chunks: Iterable[LineChunk], max_lines: int, max_bytes: int) -> Iterator[Batch]:
@@ -139,10 +148,20 @@ def batch_chunks(chunks: Iterable[LineChunk], max_lines: int, max_bytes: int) ->
         index += 1
         return batch
 
-    for seg_first, seg_lines, seg_partial in _segments(chunks):
+    for seg_first, seg_lines, seg_partial, seg_cut in _segments(chunks):
         n = len(seg_lines)
         if seg_partial:
             partial_number = seg_first + n - 1
+        if seg_cut is not None:  # the decoder kept only this line's head: alone, flagged, with its real length
+            if cur.lines:
+                yield close(cur)
+                cur = _Open()
+            cur.lines, cur.first, cur.last, cur.nbytes = seg_lines[:1], seg_first, seg_first, len(seg_lines[0])
+            batch = close(cur)
+            batch.oversized, batch.original_bytes = True, seg_cut
+            yield batch
+            cur = _Open()
+            continue
         # t[j] = bytes of seg_lines[:j] with one separator each, so lines a..b-1 cost t[b] - t[a] (- 1 if first)
         t = list(accumulate(map(_plus1, map(len, seg_lines)), initial=0))
         a = 0
@@ -191,11 +210,11 @@ def _chunks_from_lines(lines: Iterable[RawLine], size: int = 4096) -> Iterator[L
     data: list[bytes] = []
     nums: list[int] = []
     for line in lines:
-        if line.partial:
+        if line.partial or line.oversized_bytes is not None:
             if data:
                 yield LineChunk(nums[0], data, nums)
                 data, nums = [], []
-            yield LineChunk(line.number, [line.data], partial=True)
+            yield LineChunk(line.number, [line.data], partial=line.partial, oversized_bytes=line.oversized_bytes)
             continue
         data.append(line.data)
         nums.append(line.number)
@@ -233,9 +252,9 @@ def encode_batch(batch: Batch, header: bytes | None = None) -> bytes:
 # -- csv ------------------------------------------------------------------------------------------------------------
 
 
-def open_csv_lines(stream: BinaryIO, chunk_size: int = 1 << 20) -> CsvLineReader:
+def open_csv_lines(stream: BinaryIO, chunk_size: int = 1 << 20, max_line_bytes: int = MAX_LINE_BYTES) -> CsvLineReader:
     """Like :func:`shared.ingest.decode.open_lines`, for a CSV file (header row first, then one record a line)."""
-    return CsvLineReader(stream, chunk_size)
+    return CsvLineReader(stream, chunk_size, max_line_bytes)
 
 
 def split_csv_header(chunks: Iterable[LineChunk]) -> tuple[RawLine | None, Iterator[LineChunk]]:
@@ -247,7 +266,9 @@ def split_csv_header(chunks: Iterable[LineChunk]) -> tuple[RawLine | None, Itera
     for chunk in it:
         if not chunk.lines:
             continue
-        header = RawLine(chunk.number_at(0), chunk.lines[0], chunk.partial and len(chunk.lines) == 1)
+        header = RawLine(
+            chunk.number_at(0), chunk.lines[0], chunk.partial and len(chunk.lines) == 1, chunk.oversized_bytes
+        )
         rest = chunk.lines[1:]
         if not rest:
             return header, it
@@ -279,13 +300,44 @@ def batch_attributes(batch: Batch, *, tenant: str, origin: str, fmt: str = "segm
         attrs["partial_line"] = str(batch.partial_line)
     if batch.oversized:
         attrs["oversized"] = "true"
+    if batch.original_bytes is not None:
+        attrs["original_bytes"] = str(batch.original_bytes)
     return attrs
 
 
-def attribute_line_numbers(attrs: Mapping[str, str]) -> list[int]:
-    """Line number of each payload line, from :func:`batch_attributes` output (for the loader's rejections)."""
+_NUMBER_ATTRIBUTE = re.compile(r"[0-9]{1,15}")  # a line number or a size: far beyond any real file, never huge
+
+
+def int_attribute(value: str | None) -> int | None:
+    """A non-negative integer attribute as sent by any publisher, or ``None`` if absent or malformed (``x``, ``1e9``,
+    ``-3``, a thousand digits): the caller falls back to what it can tell from the payload."""
+    if value is None or not _NUMBER_ATTRIBUTE.fullmatch(value):
+        return None
+    return int(value)
+
+
+def attribute_line_numbers(attrs: Mapping[str, str], count: int) -> list[int] | None:
+    """Line number of each of the ``count`` payload lines, from :func:`batch_attributes` output (for the loader's
+    rejections); ``None`` if the attributes are absent, malformed or do not describe exactly ``count`` lines.
+
+    The range is checked before any list is built, so ``first_line=1, last_line=1000000000`` costs nothing."""
+    first, last = int_attribute(attrs.get("first_line")), int_attribute(attrs.get("last_line"))
+    if first is None or last is None or not 1 <= first <= last:
+        return None
+    declared = attrs.get("line_count")
+    if declared is not None and int_attribute(declared) != count:
+        return None
     skipped: list[tuple[int, int]] = []
+    blank = 0
+    previous = first  # each range lies strictly inside first..last, after the previous one
     for part in filter(None, attrs.get("skipped_lines", "").split(",")):
-        lo, _, hi = part.partition("-")
-        skipped.append((int(lo), int(hi or lo)))
-    return _numbers(int(attrs["first_line"]), int(attrs["last_line"]), skipped)
+        lo_text, _, hi_text = part.partition("-")
+        lo, hi = int_attribute(lo_text), int_attribute(hi_text or lo_text)
+        if lo is None or hi is None or not previous < lo <= hi < last:
+            return None
+        skipped.append((lo, hi))
+        blank += hi - lo + 1
+        previous = hi + 1
+    if last - first + 1 - blank != count:
+        return None
+    return _numbers(first, last, skipped)

@@ -5,8 +5,12 @@ Why it looks like this:
 * The encoding is sniffed from the first bytes, never from the name: GCS decompressive transcoding can hand a
   ``.gz`` over as plain text, and exporters concatenate gzip members.
 * Segment files are ~1 GB uncompressed, so we never hold a file: input is read ``chunk_size`` at a time and inflate
-  output is capped per call (``max_length``), so even a gzip bomb yields bounded chunks. Only a single pathological
-  line can grow, and it is the line itself.
+  output is capped per call (``max_length``), so even a gzip bomb yields bounded chunks. A single line is bounded
+  too: past ``max_line_bytes`` (``MAX_LINE_BYTES``, 16 MiB) only its head (``OVERSIZED_HEAD_BYTES``) is kept and the
+  rest is skipped up to the next ``\n``; the line is yielded with ``oversized_bytes`` (its full length), and the
+  loader rejects it as ``line_too_large`` with its line number. A 1 GB line that gzips to 1 MB therefore costs the
+  cap, not the line. The cap sits above Pub/Sub's 10 MB message limit on purpose: any line a message could carry
+  whole is still yielded whole, and ingest's existing oversized path (publish its head, marked oversized) handles it.
 * Lines are split on ``b"\\n"`` only: ``str.splitlines`` also splits on U+2028/U+2029/U+0085, which occur raw inside
   JSON strings. The work is done per decompressed chunk with ``bytes.split`` (C speed); per-line Python work is
   avoided on the fast path :meth:`LineReader.iter_chunks_of_lines`, which batching consumes.
@@ -28,6 +32,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 __all__ = [
+    "MAX_LINE_BYTES",
+    "OVERSIZED_HEAD_BYTES",
     "FileRejected",
     "LineChunk",
     "LineReader",
@@ -36,6 +42,9 @@ __all__ = [
 ]
 
 GZIP_MAGIC = b"\x1f\x8b"
+# One line's bound: above Pub/Sub's 10 MB message limit (see the module doc), far below the function's memory.
+MAX_LINE_BYTES = 16 << 20
+OVERSIZED_HEAD_BYTES = 100_000  # what is kept of a longer line: what a rejected row keeps of its payload
 UTF8_BOM = b"\xef\xbb\xbf"
 _WHITESPACE = b" \t\r\n\x0b\x0c"
 _SALVAGE_STEP = 512  # input bytes per inflate call when recovering output up to a corrupt spot
@@ -62,11 +71,13 @@ class FileRejected(PermanentError):
 
 
 class RawLine(NamedTuple):
-    """One non-blank physical line. ``number`` is 1-based and counts blank lines, so it is stable for a file."""
+    """One non-blank physical line. ``number`` is 1-based and counts blank lines, so it is stable for a file.
+    ``oversized_bytes``: set for a line longer than the reader's cap, whose ``data`` is only its head."""
 
     number: int
     data: bytes
     partial: bool = False
+    oversized_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +86,15 @@ class LineChunk:
 
     ``numbers`` is ``None`` when the lines are consecutive physical lines starting at ``first_number`` (the usual
     case); otherwise it holds each line's number (blank lines were skipped). ``partial`` marks the last line as the
-    broken tail of a truncated file.
+    broken tail of a truncated file. ``oversized_bytes`` is set on a chunk of one line longer than the reader's cap:
+    ``lines[0]`` is its head, ``oversized_bytes`` its full length.
     """
 
     first_number: int
     lines: list[bytes]
     numbers: list[int] | None = None
     partial: bool = False
+    oversized_bytes: int | None = None
 
     def number_at(self, i: int) -> int:
         """Physical line number of ``lines[i]``."""
@@ -106,11 +119,13 @@ class LineReader:
     members seen) describe the file.
     """
 
-    def __init__(self, stream: BinaryIO, chunk_size: int = 1 << 20) -> None:
-        if chunk_size < 1:
-            raise ValueError("chunk_size must be positive")
+    def __init__(self, stream: BinaryIO, chunk_size: int = 1 << 20, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        if chunk_size < 1 or max_line_bytes < 1:
+            raise ValueError("chunk_size and max_line_bytes must be positive")
         self._stream = stream
         self._chunk_size = chunk_size
+        self._max_line_bytes = max_line_bytes
+        self._head_bytes = min(max_line_bytes, OVERSIZED_HEAD_BYTES)  # what is kept of a longer line
         self.encoding: Encoding = "empty"
         self.truncated = False
         self.error: str | None = None
@@ -276,35 +291,59 @@ class LineReader:
     # -- splitting -------------------------------------------------------------------------------------------------
 
     def _line_chunks(self) -> Iterator[LineChunk]:
+        cap = self._max_line_bytes
         number = self._first_number  # physical number of the next line to start
-        tail: list[bytes] = []  # pieces of the current unterminated line (several only for a huge line)
+        tail: list[bytes] = []  # pieces of the current unterminated line (several only for a long line)
+        tail_len = 0
+        skipped = -1  # >= 0 while inside a line longer than the cap: its length so far (``head`` holds its start)
+        head = b""
         for data in self._decoded:
+            if skipped >= 0:  # skip the rest of an oversized line, up to its newline
+                nl = data.find(b"\n")
+                if nl < 0:
+                    skipped += len(data)
+                    continue
+                yield self._oversized(number, head, skipped + nl)
+                number += 1
+                skipped, head = -1, b""
+                data = data[nl + 1 :]
+                if not data:
+                    continue
             parts = data.split(b"\n")
             last = parts.pop()
             if not parts:  # no newline in this chunk: the line goes on
                 if last:
                     tail.append(last)
+                    tail_len += len(last)
+                    if tail_len > cap:
+                        head, skipped = _head(tail, self._head_bytes), tail_len
+                        tail, tail_len = [], 0
                 continue
+            may_be_long = tail_len + len(data) > cap  # else no line in this chunk can pass the cap
             if tail:
                 tail.append(parts[0])
                 parts[0] = b"".join(tail)
-                tail = []
-            if last:
-                tail.append(last)
+                tail, tail_len = [], 0
             first = number
             number += len(parts)
-            if b"\r" in data or parts[0][-1:] == b"\r":
-                parts = [p[:-1] if p[-1:] == b"\r" else p for p in parts]
-            if all(parts) and not any(map(bytes.isspace, parts)):
-                self.lines += len(parts)
-                yield LineChunk(first, parts)
-                continue
-            # Rare slow path: blank lines are skipped but keep their numbers.
-            numbers = [first + i for i, p in enumerate(parts) if p and not p.isspace()]
-            if numbers:
-                self.lines += len(numbers)
-                yield LineChunk(numbers[0], [parts[n - first] for n in numbers], numbers)
-        if tail:
+            if may_be_long and max(map(len, parts)) > cap:
+                yield from self._with_oversized(first, parts)  # rare: a line over the cap ends in this chunk
+            else:
+                if b"\r" in data or parts[0][-1:] == b"\r":
+                    parts = [p[:-1] if p[-1:] == b"\r" else p for p in parts]
+                if all(parts) and not any(map(bytes.isspace, parts)):
+                    self.lines += len(parts)
+                    yield LineChunk(first, parts)
+                else:
+                    yield from self._without_blanks(first, parts)
+            if last:
+                if len(last) > cap:
+                    head, skipped = last[: self._head_bytes], len(last)
+                else:
+                    tail, tail_len = [last], len(last)
+        if skipped >= 0:  # the file ends inside an oversized line
+            yield self._oversized(number, head, skipped, partial=self.truncated)
+        elif tail:
             line = b"".join(tail)
             if line[-1:] == b"\r":
                 line = line[:-1]
@@ -312,9 +351,38 @@ class LineReader:
                 self.lines += 1
                 yield LineChunk(number, [line], partial=self.truncated)
 
+    def _without_blanks(self, first: int, parts: list[bytes]) -> Iterator[LineChunk]:
+        """Rare slow path: blank lines are skipped but keep their numbers."""
+        numbers = [first + i for i, p in enumerate(parts) if p and not p.isspace()]
+        if numbers:
+            self.lines += len(numbers)
+            yield LineChunk(numbers[0], [parts[n - first] for n in numbers], numbers)
+
+    def _with_oversized(self, first: int, parts: list[bytes]) -> Iterator[LineChunk]:
+        """Complete lines of one chunk, some longer than the cap: each of those alone, as its head and length."""
+        cap = self._max_line_bytes
+        run: list[bytes] = []
+        run_first = first
+        for i, part in enumerate(parts):
+            if len(part) > cap:
+                if run:
+                    yield from self._without_blanks(run_first, run)
+                yield self._oversized(first + i, part[: self._head_bytes], len(part))
+                run, run_first = [], first + i + 1
+            else:
+                run.append(part[:-1] if part[-1:] == b"\r" else part)
+        if run:
+            yield from self._without_blanks(run_first, run)
+
+    def _oversized(self, number: int, head: bytes, size: int, partial: bool = False) -> LineChunk:
+        self.lines += 1
+        return LineChunk(number, [head], partial=partial, oversized_bytes=size)
+
     def _raw_lines(self) -> Iterator[RawLine]:
         for chunk in self.iter_chunks_of_lines():
-            if chunk.partial:
+            if chunk.oversized_bytes is not None:
+                yield RawLine(chunk.first_number, chunk.lines[0], chunk.partial, chunk.oversized_bytes)
+            elif chunk.partial:
                 yield RawLine(chunk.first_number, chunk.lines[0], True)
             elif chunk.numbers is None:
                 yield from map(RawLine, count(chunk.first_number), chunk.lines)
@@ -336,10 +404,20 @@ class CsvLineReader(LineReader):
             raise FileRejected(UNSUPPORTED_ENCODING, f"not gzip and not CSV text ({_describe(raw_head)})")
 
 
-def open_lines(stream: BinaryIO, chunk_size: int = 1 << 20) -> LineReader:
+def open_lines(stream: BinaryIO, chunk_size: int = 1 << 20, max_line_bytes: int = MAX_LINE_BYTES) -> LineReader:
     """Open a binary stream (e.g. ``blob.open("rb")``) as NDJSON lines.
 
     Raises :class:`FileRejected` right away if the first bytes are neither gzip nor NDJSON. ``chunk_size`` bounds
-    both the reads and each decompressed chunk, hence memory.
+    both the reads and each decompressed chunk, ``max_line_bytes`` what one line may hold, hence memory.
     """
-    return LineReader(stream, chunk_size)
+    return LineReader(stream, chunk_size, max_line_bytes)
+
+
+def _head(pieces: list[bytes], size: int) -> bytes:
+    """The first ``size`` bytes of a line held in pieces, without joining them all."""
+    out = bytearray()
+    for piece in pieces:
+        out += piece[: size - len(out)]
+        if len(out) >= size:
+            break
+    return bytes(out)

@@ -5,14 +5,21 @@ dropped and nothing raises for bad data, so the caller can ack the message after
 
 Speed matters (a 1 GB file is ~1.5 M lines): one ``validate_json`` pass over the bytes does parsing and validation in
 Rust; Python only maps fields. Slow diagnosis (why exactly a line is bad) runs only for lines that failed.
+
+One line can never fail its neighbours: bad data raises ``Rejection`` (a precise reason), and any other exception
+while mapping a line (a bug, a value no rule foresaw) becomes that line's rejection with reason ``internal_error`` and
+the exception's type, instead of failing the batch (which would retry and dead-letter up to 999 good lines). Only
+``MemoryError`` propagates: it is the process's state, not the line's, and a retry may succeed. The catch-all is a
+``try`` around the per-line call, which costs nothing until something raises. Bounds on untrusted values (times
+outside year 1..9999 in UTC, JSON nested too deeply, numbers beyond float64 or int64) live in
+``shared.sources.common``; a UTF-8 BOM at the start of a line (a mid-file line of concatenated exports) is ignored.
 """
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -25,8 +32,11 @@ from shared.sources.amplitude import AMPLITUDE_ADAPTER, AmplitudeEvent, user_pro
 from shared.sources.common import (
     Rejection,
     RejectReason,
+    bounded_numbers,
     content_hash,
     has_non_finite,
+    has_odd_numbers,
+    out_of_range_time,
     present,
     reason_from_validation,
     to_utc,
@@ -44,6 +54,8 @@ PROCESSOR_NAME = "landline.load"
 FORMATS = ("segment", "native", "mixpanel", "amplitude", "csv")
 MAX_LINE_BYTES = 1_000_000  # Segment caps a call at 32 KB; far beyond that is a broken file, not an event
 MAX_PAYLOAD_BYTES = 100_000  # what a rejected row keeps of the original line
+MAX_MESSAGE_CHARS = 500  # what a rejected row's message keeps of an exception's text
+UTF8_BOM = b"\xef\xbb\xbf"
 # Transport fields that differ between two deliveries of the same call: left out of the content hash.
 _TRANSPORT_FIELDS = ("receivedAt", "sentAt")
 
@@ -74,6 +86,12 @@ def _text(value: Any) -> str | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     return None
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """A value for a message: its repr, cut (an untrusted number may have thousands of digits)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -150,10 +168,35 @@ def rejected_row(
     )
 
 
+def internal_error(raw: bytes, lineage: Lineage, exc: BaseException) -> RejectedRow:
+    """The rejection of a line whose mapping raised something other than ``Rejection``: a bug or an unforeseen
+    value. The message names the exception type, so such rows can be found, fixed and replayed."""
+    try:
+        text = str(exc)
+    except Exception:  # an exception whose __str__ fails still names its type
+        text = ""
+    message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return rejected_row(raw, lineage, RejectReason.INTERNAL_ERROR, message[:MAX_MESSAGE_CHARS])
+
+
+def _with_bounded_numbers(row: Row, checked: dict[int, Any]) -> Row:
+    """``row``, with the JSON it stores (metadata or properties) bounded: ``shared.sources.common.bounded_numbers``."""
+    if type(row) is EventRow:
+        md = row.metadata
+        if md and has_odd_numbers(md, checked):
+            return replace(row, metadata=bounded_numbers(md, "metadata"))
+        return row
+    props = cast("UserPropertiesRow", row).properties
+    if props and has_odd_numbers(props, checked):
+        return replace(row, properties=bounded_numbers(props, "properties"))
+    return row
+
+
 class LineParser:
     """Holds the per-batch settings so the per-line path does no setup work."""
 
     __slots__ = (
+        "_clean",
         "_csv_header",
         "_fn",
         "_validate_segment",
@@ -198,48 +241,60 @@ class LineParser:
                 except HeaderError as exc:
                     self._csv_header = f"{exc.reason}: {exc.message}"
         self._validate_segment = SEGMENT_ADAPTER.validate_json
+        self._clean: dict[int, Any] = {}  # dicts found free of odd numbers (shared.sources.common.has_odd_numbers)
 
     def parse(self, raw: bytes, lineage: Lineage) -> Row | RejectedRow:
+        """One line -> its row, or its rejected row; never raises for anything about the line (see the module doc)."""
         try:
             if self._fn is None:
                 raise Rejection(RejectReason.UNKNOWN_FORMAT, f"unknown format {self.fmt!r}; expected one of {FORMATS}")
             if len(raw) > self.max_line_bytes:
                 raise Rejection(RejectReason.LINE_TOO_LARGE, f"{len(raw)} bytes > {self.max_line_bytes}")
-            return self._fn(raw, lineage)
+            return _with_bounded_numbers(self._fn(raw, lineage), self._clean)
         except Rejection as rej:
+            if raw[:3] == UTF8_BOM:  # a BOM starting a mid-file line (concatenated exports): the rest decides
+                return self.parse(raw[3:], lineage)
             return rejected_row(raw, lineage, rej.reason, rej.message, rej.message_id)
+        except MemoryError:
+            raise
+        except Exception as exc:  # a bug or an unforeseen value: this line's rejection, never its batch's failure
+            return internal_error(raw, lineage, exc)
 
     def parse_batch(self, lines: Iterable[tuple[int, bytes]], lineage: Lineage) -> ParsedBatch:
         """Every ``(line_number, raw)`` pair -> one row or one rejected row, with ``lineage``'s origin.
 
-        The cyclic garbage collector is paused for the batch: the loop allocates ~30 containers a line, none of them
-        cyclic (refcounting frees them), so the collector's generation-0 passes over the batch's growing row list are
-        pure overhead (~10% of the stage). It is re-enabled (if it was on) before returning, also on errors.
+        ``parse`` inlined (this loop is the stage's hot path); a line that starts with a BOM and fails goes through
+        ``parse`` again without it.
         """
         batch = ParsedBatch()
         rows, rejected = batch.rows, batch.rejected
         add_row, add_rejected = rows.append, rejected.append
         fmt_name, origin, received_at = lineage.source_format, lineage.origin, lineage.received_at
         fn, limit = self._fn, self.max_line_bytes
-        gc_was_on = gc.isenabled()
-        if gc_was_on:
-            gc.disable()
-        try:
-            for number, raw in lines:
-                line_lineage = _lineage(fmt_name, origin, number, received_at)
-                try:
-                    if fn is None:
-                        raise Rejection(
-                            RejectReason.UNKNOWN_FORMAT, f"unknown format {self.fmt!r}; expected one of {FORMATS}"
-                        )
-                    if len(raw) > limit:
-                        raise Rejection(RejectReason.LINE_TOO_LARGE, f"{len(raw)} bytes > {limit}")
-                    add_row(fn(raw, line_lineage))
-                except Rejection as rej:
+        bounded, clean = _with_bounded_numbers, self._clean
+        for number, raw in lines:
+            line_lineage = _lineage(fmt_name, origin, number, received_at)
+            try:
+                if fn is None:
+                    raise Rejection(
+                        RejectReason.UNKNOWN_FORMAT, f"unknown format {self.fmt!r}; expected one of {FORMATS}"
+                    )
+                if len(raw) > limit:
+                    raise Rejection(RejectReason.LINE_TOO_LARGE, f"{len(raw)} bytes > {limit}")
+                add_row(bounded(fn(raw, line_lineage), clean))
+            except Rejection as rej:
+                if raw[:3] == UTF8_BOM:
+                    outcome = self.parse(raw[3:], line_lineage)
+                    if type(outcome) is RejectedRow:
+                        add_rejected(outcome)
+                    else:
+                        add_row(cast("Row", outcome))
+                else:
                     add_rejected(rejected_row(raw, line_lineage, rej.reason, rej.message, rej.message_id))
-        finally:
-            if gc_was_on:
-                gc.enable()
+            except MemoryError:
+                raise
+            except Exception as exc:  # see parse
+                add_rejected(internal_error(raw, line_lineage, exc))
         return batch
 
     # -- shared ----------------------------------------------------------------------------------------------------
@@ -263,6 +318,7 @@ class LineParser:
         ref = reference or self.now
         if ref.tzinfo is None:  # a caller's naive received_at means UTC
             ref = ref.replace(tzinfo=UTC)
+        ref = to_utc(ref)  # a reference outside year 1..9999 in UTC is an invalid time, not a verdict on ts
         if ts - ref > self.skew:
             raise Rejection(
                 RejectReason.FUTURE_TIMESTAMP,
@@ -297,7 +353,13 @@ class LineParser:
                 RejectReason.MISSING_TIMESTAMP, "none of timestamp, originalTimestamp, receivedAt is set", mid
             )
         # to_utc inlined: pydantic hands back its own zero-offset tzinfo for "Z"
-        ts = ts.replace(tzinfo=UTC) if not ts.utcoffset() else ts.astimezone(UTC)
+        if not ts.utcoffset():
+            ts = ts.replace(tzinfo=UTC)
+        else:
+            try:
+                ts = ts.astimezone(UTC)
+            except OverflowError:  # year 1 or 9999 with an offset: outside the datetime range in UTC
+                raise out_of_range_time(ts) from None
         ref = received or lineage.received_at or self.now
         if ref.tzinfo is None or ts - ref > self.skew:  # the common case is one subtraction and one comparison
             self._check_future(ts, ref, mid)
@@ -462,7 +524,7 @@ class LineParser:
         if ts is None:
             raise Rejection(
                 RejectReason.INVALID_TIMESTAMP,
-                f"properties.time {props.time!r} is not a positive epoch in seconds or milliseconds",
+                f"properties.time {_short(props.time)} is not a positive epoch in seconds or milliseconds",
                 iid,
             )
         # Mixpanel's processing time plays Segment's receivedAt: the same line always gets the same verdict.

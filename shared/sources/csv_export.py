@@ -83,7 +83,7 @@ class CsvHeader:
         """One data line -> the validated native record. Raises ``Rejection`` (invalid_csv, invalid_utf8) or
         ``pydantic.ValidationError`` (the caller names the field)."""
         try:
-            text = raw.decode("utf-8")
+            text = raw.decode("utf-8").removeprefix("\ufeff")  # a BOM starting a line of concatenated exports
         except UnicodeDecodeError as exc:
             raise Rejection(RejectReason.INVALID_UTF8, f"invalid UTF-8 at byte {exc.start}") from None
         cells = _cells(text)

@@ -85,10 +85,10 @@ class MixpanelEvent(BaseModel):
 
 def epoch_to_utc(value: float) -> datetime | None:
     """Mixpanel ``time``: epoch seconds, or milliseconds (see ``MS_THRESHOLD``). None if not a usable instant."""
-    if not math.isfinite(value) or value <= 0:
-        return None
-    seconds = value / 1000 if value >= MS_THRESHOLD else value
-    try:
+    try:  # an int beyond float64 (10**400) overflows already in isfinite or the division
+        if not math.isfinite(value) or value <= 0:
+            return None
+        seconds = value / 1000 if value >= MS_THRESHOLD else value
         return datetime.fromtimestamp(seconds, tz=UTC)
     except (OverflowError, OSError, ValueError):
         return None

@@ -18,6 +18,7 @@ from shared.ingest.batching import (
     batch_id,
     batch_lines,
     encode_batch,
+    int_attribute,
     open_csv_lines,
     split_csv_header,
 )
@@ -165,7 +166,69 @@ def test_blank_lines_are_reported_so_the_loader_can_number_lines() -> None:
     # THEN the attributes list the skipped ranges and give back each line's physical number
     assert (attrs["first_line"], attrs["last_line"], attrs["line_count"]) == ("1", "6", "3")
     assert attrs["skipped_lines"] == "2-3,5"
-    assert attribute_line_numbers(attrs) == [1, 4, 6] == batch.line_numbers()
+    assert attribute_line_numbers(attrs, 3) == [1, 4, 6] == batch.line_numbers()
+
+
+GOOD = {"first_line": "5", "last_line": "12", "line_count": "5", "skipped_lines": "6-7,10"}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"first_line": "x"},
+        {"last_line": "1e9"},
+        {"last_line": "1000000000"},  # a billion numbers, were the list built before the check
+        {"last_line": "9" * 5000},
+        {"first_line": "-3"},
+        {"first_line": "13"},  # after last_line
+        {"first_line": "0", "last_line": "7", "skipped_lines": "3-5"},  # lines start at 1
+        {"line_count": "4"},
+        {"line_count": "five"},
+        {"skipped_lines": "6-7,10,"},  # a trailing comma is tolerated: see the assertion below
+        {"skipped_lines": "7-6,10"},
+        {"skipped_lines": "6-7,7"},  # overlapping
+        {"skipped_lines": "5-7,10"},  # the first line cannot be blank
+        {"skipped_lines": "6-7,12"},  # nor the last
+        {"skipped_lines": "6-7-8,10"},
+        {"skipped_lines": "zz"},
+        {"skipped_lines": "6-7"},  # one range short of the count
+    ],
+)
+def test_attribute_line_numbers_are_checked_before_any_list_is_built(changes: dict[str, str]) -> None:
+    # GIVEN attributes any publisher may have set, malformed or inconsistent with the 5 lines of the payload
+    attrs = {**GOOD, **changes}
+    # WHEN the loader asks for the numbers of those 5 lines
+    numbers = attribute_line_numbers(attrs, 5)
+    # THEN it gets them only if the attributes describe exactly 5 lines; otherwise None (the loader numbers from 1)
+    if changes == {"skipped_lines": "6-7,10,"}:
+        assert numbers == [5, 8, 9, 11, 12]
+    else:
+        assert numbers is None
+    assert attribute_line_numbers(GOOD, 5) == [5, 8, 9, 11, 12]
+    assert attribute_line_numbers({}, 5) is None
+
+
+def test_int_attribute_reads_only_plain_bounded_numbers() -> None:
+    assert [int_attribute(v) for v in ("0", "17", "000123", "123456789012345")] == [0, 17, 123, 123456789012345]
+    assert [int_attribute(v) for v in (None, "", "x", "1e9", "-1", " 7", "7 ", "1.0", "1" * 16, "\u0667")] == [None] * 10
+
+
+def test_a_line_the_decoder_cut_goes_alone_flagged_with_its_real_size() -> None:
+    # GIVEN a file with a line over the decoder's cap (small here) between normal lines
+    text = b'{"a":1}\n{"b":2}\n{"big":"' + b"x" * 5000 + b'"}\n{"c":3}\n'
+    reader = open_lines(io.BytesIO(gzip.compress(text)), chunk_size=256, max_line_bytes=1000)
+    # WHEN batched with room for all of it
+    batches = list(batch_lines(reader, max_lines=100, max_bytes=1 << 20))
+    # THEN the cut line is alone in its batch, flagged oversized, its head only, its size in original_bytes
+    assert [(b.first_line, b.last_line, b.oversized, b.original_bytes) for b in batches] == [
+        (1, 2, False, None), (3, 3, True, 5010), (4, 4, False, None)
+    ]
+    attrs = batch_attributes(batches[1], tenant="t", origin=ORIGIN)
+    assert (attrs["oversized"], attrs["original_bytes"], attrs["line_count"]) == ("true", "5010", "1")
+    assert len(encode_batch(batches[1])) == 1000
+    # AND the RawLine path batches it the same way
+    again = list(batch_lines(list(open_lines(io.BytesIO(gzip.compress(text)), max_line_bytes=1000)), 100, 1 << 20))
+    assert again == batches
 
 
 def test_many_gaps_split_the_batch_to_keep_attributes_small() -> None:

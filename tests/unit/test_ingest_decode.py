@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 from shared.errors import PermanentError
-from shared.ingest.decode import FileRejected, LineReader, RawLine, open_lines
+from shared.ingest.decode import (
+    MAX_LINE_BYTES,
+    OVERSIZED_HEAD_BYTES,
+    FileRejected,
+    LineReader,
+    RawLine,
+    open_lines,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -383,10 +390,78 @@ def test_memory_stays_bounded_on_a_highly_compressible_single_member() -> None:
     assert peak < 64 << 20, f"peak {peak / 2**20:.1f} MiB"
 
 
-def test_one_huge_line_is_held_whole() -> None:
-    # GIVEN a 5 MB line between normal lines, read in small chunks
-    huge = b'{"big":"' + b"x" * (5 << 20) + b'"}'
+def test_a_line_under_the_cap_is_held_whole_even_above_a_pubsub_message() -> None:
+    # GIVEN a 12 MB line between normal lines: over Pub/Sub's 10 MB message limit, under the decoder's cap (16 MiB).
+    # The cap is above the message limit on purpose: every line a message could carry whole still comes back whole,
+    # and the ingest's existing oversized path (publish its head, marked oversized) deals with it as before.
+    assert MAX_LINE_BYTES > 10_000_000
+    huge = b'{"big":"' + b"x" * 12_000_000 + b'"}'
     data = gzip.compress(b'{"a":1}\n' + huge + b'\n{"b":2}\n')
-    # WHEN read THEN it comes back whole, with the right number
+    # WHEN read in small chunks THEN it comes back whole, with the right number
     _, got = read_all(data, chunk_size=1 << 16)
-    assert [(r.number, len(r.data)) for r in got] == [(1, 7), (2, len(huge)), (3, 7)]
+    assert [(r.number, len(r.data), r.oversized_bytes) for r in got] == [(1, 7, None), (2, len(huge), None), (3, 7, None)]
+
+
+@pytest.mark.parametrize("chunk_size", [7, 64, 1000, 1 << 16])
+def test_a_line_over_the_cap_keeps_its_head_and_its_neighbours(chunk_size: int) -> None:
+    # GIVEN (with a small cap) a line of 5,000 bytes, one of exactly the cap, and lines around them, CRLF included
+    long_line = b'{"big":"' + b"y" * 4990 + b'"}'
+    at_cap = b'{"c":"' + b"z" * 992 + b'"}'
+    text = b'{"a":1}\n' + long_line + b'\r\n\n' + at_cap + b"\n" + long_line + b'\n{"b":2}\n' + long_line
+    # WHEN read with max_line_bytes=1000
+    reader = open_lines(io.BytesIO(gzip.compress(text)), chunk_size=chunk_size, max_line_bytes=1000)
+    got = list(reader)
+    # THEN each long line is its head (OVERSIZED_HEAD_BYTES at most, here the cap) with its full size, numbered;
+    # the line of exactly the cap is whole; the neighbours are intact, whatever the chunk size
+    assert [(r.number, r.data, r.partial, r.oversized_bytes) for r in got] == [
+        (1, b'{"a":1}', False, None),
+        (2, long_line[:1000], False, len(long_line) + 1),  # its \r counted
+        (4, at_cap, False, None),
+        (5, long_line[:1000], False, len(long_line)),
+        (6, b'{"b":2}', False, None),
+        (7, long_line[:1000], False, len(long_line)),  # the last line, without a newline
+    ]
+    assert reader.lines == 6 and not reader.truncated
+    # AND the chunk fast path says the same
+    chunks = list(open_lines(io.BytesIO(gzip.compress(text)), chunk_size=chunk_size, max_line_bytes=1000)
+                  .iter_chunks_of_lines())
+    flat = [(c.number_at(i), line, c.oversized_bytes) for c in chunks for i, line in enumerate(c.lines)]
+    assert flat == [(r.number, r.data, r.oversized_bytes) for r in got]
+    assert all(len(c.lines) == 1 for c in chunks if c.oversized_bytes is not None)
+
+
+def test_a_truncated_file_ending_inside_an_oversized_line_marks_it_partial() -> None:
+    data = gzip.compress(b'{"a":1}\n{"big":"' + b"x" * 50_000)[:-8]
+    reader = open_lines(io.BytesIO(data), chunk_size=4096, max_line_bytes=10_000)
+    got = list(reader)
+    assert [(r.number, len(r.data), r.partial, r.oversized_bytes) for r in got] == [
+        (1, 7, False, None),
+        (2, OVERSIZED_HEAD_BYTES if OVERSIZED_HEAD_BYTES < 10_000 else 10_000, True, 50_008),
+    ]
+    assert reader.truncated
+
+
+def _one_gigabyte_line_gzipped(megabytes: int) -> bytes:
+    """One line of ``megabytes`` MiB of ``x`` between two small lines, as gzip members (~1 KB per MiB): 1 GB gzips
+    to about 1 MB. Built from one repeated member, so the test does not spend its time compressing."""
+    member = gzip.compress(b"x" * (1 << 20), compresslevel=9)
+    return gzip.compress(b'{"before":1}\n{"big":"') + member * megabytes + gzip.compress(b'"}\n{"after":2}\n')
+
+
+def test_a_1_gb_line_from_a_1_mb_gzip_is_read_with_bounded_memory() -> None:
+    # GIVEN a 1 GB line (it gzips to about 1 MB) between two normal lines, and the default cap
+    compressed = _one_gigabyte_line_gzipped(1024)
+    assert len(compressed) < 2 << 20
+    # WHEN every line is read, peak traced memory measured
+    tracemalloc.start()
+    try:
+        reader = open_lines(io.BytesIO(compressed))
+        got = [(c.number_at(0), len(c.lines[0]), c.oversized_bytes) for c in reader.iter_chunks_of_lines()]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # THEN the huge line is its head and its size, its neighbours are whole, and memory stayed near the cap (16 MiB),
+    # not the line (1 GiB)
+    assert got == [(1, 12, None), (2, OVERSIZED_HEAD_BYTES, (1 << 30) + 10), (3, 11, None)]
+    assert reader.bytes_out == (1 << 30) + 10 + 12 + 11 + 3
+    assert peak < MAX_LINE_BYTES + (16 << 20), f"peak {peak / 2**20:.1f} MiB"

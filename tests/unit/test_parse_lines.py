@@ -83,7 +83,13 @@ def test_each_reason_code_triggers(reason: RejectReason, raw: bytes) -> None:
 
 def test_every_reason_code_is_covered() -> None:
     # invalid_csv only occurs in CSV lines: tests/unit/test_csv_export.py covers it
-    covered = {reason for reason, _ in CASES} | {RejectReason.UNKNOWN_FORMAT, RejectReason.INVALID_CSV}
+    # internal_error: test_any_exception_while_mapping_one_line...; too_many_lines: tests/unit/test_load_message.py
+    covered = {reason for reason, _ in CASES} | {
+        RejectReason.UNKNOWN_FORMAT,
+        RejectReason.INVALID_CSV,
+        RejectReason.INTERNAL_ERROR,
+        RejectReason.TOO_MANY_LINES,
+    }
     assert covered == set(RejectReason)
 
 
@@ -186,30 +192,20 @@ def test_parse_lines_sets_line_numbers_and_splits_rows_from_rejections() -> None
         json.dumps(row.to_bq(NOW))
 
 
-def test_parse_lines_pauses_the_collector_only_for_the_batch() -> None:
+def test_parse_lines_leaves_the_process_wide_collector_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     import gc
 
+    # GIVEN the loader's 4 threads share one garbage collector (finding 29): pausing it for one batch paused it for
+    # every thread. WHEN a batch is parsed with gc.disable/gc.enable made to fail
+    def forbidden() -> None:
+        raise AssertionError("parse_lines must not switch the process-wide collector")
+
+    monkeypatch.setattr(gc, "disable", forbidden)
+    monkeypatch.setattr(gc, "enable", forbidden)
     lines = [(1, json.dumps(TRACK).encode()), (2, b"{nope")]
-    assert gc.isenabled()
-    # GIVEN the collector on THEN it is on again after the batch
-    parse_lines(lines, fmt="segment", lineage=LINEAGE, now=NOW)
-    assert gc.isenabled()
-
-    # AND also when the caller's iterable raises mid-batch
-    def broken() -> Any:
-        yield lines[0]
-        raise RuntimeError("reader failed")
-
-    with pytest.raises(RuntimeError):
-        parse_lines(broken(), fmt="segment", lineage=LINEAGE, now=NOW)
-    assert gc.isenabled()
-    # AND a caller that turned it off keeps it off
-    gc.disable()
-    try:
-        parse_lines(lines, fmt="segment", lineage=LINEAGE, now=NOW)
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
+    batch = parse_lines(lines, fmt="segment", lineage=LINEAGE, now=NOW)
+    # THEN it parses without touching them
+    assert (len(batch.rows), len(batch.rejected)) == (1, 1)
 
 
 def test_fast_row_builders_match_the_constructors() -> None:
@@ -244,3 +240,193 @@ def test_to_bq_times_are_utc_whatever_the_row_holds() -> None:
     up = UserPropertiesRow("c1", plus2, "id1", Lineage("native", "o", 1, None))
     assert up.to_bq(NOW)["updated_at"] == "2024-05-14T09:00:00+00:00" and up.to_bq(NOW)["received_at"] is None
     assert parse(TRACK).to_bq(NOW)["timestamp"] == "2024-05-14T09:21:03.629000+00:00"  # type: ignore[union-attr]
+
+
+# -- poison lines: one line never fails its neighbours (review findings 1, 25) -------------------------------------
+SEGMENT_OK = {"type": "track", "userId": "u1", "event": "e", "timestamp": "2024-05-14T09:00:00Z"}
+
+
+def nested(depth: int) -> bytes:
+    """A Segment track whose properties hold ``depth`` nested arrays."""
+    return json.dumps(SEGMENT_OK).encode()[:-1] + b', "properties": {"x": ' + b"[" * depth + b"]" * depth + b"}}"
+
+
+EDGE_TIMES = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:00-05:00", "0001-01-01T00:59:59.999999+01:00"]
+
+
+def edge_time_lines(ts: str) -> list[tuple[str, bytes, dict[str, Any]]]:
+    """One line per format whose only problem is ``ts`` (an aware time outside year 1..9999 once in UTC)."""
+    return [
+        ("segment", json.dumps({**SEGMENT_OK, "timestamp": ts}).encode(), {}),
+        ("native", json.dumps({"contact_id": "u", "event_name": "e", "timestamp": ts}).encode(), {}),
+        ("native", json.dumps({"contact_id": "u", "updated_at": ts, "country": "FR"}).encode(), {}),
+        ("amplitude", json.dumps({"event_type": "e", "user_id": "u", "event_time": ts}).encode(), {}),
+        (
+            "amplitude",
+            json.dumps({"event_type": "e", "user_id": "u", "event_time": "2024-05-14 09:00:00",
+                        "server_received_time": ts}).encode(),
+            {},
+        ),
+        ("csv", f"u,e,{ts}".encode(), {"csv_header": b"contact_id,event_name,timestamp"}),
+        ("csv", f"u,FR,{ts}".encode(), {"csv_header": b"contact_id,country,updated_at"}),
+    ]
+
+
+@pytest.mark.parametrize("depth", [1_000, 5_000, 100_000])
+def test_json_nested_thousands_deep_is_one_invalid_json_rejection(depth: int) -> None:
+    # GIVEN a line nested deeper than any parser's recursion limit WHEN parsed
+    row = parse(nested(depth))
+    # THEN it is rejected with a precise reason, not a RecursionError
+    assert isinstance(row, RejectedRow) and row.reason_code == RejectReason.INVALID_JSON, row
+    assert "deep" in row.message
+
+
+@pytest.mark.parametrize("ts", EDGE_TIMES)
+def test_aware_timestamps_outside_the_datetime_range_in_utc_are_invalid_timestamp(ts: str) -> None:
+    for fmt, raw, extra in edge_time_lines(ts):
+        # GIVEN a line of each format whose time leaves year 1..9999 once converted to UTC WHEN parsed
+        row = parse(raw, fmt=fmt, lineage=Lineage(fmt, "o", 1, NOW), **extra)
+        # THEN it is an invalid_timestamp rejection (received or event time alike)
+        assert isinstance(row, RejectedRow), (fmt, raw, row)
+        assert row.reason_code == RejectReason.INVALID_TIMESTAMP, (fmt, raw, row.message)
+
+
+def test_a_received_time_outside_the_range_is_invalid_only_where_it_decides() -> None:
+    # GIVEN Segment's receivedAt (the reference of the future check, not stored) at either edge with an offset
+    early = parse({**SEGMENT_OK, "receivedAt": "0001-01-01T00:00:00+01:00"})
+    late = parse({**SEGMENT_OK, "receivedAt": "9999-12-31T23:00-05:00"})
+    # THEN year 0 in UTC is an invalid time (not "the event is in the future"); before year 9999 nothing is decided
+    assert isinstance(early, RejectedRow) and early.reason_code == RejectReason.INVALID_TIMESTAMP, early.message
+    assert isinstance(late, EventRow)
+
+
+def test_timestamps_at_the_edge_that_stay_in_range_still_load() -> None:
+    # GIVEN aware times that are in range once in UTC (year 1 at UTC, year 9999 minus an offset)
+    old = parse({**SEGMENT_OK, "timestamp": "0001-01-01T00:00:00-01:00"})
+    assert isinstance(old, EventRow) and old.timestamp == datetime(1, 1, 1, 1, tzinfo=UTC)
+    # THEN they load (the far future one is rejected for being in the future, with that reason)
+    late = parse({**SEGMENT_OK, "timestamp": "9999-12-31T23:00:00+05:00"})
+    assert isinstance(late, RejectedRow) and late.reason_code == RejectReason.FUTURE_TIMESTAMP
+
+
+MIXPANEL_OK = {"event": "e", "properties": {"time": 1715677263, "distinct_id": "u"}}
+
+
+def mixpanel_raw(time_literal: bytes, field: str = "time") -> bytes:
+    body = json.dumps({"event": "e", "properties": {"time": 1715677263, "distinct_id": "u", field: 0}}).encode()
+    return body.replace(b'"' + field.encode() + b'": 0', b'"' + field.encode() + b'": ' + time_literal)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (mixpanel_raw(b"1" + b"0" * 400), RejectReason.INVALID_TIMESTAMP),
+        (mixpanel_raw(b"1e400"), RejectReason.INVALID_TIMESTAMP),
+        (mixpanel_raw(b"-1" + b"0" * 400), RejectReason.INVALID_TIMESTAMP),
+        (mixpanel_raw(b"1e400", "extra_number"), RejectReason.INVALID_FIELD),
+    ],
+    ids=["time-10**400", "time-1e400", "time--10**400", "metadata-1e400"],
+)
+def test_mixpanel_huge_numbers_are_rejected_with_a_reason(raw: bytes, reason: RejectReason) -> None:
+    row = parse(raw, fmt="mixpanel", lineage=Lineage("mixpanel", "o", 1, NOW))
+    assert isinstance(row, RejectedRow) and row.reason_code == reason, row
+    assert len(row.message) < 200  # the number is not copied whole into the message
+
+
+def test_mixpanel_unusable_processing_time_falls_back_to_the_batch_time() -> None:
+    # GIVEN mp_processing_time_ms 10**400 (it is only the reference of the future check) WHEN parsed
+    row = parse(mixpanel_raw(b"1" + b"0" * 400, "mp_processing_time_ms"), fmt="mixpanel",
+                lineage=Lineage("mixpanel", "o", 1, NOW))
+    # THEN the event loads, checked against the batch's received time instead
+    assert isinstance(row, EventRow) and row.timestamp == datetime(2024, 5, 14, 9, 1, 3, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("literal", [b"1e400", b"-1e400", b"1E+309", b"1" + b"0" * 400 + b".5"])
+def test_numbers_that_overflow_to_infinity_are_rejected_never_stored_as_null(literal: bytes) -> None:
+    base = json.dumps({**SEGMENT_OK, "properties": {"total": 0}}).encode()
+    for fmt, raw in [
+        ("segment", base.replace(b'"total": 0', b'"total": ' + literal)),
+        ("segment", json.dumps({**SEGMENT_OK, "type": "identify", "traits": {"n": 0}}).encode().replace(
+            b'"n": 0', b'"n": ' + literal)),
+        ("native", b'{"contact_id":"u","event_name":"e","timestamp":"2024-05-14T09:00:00Z","metadata":{"n":%s}}'
+         % literal),
+        ("native", b'{"contact_id":"u","properties":{"n":[%s]}}' % literal),
+        ("amplitude", b'{"event_type":"e","user_id":"u","event_time":"2024-05-14 09:00:00",'
+                      b'"event_properties":{"n":%s}}' % literal),
+    ]:
+        row = parse(raw, fmt=fmt, lineage=Lineage(fmt, "o", 1, NOW))
+        assert isinstance(row, RejectedRow), (fmt, raw[:80], row)
+        assert row.reason_code == RejectReason.INVALID_FIELD and "range" in row.message, row.message
+
+
+def test_integers_beyond_int64_are_kept_exactly_as_decimal_strings() -> None:
+    big, small = 2**63, -(2**63) - 1
+    raw = json.dumps({**SEGMENT_OK, "properties": {"id": big, "neg": small, "ok": 2**63 - 1, "deep": [{"n": big}]}})
+    # GIVEN integers one past int64 at either end WHEN parsed
+    row = parse(raw.encode())
+    # THEN the event loads, those values become their exact decimal strings, in-range integers stay integers
+    assert isinstance(row, EventRow)
+    assert row.metadata == {"id": str(big), "neg": str(small), "ok": 2**63 - 1, "deep": [{"n": str(big)}]}
+    # AND the same holds for user properties
+    up = parse({**SEGMENT_OK, "type": "identify", "traits": {"account": 10**30}})
+    assert isinstance(up, UserPropertiesRow) and up.properties == {"account": str(10**30)}
+
+
+def test_a_bom_at_the_start_of_a_line_is_stripped() -> None:
+    # GIVEN lines that start with a UTF-8 BOM (a mid-file line of concatenated exports) in every JSON format
+    for fmt, body in [
+        ("segment", json.dumps(SEGMENT_OK).encode()),
+        ("native", b'{"contact_id":"u","event_name":"e","timestamp":"2024-05-14T09:00:00Z"}'),
+        ("mixpanel", json.dumps(MIXPANEL_OK).encode()),
+        ("amplitude", b'{"event_type":"e","user_id":"u","event_time":"2024-05-14 09:00:00"}'),
+    ]:
+        # WHEN parsed
+        row = parse(b"\xef\xbb\xbf" + body, fmt=fmt, lineage=Lineage(fmt, "o", 1, NOW))
+        # THEN it loads like the line without the BOM
+        assert isinstance(row, EventRow), (fmt, row)
+        assert row == parse(body, fmt=fmt, lineage=Lineage(fmt, "o", 1, NOW))
+    # AND a CSV data line with a BOM keeps its first cell clean
+    row = parse(b"\xef\xbb\xbfu,e,2024-05-14T09:00:00Z", fmt="csv", lineage=Lineage("csv", "o", 1, NOW),
+                csv_header=b"contact_id,event_name,timestamp")
+    assert isinstance(row, EventRow) and row.contact_id == "u"
+
+
+def test_any_exception_while_mapping_one_line_becomes_that_lines_internal_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shared.load import parse as p
+
+    # GIVEN a mapping bug that raises on one particular line
+    real = p.LineParser._segment
+
+    def buggy(self: p.LineParser, raw: bytes, lineage: Lineage) -> Any:
+        if b"boom" in raw:
+            raise KeyError("boom")
+        return real(self, raw, lineage)
+
+    monkeypatch.setattr(p.LineParser, "_segment", buggy)
+    lines = [(n, json.dumps({**SEGMENT_OK, "event": f"e{n}"}).encode()) for n in range(1, 6)]
+    lines[2] = (3, json.dumps({**SEGMENT_OK, "event": "boom"}).encode())
+    # WHEN the batch is parsed
+    batch = parse_lines(lines, fmt="segment", lineage=Lineage("segment", "o", None, NOW), now=NOW)
+    # THEN only that line is rejected, as internal_error naming the exception type; its neighbours load
+    assert [r.lineage.line_number for r in batch.rows] == [1, 2, 4, 5]
+    [bad] = batch.rejected
+    assert (bad.reason_code, bad.lineage.line_number) == ("internal_error", 3)
+    assert bad.message.startswith("KeyError") and bad.payload == lines[2][1].decode()
+    # AND parse_line does the same
+    row = parse(lines[2][1])
+    assert isinstance(row, RejectedRow) and row.reason_code == "internal_error"
+
+
+def test_memory_errors_are_not_turned_into_rejections(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.load import parse as p
+
+    # GIVEN the process running out of memory while mapping (not the line's fault: a retry may succeed)
+    def oom(self: p.LineParser, raw: bytes, lineage: Lineage) -> Any:
+        raise MemoryError
+
+    monkeypatch.setattr(p.LineParser, "_segment", oom)
+    # THEN it propagates, so the message is retried instead of its lines being rejected for good
+    with pytest.raises(MemoryError):
+        parse_lines([(1, json.dumps(SEGMENT_OK).encode())], fmt="segment", lineage=LINEAGE, now=NOW)
