@@ -4,6 +4,9 @@
 Why Cloud Storage: it is the one precondition the local emulator enforces (multipart uploads through the client
 library), and in the cloud it is strongly consistent, regional (the tenant's claims bucket sits in its region) and
 needs no extra database. Two ticks racing for the same attempt: exactly one upload succeeds.
+
+The client library retries an upload whose response was lost; that retry meets our own object (412). The object
+says which tick wrote it, so a 412 on a claim holding our own tick id is a claim we won, not one we lost.
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ def claim(tenant: Tenant, message_id: str, attempt: int, tick_id: str) -> Claim:
     except gexc.PreconditionFailed:
         try:
             held = json.loads(blob.download_as_bytes())
-            return Claim(False, datetime.fromisoformat(held["claimed_at"]))
-        except (gexc.NotFound, ValueError, KeyError):
+            claimed_at = datetime.fromisoformat(held["claimed_at"])
+        except (gexc.NotFound, ValueError, KeyError, TypeError):
             return Claim(False, None)
+        return Claim(held.get("tick") == tick_id, claimed_at)
     except gexc.NotFound as exc:
         raise SetupError(
             f"claims bucket {claims_bucket(tenant)} does not exist",

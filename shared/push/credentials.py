@@ -15,7 +15,9 @@ Secrets file (``LANDLINE_SECRETS_FILE``)::
         "privacy":   {"salt": "<random, 16+ characters; only for privacy mode hash>"}},
      ...}
 
-Any entry may carry ``"base_url"`` (the local stack points tenants at the fakes that way). In the cloud the same JSON
+On the local stack an entry may carry ``"base_url"`` (and FCM a ``token_uri``): that is how tenants are pointed at
+the fakes. Anywhere else both are ignored (provider defaults, Google's token endpoint): a tenant who can write its own
+secret must not be able to send our requests, or its key's signed assertion, to a host of its choosing. In the cloud the same JSON
 object for one (tenant, provider) is stored as Secret Manager secret ``landline-<tenant>-<provider>`` (latest
 version), the privacy salt as ``landline-<tenant>-privacy``, and read with the function's own identity through the
 REST API.
@@ -113,10 +115,26 @@ class ExpoCredentials:
 ProviderCredentials = FcmCredentials | ApnsCredentials | OneSignalCredentials | BrazeCredentials | ExpoCredentials
 
 
-def parse_credentials(provider: str, raw: dict[str, Any], *, where: str) -> ProviderCredentials:
-    """Build the typed credentials for ``provider`` from its JSON object; errors name the field, never a value."""
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
+
+
+def _endpoints_trusted() -> bool:
+    from shared.config import settings
+
+    return settings().is_local
+
+
+def parse_credentials(
+    provider: str, raw: dict[str, Any], *, where: str, trust_endpoints: bool | None = None
+) -> ProviderCredentials:
+    """Build the typed credentials for ``provider`` from its JSON object; errors name the field, never a value.
+
+    ``trust_endpoints`` (default: only on the local stack) keeps a secret's ``base_url`` and FCM ``token_uri``."""
+    trusted = _endpoints_trusted() if trust_endpoints is None else trust_endpoints
     try:
-        base_url = raw.get("base_url")
+        if not isinstance(raw, dict):
+            raise TypeError("not a JSON object")
+        base_url = raw.get("base_url") if trusted else None
         if provider == "fcm":
             sa = raw["service_account"]
             if isinstance(sa, str):
@@ -124,6 +142,8 @@ def parse_credentials(provider: str, raw: dict[str, Any], *, where: str) -> Prov
             for key in ("client_email", "private_key", "token_uri"):
                 if key not in sa:
                     raise KeyError(f"service_account.{key}")
+            if not trusted:
+                sa = {**sa, "token_uri": GOOGLE_TOKEN_URI}
             return FcmCredentials(raw.get("project_id") or sa["project_id"], Secret(sa), base_url)
         if provider == "apns":
             env = raw.get("environment", "production")

@@ -8,6 +8,7 @@ the message to a later tick. Built on tenacity (its ``AsyncRetrying`` loop, ``st
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +20,13 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
 T = TypeVar("T")
+
+MAX_DEFER_S = 86_400.0  # no wait is longer than a day, whatever a server says (inf, 10**400 or a date in year 9999)
+
+
+def bounded_delay(seconds: float) -> float:
+    """``seconds`` within 0..``MAX_DEFER_S`` (NaN -> the maximum): a datetime can always be made from it."""
+    return MAX_DEFER_S if math.isnan(seconds) else min(max(0.0, seconds), MAX_DEFER_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +64,7 @@ class RetryPolicy:
         backoff = wait_exponential_jitter(multiplier=self.initial, max=self.maximum, jitter=self.jitter)(retry_state)
         if isinstance(last, Retryable):
             base = last.retry_after if last.retry_after is not None else backoff
-            return max(base, last.min_delay)
+            return bounded_delay(max(base, last.min_delay))
         return backoff
 
 
@@ -108,6 +116,6 @@ async def call_with_retry(
         result: T | Retryable = await retrying(run)
     except _Defer as defer:
         reason = last[-1].reason if last else "retry"
-        return Deferral(reason, datetime.fromtimestamp(clock() + defer.seconds, tz=UTC))
+        return Deferral(reason, datetime.fromtimestamp(clock() + bounded_delay(defer.seconds), tz=UTC))
     assert not isinstance(result, Retryable)
     return result

@@ -4,19 +4,39 @@ provider, record every outcome (and every dead token).
 Order of operations, and why:
 
 1. One query per tenant gathers due, unsent, unexpired messages with the contact's token, timezone and properties
-   from users_latest (and whether that token was reported dead after the contact last sent it).
-2. Policy (shared/push/policy.py) skips or defers; deferrals carry the time of the next allowed window.
-3. Each send is claimed (shared/push/claims.py, create-if-absent) *before* the provider is called: a duplicate or
+   from users_latest (and whether that token was reported dead after the contact last sent it). Local-time messages
+   are only read when they can be due somewhere (``local_send_time <= now + 14 h``, the furthest zone ahead of UTC).
+   Messages with a UTC ``send_at`` (all of them due) come first, oldest first; then local-time messages by their
+   local time, i.e. by their UTC time estimated as if every contact lived at UTC (off by at most the contact's
+   offset). So no message that is not yet due can take a due UTC message's place in the candidate limit, and among
+   local-time messages the earliest, most likely due, come first. (Ordering by the earliest possible UTC time,
+   ``local - 14 h``, would put tomorrow morning's campaign ahead of every UTC message of the last 14 hours.) No
+   value is parsed in SQL, so one malformed row cannot fail the query for the whole tenant.
+2. Policy (shared/push/policy.py) skips or defers; deferrals carry the time of the next allowed window. Each row is
+   handled on its own: a malformed row is recorded ``failed/<reason>`` and the others go on.
+3. The provider is created and its credentials checked (an FCM access token, an APNs signature) *before* anything
+   is claimed: a missing secret or a bad key pauses this tenant with a setup error that names the fix, claims nothing
+   and leaves its messages due.
+4. Each send is claimed (shared/push/claims.py, create-if-absent) *before* the provider is called: a duplicate or
    concurrent tick loses the claim and sends nothing. A claim whose holder died without recording an outcome is
    recorded as ``failed / outcome_unknown`` once it is older than any function timeout: we cannot know whether the
-   provider got it, and a second send is worse than a missing one.
-4. Outcomes are written right after each provider batch, to keep the claim -> record window short.
+   provider got it, and a second send is worse than a missing one. Likewise a request that may have reached the
+   provider without an answer (timeout, reset) is ``failed / outcome_unknown``, never resent (except where the
+   provider deduplicates by an idempotency key: OneSignal).
+5. Outcomes are written right after each provider batch, to keep the claim -> record window short. When the provider
+   refuses the tenant's credentials the affected messages are deferred (not failed), and no further chunk is claimed.
+6. Blast radius: every tenant of an invocation runs isolated (an exception is logged with its fix and the next
+   tenant goes on), and all of them share one deadline, so the invocation never runs past the function timeout; each
+   tenant gets a fair share of what is left, in a rotating order, so none starves. Expo receipts are polled last,
+   only with time to spare, and a failing poll never touches sending.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
+import random
 import threading
 import time
 import uuid
@@ -27,33 +47,53 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.config import Tenant, settings, tenants
-from shared.push.claims import claim
+from shared.errors import LandlineError, SetupError
+from shared.push.claims import Claim, claim
 from shared.push.credentials import credential_source
-from shared.push.policy import ContactFacts, decide, local_send_time_utc, zone
+from shared.push.policy import ContactFacts, decide, zone
 from shared.push.providers import Provider, PushMessage, SendOutcome, create_provider
-from shared.push.schedule import handle_send_requests
+from shared.push.providers.base import ProviderAuthError
+from shared.push.schedule import (
+    LOCAL_SEND_TIME_FORMAT,
+    handle_send_requests,
+    is_send_requests_topic,
+    parse_local_send_time,
+    valid_message_id,
+)
+from shared.runtime import get_logger
 from shared.stats import run_query
 from shared.warehouse.client import bigquery_client
 from shared.warehouse.rows import InvalidTokenRow, SendRow
 from shared.warehouse.writer import write_rows
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    from collections.abc import Callable, Coroutine, Sequence
 
     from shared.envelopes import PubSubMessage
 
+log = get_logger("landline.send_due")
+
 PROCESSOR = "landline.push"
 CLAIM_LEASE = timedelta(minutes=15)  # longer than the 540 s function timeout: an older claim's holder is gone
-TICK_BUDGET_S = 420.0  # of the 540 s timeout: leaves time to record outcomes
+TICK_BUDGET_S = 420.0  # per invocation, shared by all its tenants: of the 540 s timeout, leaves time for one chunk
 MAX_CANDIDATES = 5000
 SEND_CHUNK = 100  # messages claimed and sent together (the provider's in-flight limit)
+LOCAL_TIME_HORIZON = timedelta(hours=14)  # UTC+14 (Kiribati) is the furthest any local time runs ahead of UTC
+CREDENTIALS_RETRY = timedelta(minutes=5)  # one scheduler period: a fixed secret is picked up by the next tick
+RECEIPT_POLL_MAX_S = 60.0
+REQUEST_TIMEOUT_S = 30.0  # per provider request; no answer by then is an unknown outcome (never resent)
+SEND_GRACE_S = 90.0  # past the deadline, what one chunk may still take (request timeout plus recording)
 
 _CANDIDATES_SQL = """
 WITH sched AS (
   SELECT * FROM message_schedule WHERE TRUE
-  QUALIFY ROW_NUMBER() OVER (PARTITION BY message_id ORDER BY created_at DESC) = 1
+  QUALIFY ROW_NUMBER() OVER (
+    PARTITION BY message_id
+    ORDER BY IFNULL(requested_at, created_at) DESC, IFNULL(request_line, 0) DESC, created_at DESC) = 1
 ), outcomes AS (
   SELECT message_id, COUNTIF(status != 'deferred') AS finals, COUNTIF(status = 'deferred') AS deferrals,
+         COUNTIF(status = 'deferred' AND IFNULL(reason, '') NOT LIKE 'credentials:%'
+                 AND IFNULL(reason, '') NOT LIKE 'claim_error%') AS policy_deferrals,
          MAX(retry_at) AS retry_at
   FROM message_sends GROUP BY message_id
 ), dead AS (
@@ -65,6 +105,7 @@ WITH sched AS (
 )
 SELECT s.message_id, s.contact_id, s.provider, s.title, s.body, s.data, s.deep_link, s.send_at, s.local_send_time,
        s.expires_at, s.collapse_key, s.priority, IFNULL(o.deferrals, 0) AS deferrals,
+       IFNULL(o.policy_deferrals, 0) AS policy_deferrals,
        u.push_token, u.timezone, u.properties,
        (d.invalidated_at IS NOT NULL AND (t.seen_at IS NULL OR t.seen_at <= d.invalidated_at)) AS token_dead
 FROM sched s
@@ -74,21 +115,30 @@ LEFT JOIN dead d ON d.contact_id = s.contact_id AND d.push_token = u.push_token
 LEFT JOIN token_seen t ON t.contact_id = s.contact_id AND t.push_token = u.push_token
 WHERE IFNULL(o.finals, 0) = 0
   AND (o.retry_at IS NULL OR o.retry_at <= @now)
-  AND (s.send_at IS NULL OR s.send_at <= @now OR s.local_send_time IS NOT NULL)
-ORDER BY s.send_at, s.message_id
+  AND ((s.local_send_time IS NULL AND (s.send_at IS NULL OR s.send_at <= @now))
+       OR (s.local_send_time IS NOT NULL AND s.local_send_time <= @local_horizon))
+ORDER BY s.local_send_time IS NOT NULL, s.send_at, s.local_send_time, s.message_id
 LIMIT @max_candidates
 """
 
-_RECENT_SENDS_SQL = "SELECT contact_id, at FROM message_sends WHERE status = 'sent' AND at > @since"
+# Expo receipts have their own status ('receipt'): a message counts once against the cap and is never both sent and
+# failed. Older versions wrote receipts as status 'sent'/'failed' with reason 'receipt...': they are excluded too.
+_RECENT_SENDS_SQL = """
+SELECT contact_id, at FROM message_sends
+WHERE status = 'sent' AND IFNULL(reason, '') NOT LIKE 'receipt%' AND at > @since
+"""
 
-# Expo accepts a message with a ticket and tells the delivery result later, in a receipt (kept ~24 h).
+# Expo accepts a message with a ticket and tells the delivery result later, in a receipt (kept ~24 h): tickets of
+# earlier ticks only (this tick's are not ready yet).
 _UNRECEIPTED_SQL = """
 SELECT s.message_id, s.contact_id, s.provider_message_id, u.push_token
 FROM message_sends s
 LEFT JOIN users_latest u ON u.contact_id = s.contact_id
-WHERE s.provider = 'expo' AND s.status = 'sent' AND s.provider_message_id IS NOT NULL AND s.at > @since
+WHERE s.provider = 'expo' AND s.status = 'sent' AND s.provider_message_id IS NOT NULL
+  AND s.at > @since AND s.at < @tick_started
   AND IFNULL(s.reason, '') NOT LIKE 'receipt%'
-  AND s.message_id NOT IN (SELECT message_id FROM message_sends WHERE reason LIKE 'receipt%')
+  AND s.message_id NOT IN (
+    SELECT message_id FROM message_sends WHERE status = 'receipt' OR IFNULL(reason, '') LIKE 'receipt%')
 LIMIT 3000
 """
 
@@ -97,6 +147,7 @@ LIMIT 3000
 class TickResult:
     tenant: str
     counts: Counter[str] = field(default_factory=Counter)
+    paused: SetupError | None = None  # the tenant's credentials or setup stopped sending; the fix is in the error
 
     def add(self, rows: list[SendRow]) -> None:
         self.counts.update(r.status for r in rows)
@@ -110,7 +161,12 @@ class _LoopThread:
         threading.Thread(target=self.loop.run_forever, name="landline-push-loop", daemon=True).start()
 
     def run(self, coro: Coroutine[Any, Any, Any], timeout: float) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()  # stop it sending behind our back
+            raise
 
 
 _loop_lock = threading.Lock()
@@ -137,7 +193,10 @@ def provider_for(tenant: Tenant, name: str) -> Provider:
     loop = _event_loop()
 
     async def make() -> Provider:
-        return create_provider(credentials)
+        try:
+            return create_provider(credentials, timeout=REQUEST_TIMEOUT_S)
+        except (ValueError, TypeError, KeyError) as exc:  # e.g. a service-account key that does not parse
+            raise ProviderAuthError(f"unusable credentials ({type(exc).__name__})") from None
 
     provider: Provider = loop.run(make(), timeout=30)
     with _loop_lock:
@@ -148,19 +207,89 @@ def provider_for(tenant: Tenant, name: str) -> Provider:
     return provider
 
 
+def forget_provider(tenant: Tenant, name: str) -> None:
+    """Drop a cached provider (its credentials were refused): the next tick reads the secret again."""
+    with _loop_lock:
+        old = _providers.pop((tenant.name, name), None)
+    if old is not None:
+        try:
+            _event_loop().run(old[1].aclose(), timeout=30)
+        except Exception:  # closing a connection we no longer want must not stop anything
+            log.warning("closing a provider failed", exc_info=True)
+
+
+def _secret_location(tenant: str, provider: str) -> str:
+    cfg = settings()
+    if cfg.secrets_file is not None:
+        return f'the "{tenant}": {{"{provider}": ...}} entry of {cfg.secrets_file}'
+    return f"Secret Manager secret landline-{tenant}-{provider} (add a new version)"
+
+
+def credentials_refused(tenant: Tenant, provider: str, reason: str) -> SetupError:
+    return SetupError(
+        f"{provider} refused the credentials or configuration of tenant {tenant.name!r} ({reason}); "
+        "sending for this tenant is paused and its messages stay due",
+        f"put valid {provider} credentials in {_secret_location(tenant.name, provider)}; "
+        "the next tick resumes sending",
+    )
+
+
 def handle_push_event(message: PubSubMessage, topic: str) -> dict[str, Any]:
-    """send_due's entry: a send request lands in the schedule; a tick sends what is due for every (or one) tenant."""
-    if topic == settings().send_requests_topic:
-        result = handle_send_requests(message)
-        return dict(result.written)
-    only = message.attributes.get("tenant")
-    results = {}
-    for tenant in tenants().all():
-        if only and tenant.name != only:
+    """send_due's entry: a send request lands in the schedule; a tick sends what is due for every tenant (or the
+    tenants its ``tenant`` attribute lists, comma separated)."""
+    if is_send_requests_topic(topic):
+        return dict(handle_send_requests(message, topic).written)
+    wanted = {name.strip() for name in message.attributes.get("tenant", "").split(",") if name.strip()}
+    selected = [t for t in tenants().all() if t.push_provider and (not wanted or t.name in wanted)]
+    return run_ticks(selected)
+
+
+def run_ticks(
+    selected: Sequence[Tenant],
+    *,
+    budget_s: float = TICK_BUDGET_S,
+    now: datetime | None = None,
+    clock: Callable[[], float] = time.time,
+) -> dict[str, Any]:
+    """Tick every tenant in ``selected`` within one shared deadline; one tenant's failure never stops another.
+
+    Each tenant gets an equal share of the time left (what one leaves unused goes to the next), starting from a
+    random tenant, so a tenant with a large backlog cannot use up every tick. A tenant reached after the deadline is
+    left for the next tick: its messages stay due."""
+    deadline = clock() + budget_s
+    order = list(selected)
+    if order:
+        start = random.randrange(len(order))
+        order = order[start:] + order[:start]
+    results: dict[str, Any] = {}
+    for index, tenant in enumerate(order):
+        left = deadline - clock()
+        if left <= 0:
+            results[tenant.name] = {"left_for_next_tick": 1}
+            log.warning("tick budget used up: tenant left for the next tick", extra={"fields": {"tenant": tenant.name}})
             continue
-        if not tenant.push_provider:
+        share = clock() + left / (len(order) - index)
+        try:
+            result = run_tick(tenant, now=now, deadline=share, clock=clock)
+        except SetupError as exc:
+            results[tenant.name] = {"error": "setup", "problem": exc.problem, "fix": exc.fix}
+            log.error("setup error: %s", exc.problem,
+                      extra={"fields": {"tenant": tenant.name, "fix": exc.fix, "error_class": "setup"}})
             continue
-        results[tenant.name] = dict(run_tick(tenant).counts)
+        except LandlineError as exc:
+            results[tenant.name] = {"error": type(exc).__name__, "problem": str(exc)}
+            log.warning("tenant tick failed, the next tick retries",
+                        extra={"fields": {"tenant": tenant.name, "error": str(exc), "error_class": "transient"}})
+            continue
+        except Exception as exc:  # one tenant's bug must not stop the others' sends
+            results[tenant.name] = {"error": type(exc).__name__, "problem": str(exc)[:500]}
+            log.exception("tenant tick failed", extra={"fields": {"tenant": tenant.name, "error_class": "bug"}})
+            continue
+        results[tenant.name] = dict(result.counts)
+        if result.paused is not None:
+            results[tenant.name].update(error="setup", problem=result.paused.problem, fix=result.paused.fix)
+            log.error("setup error: %s", result.paused.problem,
+                      extra={"fields": {"tenant": tenant.name, "fix": result.paused.fix, "error_class": "setup"}})
     return results
 
 
@@ -173,22 +302,43 @@ def _json(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def run_tick(tenant: Tenant, *, now: datetime | None = None, budget_s: float = TICK_BUDGET_S) -> TickResult:
-    started = time.time()
+@dataclass
+class _Due:
+    """A candidate that passed policy: what to claim (``attempt``) and what to send."""
+
+    row: dict[str, Any]
+    attempt: int
+    provider: str
+    message: PushMessage
+
+
+def run_tick(
+    tenant: Tenant,
+    *,
+    now: datetime | None = None,
+    budget_s: float = TICK_BUDGET_S,
+    deadline: float | None = None,
+    max_candidates: int = MAX_CANDIDATES,
+    clock: Callable[[], float] = time.time,
+) -> TickResult:
+    """One tenant's tick. ``deadline`` (a ``clock()`` value; else ``budget_s`` from now): no chunk is claimed after
+    it, and provider waits never pass it (those messages are deferred)."""
+    deadline = deadline if deadline is not None else clock() + budget_s
     now = now or datetime.now(UTC)
     tick_id = uuid.uuid4().hex[:12]
     policy = tenant.push_policy
     result = TickResult(tenant.name)
-    if tenant.push_provider == "expo":
-        _poll_expo_receipts(tenant, now, tick_id, result)
-    candidates = run_query(tenant.name, _CANDIDATES_SQL, {"now": now, "max_candidates": MAX_CANDIDATES})
+    horizon = (now + LOCAL_TIME_HORIZON).strftime(LOCAL_SEND_TIME_FORMAT)
+    candidates = run_query(
+        tenant.name, _CANDIDATES_SQL, {"now": now, "local_horizon": horizon, "max_candidates": max_candidates}
+    )
     since = now - timedelta(hours=policy.frequency_window_hours)
     recent: dict[str, list[datetime]] = defaultdict(list)
     for row in run_query(tenant.name, _RECENT_SENDS_SQL, {"since": since}):
         recent[row["contact_id"]].append(row["at"])
 
     records: list[SendRow] = []
-    to_send: list[tuple[dict[str, Any], int]] = []
+    due: list[_Due] = []
     this_tick: Counter[str] = Counter()
 
     def record(row: dict[str, Any], status: str, reason: str | None, **extra: Any) -> None:
@@ -206,65 +356,147 @@ def run_tick(tenant: Tenant, *, now: datetime | None = None, budget_s: float = T
         )
 
     for row in candidates:
-        tz = zone(row["timezone"])
-        if row["expires_at"] and row["expires_at"] <= now:
-            record(row, "skipped", "expired")
-            continue
-        if row["local_send_time"] and local_send_time_utc(row["local_send_time"], tz) > now:
-            continue
-        if row["deferrals"] >= policy.max_deferrals:
-            record(row, "failed", "too_many_deferrals")
-            continue
-        facts = ContactFacts(
-            contact_id=row["contact_id"],
-            push_token=row["push_token"],
-            token_dead=bool(row["token_dead"]),
-            timezone=row["timezone"],
-            properties=_json(row["properties"]),
-            recent_sends=recent.get(row["contact_id"], []),
-        )
-        decision = decide(facts, policy, now, this_tick[row["contact_id"]])
-        if decision.action == "skip":
-            record(row, "skipped", decision.reason)
-        elif decision.action == "defer":
-            record(row, "deferred", decision.reason, retry_at=decision.until)
-        else:
+        try:
+            verdict = _consider(tenant, row, now, recent, this_tick)
+        except Exception as exc:  # one malformed row never stops the others
+            log.warning("malformed schedule row", exc_info=True,
+                        extra={"fields": {"tenant": tenant.name, "message_id": row.get("message_id")}})
+            verdict = ("failed", f"invalid_row:{type(exc).__name__}", {})
+        if verdict is None:
+            continue  # a local time not yet reached in the contact's zone: a later tick
+        if isinstance(verdict, _Due):
             this_tick[row["contact_id"]] += 1
-            to_send.append((row, int(row["deferrals"])))
+            due.append(verdict)
+            continue
+        status, reason, extra = verdict
+        record(row, status, reason, **extra)
     _write(tenant, records, result)
-
-    # Claim, send and record in chunks: what is claimed but not yet recorded when an instance dies is at most one
-    # chunk (those messages are never resent blindly; see the module docstring).
-    deadline = started + budget_s
-    for offset in range(0, len(to_send), SEND_CHUNK):
-        claimed = _claim_all(tenant, to_send[offset : offset + SEND_CHUNK], tick_id, now, result)
-        by_provider: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for row in claimed:
-            by_provider[row.get("provider") or tenant.push_provider or ""].append(row)
-        for provider_name, rows in by_provider.items():
-            _send(tenant, provider_name, rows, tick_id, deadline, result)
+    if due:
+        _claim_and_send(tenant, due, tick_id, now, deadline, result, clock)
+    if tenant.push_provider == "expo" and result.paused is None:
+        _poll_expo_receipts_safely(tenant, now, tick_id, result, deadline, clock)
     return result
 
 
-def _claim_all(
-    tenant: Tenant, to_send: list[tuple[dict[str, Any], int]], tick_id: str, now: datetime, result: TickResult
-) -> list[dict[str, Any]]:
-    if not to_send:
-        return []
+_Verdict = tuple[str, str | None, dict[str, Any]] | _Due | None
+
+
+def _consider(
+    tenant: Tenant, row: dict[str, Any], now: datetime, recent: dict[str, list[datetime]], this_tick: Counter[str]
+) -> _Verdict:
+    """What to do with one candidate: a record (status, reason, extra fields), a send, or None (not due yet)."""
+    policy = tenant.push_policy
+    if not valid_message_id(row["message_id"]):
+        return "failed", "invalid_message_id", {}
+    tz = zone(row["timezone"])
+    if row["expires_at"] and row["expires_at"] <= now:
+        return "skipped", "expired", {}
+    if row["local_send_time"]:
+        try:
+            local = parse_local_send_time(row["local_send_time"])
+            if local.replace(tzinfo=tz).astimezone(UTC) > now:
+                return None
+        except (ValueError, OverflowError):
+            return "failed", "invalid_local_send_time", {}
+    if row["policy_deferrals"] >= policy.max_deferrals:
+        return "failed", "too_many_deferrals", {}
+    provider = row.get("provider") or tenant.push_provider
+    if not provider:
+        return "failed", "no_provider", {}
+    facts = ContactFacts(
+        contact_id=row["contact_id"],
+        push_token=row["push_token"],
+        token_dead=bool(row["token_dead"]),
+        timezone=row["timezone"],
+        properties=_json(row["properties"]),
+        recent_sends=recent.get(row["contact_id"], []),
+    )
+    decision = decide(facts, policy, now, this_tick[row["contact_id"]])
+    if decision.action == "skip":
+        return "skipped", decision.reason, {}
+    if decision.action == "defer":
+        return "deferred", decision.reason, {"retry_at": decision.until}
+    return _Due(row, int(row["deferrals"]), provider, _push_message(tenant, row))
+
+
+def _ready_providers(tenant: Tenant, names: set[str], result: TickResult) -> dict[str, Provider]:
+    """The providers this tick needs, with credentials checked before anything is claimed."""
+    ready: dict[str, Provider] = {}
+    for name in sorted(names):
+        try:
+            provider = provider_for(tenant, name)  # SetupError naming the fix when the secret is missing/malformed
+            _event_loop().run(provider.preflight(), timeout=60)
+        except ProviderAuthError as exc:
+            forget_provider(tenant, name)
+            result.paused = result.paused or credentials_refused(tenant, name, exc.reason)
+            continue
+        except SetupError as exc:
+            result.paused = result.paused or exc
+            continue
+        ready[name] = provider
+    return ready
+
+
+def _claim_and_send(
+    tenant: Tenant,
+    due: list[_Due],
+    tick_id: str,
+    now: datetime,
+    deadline: float,
+    result: TickResult,
+    clock: Callable[[], float],
+) -> None:
+    # Claim, send and record in chunks: what is claimed but not yet recorded when an instance dies is at most one
+    # chunk (those messages are never resent blindly; see the module docstring).
+    providers = _ready_providers(tenant, {d.provider for d in due}, result)
+    sendable = [d for d in due if d.provider in providers]
+    result.counts["paused"] += len(due) - len(sendable)
+    for offset in range(0, len(sendable), SEND_CHUNK):
+        if clock() >= deadline or result.paused is not None:
+            result.counts["left_for_next_tick"] += len(sendable) - offset
+            return
+        chunk = sendable[offset : offset + SEND_CHUNK]
+        won = _claim_all(tenant, chunk, tick_id, now, result)
+        by_provider: dict[str, list[_Due]] = defaultdict(list)
+        for item in won:
+            by_provider[item.provider].append(item)
+        for name, items in by_provider.items():
+            _send(tenant, name, providers[name], items, tick_id, deadline, result, clock)
+
+
+def _claim_all(tenant: Tenant, chunk: list[_Due], tick_id: str, now: datetime, result: TickResult) -> list[_Due]:
+    """Claim every message of the chunk; each claim on its own (one failing claim never strands the others)."""
+
+    def attempt(item: _Due) -> Claim | Exception:
+        try:
+            return claim(tenant, item.row["message_id"], item.attempt, tick_id)
+        except Exception as exc:  # returned, recorded below
+            return exc
+
     with ThreadPoolExecutor(max_workers=16) as pool:
-        claims = list(pool.map(lambda item: claim(tenant, item[0]["message_id"], item[1], tick_id), to_send))
-    won, abandoned = [], []
-    for (row, _), c in zip(to_send, claims, strict=True):
-        if c.won:
-            won.append(row)
+        claims = list(pool.map(attempt, chunk))
+    won: list[_Due] = []
+    records: list[SendRow] = []
+    for item, c in zip(chunk, claims, strict=True):
+        row = item.row
+        if isinstance(c, Exception):
+            # Not sent by us. Deferring moves the message to its next attempt (a new claim object), so whether or not
+            # this claim was stored, the next tick can send it once.
+            records.append(SendRow(row["message_id"], row["contact_id"], "deferred", tick_id, now,
+                                   provider=item.provider, reason=f"claim_error:{type(c).__name__}"))
+            if isinstance(c, SetupError):
+                result.paused = result.paused or c
+            else:
+                log.warning("claim failed", extra={"fields": {"tenant": tenant.name, "message_id": row["message_id"],
+                                                              "error": str(c)[:300]}})
+        elif c.won:
+            won.append(item)
         elif c.claimed_at is not None and now - c.claimed_at > CLAIM_LEASE:
-            abandoned.append(
-                SendRow(row["message_id"], row["contact_id"], "failed", tick_id, now,
-                        provider=row.get("provider") or tenant.push_provider, reason="outcome_unknown")
-            )
+            records.append(SendRow(row["message_id"], row["contact_id"], "failed", tick_id, now,
+                                   provider=item.provider, reason="outcome_unknown"))
         else:
             result.counts["claimed_elsewhere"] += 1
-    _write(tenant, abandoned, result)
+    _write(tenant, records, result)
     return won
 
 
@@ -286,65 +518,102 @@ def _push_message(tenant: Tenant, row: dict[str, Any]) -> PushMessage:
 
 
 def _send(
-    tenant: Tenant, provider_name: str, rows: list[dict[str, Any]], tick_id: str, deadline: float, result: TickResult
+    tenant: Tenant,
+    provider_name: str,
+    provider: Provider,
+    items: list[_Due],
+    tick_id: str,
+    deadline: float,
+    result: TickResult,
+    clock: Callable[[], float],
 ) -> None:
-    if not provider_name:
-        now = datetime.now(UTC)
-        _write(tenant, [SendRow(r["message_id"], r["contact_id"], "failed", tick_id, now, reason="no_provider")
-                        for r in rows], result)
-        return
-    provider = provider_for(tenant, provider_name)
-    messages = [_push_message(tenant, r) for r in rows]
-    outcomes: list[SendOutcome] = _event_loop().run(
-        provider.send_many(messages, deadline=deadline), timeout=max(deadline - time.time(), 1) + 60
-    )
+    messages = [item.message for item in items]
+    try:
+        outcomes: list[SendOutcome] = _event_loop().run(
+            provider.send_many(messages, deadline=deadline), timeout=max(deadline - clock(), 0) + SEND_GRACE_S
+        )
+    except Exception:
+        # We cannot tell which of these reached the provider: record them all as unknown (never resent blindly), and
+        # stop this tenant's tick (the error is logged by the caller).
+        at = datetime.now(UTC)
+        _write(tenant, [SendRow(m.message_id, m.contact_id, "failed", tick_id, at, provider=provider_name,
+                                reason="outcome_unknown") for m in messages], result)
+        raise
     now = datetime.now(UTC)
     sends: list[SendRow] = []
     dead: list[InvalidTokenRow] = []
+    refused: str | None = None
     for msg, outcome in zip(messages, outcomes, strict=True):
         status = {"sent": "sent", "deferred": "deferred"}.get(outcome.status, "failed")
         reason = outcome.reason
+        retry_at = outcome.retry_after
         if outcome.status == "invalid_token":
             reason = f"invalid_token: {outcome.reason}"
             dead.append(InvalidTokenRow(msg.contact_id, msg.token, provider_name, outcome.reason or "invalid_token",
                                         outcome.token_invalidated_at or now))
+        elif outcome.status == "unauthorized":
+            # Not this message's fault: it waits for the credentials to be fixed, it does not fail for good.
+            refused = refused or outcome.reason or "unauthorized"
+            status, reason, retry_at = "deferred", f"credentials:{outcome.reason}", now + CREDENTIALS_RETRY
         sends.append(
             SendRow(msg.message_id, msg.contact_id, status, tick_id, now, provider=provider_name, reason=reason,
-                    provider_message_id=outcome.provider_message_id, retry_at=outcome.retry_after)
+                    provider_message_id=outcome.provider_message_id, retry_at=retry_at)
         )
-    write_rows(bigquery_client(), tenant, dead, processor=PROCESSOR)
+    _write_dead(tenant, dead)
     _write(tenant, sends, result)
+    if refused is not None:
+        forget_provider(tenant, provider_name)
+        result.paused = result.paused or credentials_refused(tenant, provider_name, refused)
 
 
-def _poll_expo_receipts(tenant: Tenant, now: datetime, tick_id: str, result: TickResult) -> None:
-    """Record the receipts of earlier Expo tickets: ok, or failed (a dead token goes to invalid_tokens)."""
+def _poll_expo_receipts_safely(
+    tenant: Tenant, now: datetime, tick_id: str, result: TickResult, deadline: float, clock: Callable[[], float]
+) -> None:
+    """Receipts are bookkeeping: they run after sending, only with time left, and their failure is only logged."""
+    left = deadline - clock()
+    if left <= 1:
+        return
+    try:
+        _poll_expo_receipts(tenant, now, tick_id, result, min(left, RECEIPT_POLL_MAX_S))
+    except Exception as exc:  # a later tick polls again (receipts are kept about a day)
+        result.counts["receipt_poll_failed"] += 1
+        log.warning("expo receipt poll failed; the next tick polls again",
+                    extra={"fields": {"tenant": tenant.name, "error": f"{type(exc).__name__}: {exc}"[:300]}})
+
+
+def _poll_expo_receipts(tenant: Tenant, now: datetime, tick_id: str, result: TickResult, timeout: float) -> None:
+    """Record the receipts of earlier Expo tickets (status ``receipt``, reason ``ok`` or Expo's error; a dead token
+    goes to invalid_tokens). A receipt is never a second ``sent`` or a ``failed`` beside the ``sent``."""
     from shared.push.providers import ExpoProvider
 
-    pending = run_query(tenant.name, _UNRECEIPTED_SQL, {"since": now - timedelta(hours=24)})
+    pending = run_query(tenant.name, _UNRECEIPTED_SQL, {"since": now - timedelta(hours=24), "tick_started": now})
     if not pending:
         return
     provider = provider_for(tenant, "expo")
     if not isinstance(provider, ExpoProvider):
         return
-    receipts = _event_loop().run(provider.fetch_receipts([r["provider_message_id"] for r in pending]), timeout=120)
+    ids = [r["provider_message_id"] for r in pending]
+    receipts = _event_loop().run(asyncio.wait_for(provider.fetch_receipts(ids), timeout), timeout=timeout + 5)
     rows: list[SendRow] = []
     dead: list[InvalidTokenRow] = []
     for row in pending:
         receipt = receipts.get(row["provider_message_id"])
         if receipt is None:
             continue  # not ready yet: the next tick asks again
-        if receipt.status == "ok":
-            rows.append(SendRow(row["message_id"], row["contact_id"], "sent", tick_id, now, provider="expo",
-                                reason="receipt_ok", provider_message_id=receipt.ticket_id))
-            continue
-        rows.append(SendRow(row["message_id"], row["contact_id"], "failed", tick_id, now, provider="expo",
-                            reason=f"receipt:{receipt.reason}", provider_message_id=receipt.ticket_id))
+        rows.append(SendRow(row["message_id"], row["contact_id"], "receipt", tick_id, now, provider="expo",
+                            reason="ok" if receipt.status == "ok" else receipt.reason,
+                            provider_message_id=receipt.ticket_id))
         if receipt.status == "invalid_token" and row["push_token"]:
             dead.append(InvalidTokenRow(row["contact_id"], row["push_token"], "expo", receipt.reason or "", now))
-    write_rows(bigquery_client(), tenant, dead, processor=PROCESSOR)
+    _write_dead(tenant, dead)
     if rows:
         write_rows(bigquery_client(), tenant, rows, processor=PROCESSOR)
-        result.counts.update(f"receipt_{r.status}" for r in rows)
+        result.counts.update("receipt_ok" if r.reason == "ok" else "receipt_failed" for r in rows)
+
+
+def _write_dead(tenant: Tenant, rows: list[InvalidTokenRow]) -> None:
+    if rows:
+        write_rows(bigquery_client(), tenant, rows, processor=PROCESSOR)
 
 
 def _write(tenant: Tenant, rows: list[SendRow], result: TickResult) -> None:

@@ -16,7 +16,9 @@ its own h2 protocol for the same reason. This module keeps only what a push send
 * GOAWAY: streams above ``last_stream_id`` were never processed and are retried at once on another connection
   (likewise RST_STREAM REFUSED_STREAM); streams at or below it may still be answered (h2 closes its state machine on
   GOAWAY, so we reopen it for receiving only) for ``goaway_grace`` seconds, then fail as ``ConnectionTerminated``;
-* every connection-level failure raises a ``TransportError`` subclass, which the providers' retry layer retries.
+* every connection-level failure raises a ``TransportError`` subclass; ``RequestNotSent`` (connect failures, refused
+  or unprocessed streams) says nothing of the request left, so the providers resend only those (a timeout or reset
+  after sending may have been delivered).
 
 Headers are passed as bytes, unnormalised and unvalidated (we build them), and HPACK-encoded without Huffman coding:
 repeated headers (``:authority``, ``:path`` for FCM, the bearer token, content-type) are indexed by h2's encoder
@@ -143,7 +145,12 @@ class TransportError(Exception):
     """A connection-level failure (the request may or may not have reached the server); retrying can fix it."""
 
 
-class ConnectError(TransportError):
+class RequestNotSent(TransportError):
+    """Nothing of this request reached the server (no stream was opened, or the server refused it unprocessed): it
+    is safe to send again. Every other ``TransportError`` may come after the server got the request."""
+
+
+class ConnectError(RequestNotSent):
     """Could not connect, or the server does not speak HTTP/2."""
 
 
@@ -151,11 +158,15 @@ class ConnectionClosed(TransportError):
     """The connection closed (reset by the server, or by ``aclose``) before the response completed."""
 
 
+class StreamNotOpened(ConnectionClosed, RequestNotSent):
+    """The pool is closed, or the connection could not open another stream: nothing was sent."""
+
+
 class ConnectionTerminated(TransportError):
     """The server sent GOAWAY and did not answer this stream within the grace period."""
 
 
-class StreamRefused(TransportError):
+class StreamRefused(RequestNotSent):
     """The server did not process this stream (GOAWAY above it, or REFUSED_STREAM): safe to resend."""
 
 
@@ -350,7 +361,7 @@ class _Connection(asyncio.Protocol):
             self.h2.send_headers(stream_id, headers, end_stream=not body)
         except h2.exceptions.ProtocolError as exc:
             self.release()
-            raise ConnectionClosed(f"cannot open stream: {exc}") from exc
+            raise StreamNotOpened(f"cannot open stream: {exc}") from exc
         self.streams[stream_id] = stream
         if body:
             self._send_body(stream_id, stream)
@@ -536,7 +547,7 @@ class H2Pool:
                 best.reserved += 1
                 return best
             if self._closed:
-                raise ConnectionClosed("pool is closed")
+                raise StreamNotOpened("pool is closed")
             if len(self._conns) < self.size or self._connecting is not None:
                 if self._connecting is None:
                     self._connecting = self.loop.create_task(self._open())
@@ -584,7 +595,7 @@ class H2Pool:
             self._connecting = None
         if self._closed:
             conn.close()
-            raise ConnectionClosed("pool is closed")
+            raise StreamNotOpened("pool is closed")
         conn.usable = not conn.closed
         self.connections_opened += 1
         self._wake(conn.capacity)

@@ -213,12 +213,16 @@ class ScheduleRow:
     expires_at: datetime | None = None
     collapse_key: str | None = None
     priority: str = "high"
+    # Version of the request (finding 16): a redelivered older request must not win over a newer one, so rows are
+    # ordered by when the request was published and its line, not by when it was processed.
+    requested_at: datetime | None = None
+    request_line: int = 0
 
     table = "message_schedule"
 
     @property
     def insert_id(self) -> str:
-        return f"{self.message_id}|{_ts(self.created_at)}"
+        return f"{self.message_id}|{_ts(self.requested_at or self.created_at)}|{self.request_line}"
 
     def to_bq(self, loaded_at: datetime) -> dict[str, Any]:
         return {
@@ -236,6 +240,8 @@ class ScheduleRow:
             "collapse_key": self.collapse_key,
             "priority": self.priority,
             "created_at": _ts(self.created_at),
+            "requested_at": _ts(self.requested_at),
+            "request_line": self.request_line,
         }
 
 

@@ -3,7 +3,6 @@ with quiet hours and frequency caps applied; the fake counts every accepted send
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import signal
@@ -16,58 +15,27 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
+from tests.integration.push_support import (
+    by_token,
+    identify,
+    push_accounting,
+    push_tenant,
+    schedule,
+    sends,
+)
 from tests.stack_support import unique
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from tests.faults import Fault
     from tests.stack_support import StackHandle
 
 pytestmark = pytest.mark.stack
 
 
-def identify(contact: str, token: str | None, tz: str = "Europe/Paris", **traits: Any) -> dict[str, Any]:
-    context: dict[str, Any] = {"timezone": tz}
-    if token:
-        context["device"] = {"token": token}
-    return {
-        "type": "identify",
-        "userId": contact,
-        "messageId": unique("id"),
-        "timestamp": "2024-05-01T10:00:00Z",
-        "traits": traits,
-        "context": context,
-    }
-
-
-def push_tenant(stack: StackHandle, tmp: Path, contacts: list[dict[str, Any]], **options: str) -> str:
-    tenant = stack.add_tenant(push_provider="fcm", **options)
-    folder = tmp / unique("tree") / "segment-logs" / "app" / "1714521600000"
-    folder.mkdir(parents=True)
-    (folder / "users.gz").write_bytes(gzip.compress(b"".join(json.dumps(c).encode() + b"\n" for c in contacts)))
-    stack.drop(tenant, folder.parents[2])
-    stack.wait()
-    return tenant
-
-
-def schedule(tenant: str, messages: list[dict[str, Any]]) -> None:
-    from shared.config import tenants
-    from shared.push.schedule import SendRequest
-    from shared.push.schedule import schedule as write_schedule
-
-    write_schedule(tenants().get(tenant), [SendRequest.model_validate(m) for m in messages])
-
-
 def fcm_by_token(stack: StackHandle) -> dict[str, int]:
-    stats = httpx.get(f"{stack.stack.cfg.url('fakes')}/_fake/stats", timeout=10).json()
-    return dict(stats["fcm"]["by_token"])
-
-
-def sends(stack: StackHandle, tenant: str) -> dict[str, list[tuple[str, str | None]]]:
-    out: dict[str, list[tuple[str, str | None]]] = {}
-    for row in stack.query(tenant, "SELECT message_id, status, reason FROM message_sends ORDER BY at"):
-        out.setdefault(row["message_id"], []).append((row["status"], row["reason"]))
-    return out
+    return by_token(stack, "fcm")
 
 
 def test_due_pushes_are_sent_once_and_skips_say_why(local_stack: StackHandle, tmp_path: Path) -> None:
@@ -118,7 +86,10 @@ def test_due_pushes_are_sent_once_and_skips_say_why(local_stack: StackHandle, tm
     assert sends(local_stack, tenant)[f"{run}-me2"] == [("skipped", "token_invalid")]
 
 
-def test_two_ticks_at_once_send_each_message_exactly_once(local_stack: StackHandle, tmp_path: Path) -> None:
+@pytest.mark.scenario("Two ticks at once", injected="a second tick of the same tenant in another process, concurrently",
+                      findings=[])
+def test_two_ticks_at_once_send_each_message_exactly_once(local_stack: StackHandle, tmp_path: Path,
+                                                          fault: Fault) -> None:
     # GIVEN 60 contacts, one due message each
     run = unique("c")
     contacts = [identify(f"{run}-{i}", f"{run}-tok-{i}") for i in range(60)]
@@ -137,13 +108,19 @@ def test_two_ticks_at_once_send_each_message_exactly_once(local_stack: StackHand
     second.join(timeout=300)
     local_stack.wait()
     # THEN the fake got every message exactly once, and each has exactly one "sent" outcome
-    by_token = fcm_by_token(local_stack)
-    assert [by_token.get(f"{run}-tok-{i}") for i in range(60)] == [1] * 60
+    delivered = fcm_by_token(local_stack)
+    assert [delivered.get(f"{run}-tok-{i}") for i in range(60)] == [1] * 60
     outcomes = sends(local_stack, tenant)
     assert all(outcomes[f"{run}-m{i}"] == [("sent", None)] for i in range(60))
+    measured = push_accounting(local_stack, tenant, [f"{run}-m{i}" for i in range(60)],
+                               [f"{run}-tok-{i}" for i in range(60)])
+    fault.report("each of 60 messages claimed by exactly one tick and delivered once", **measured)
 
 
-def test_tick_repeated_after_a_crash_never_sends_twice(local_stack: StackHandle, tmp_path: Path) -> None:
+@pytest.mark.scenario("send_due killed mid-tick", injected="SIGKILL of the send_due process while a chunk is in flight",
+                      findings=[])
+def test_tick_repeated_after_a_crash_never_sends_twice(local_stack: StackHandle, tmp_path: Path,
+                                                       fault: Fault) -> None:
     # GIVEN 400 due messages to 400 contacts
     run = unique("k")
     n = 400
@@ -168,17 +145,30 @@ def test_tick_repeated_after_a_crash_never_sends_twice(local_stack: StackHandle,
     # claim becomes failed/outcome_unknown after the lease, see test_abandoned_claim_...)
     from shared.push.tick import SEND_CHUNK
 
-    by_token = {k: v for k, v in fcm_by_token(local_stack).items() if k.startswith(run)}
-    assert max(by_token.values()) == 1
+    delivered_by_token = {k: v for k, v in fcm_by_token(local_stack).items() if k.startswith(run)}
+    assert max(delivered_by_token.values()) == 1
     outcomes = sends(local_stack, tenant)
     sent = {m.rsplit("-m", 1)[1] for m, o in outcomes.items() if ("sent", None) in o}
-    delivered = {t.rsplit("-tok-", 1)[1] for t in by_token}
+    delivered = {t.rsplit("-tok-", 1)[1] for t in delivered_by_token}
     assert sent <= delivered
     assert len(delivered) >= n - SEND_CHUNK
     assert len(delivered - sent) <= SEND_CHUNK
+    # AND once the lease has passed, the claims the dead instance left are recorded as unknown: every message has a
+    # final outcome, none was sent twice
+    from shared.config import tenants
+    from shared.push.tick import run_tick
+
+    run_tick(tenants().get(tenant), now=datetime.now(UTC) + timedelta(hours=1))
+    measured = push_accounting(local_stack, tenant, [f"{run}-m{i}" for i in range(n)],
+                               [f"{run}-tok-{i}" for i in range(n)])
+    fault.report(f"{measured['sent']} sent once; {measured['outcome_unknown']} claimed by the killed instance "
+                 "recorded failed/outcome_unknown after the lease, never resent", **measured)
 
 
-def test_abandoned_claim_is_recorded_as_outcome_unknown_not_resent(local_stack: StackHandle, tmp_path: Path) -> None:
+@pytest.mark.scenario("Abandoned claim", injected="a claim taken by an instance that died before recording anything",
+                      findings=[])
+def test_abandoned_claim_is_recorded_as_outcome_unknown_not_resent(local_stack: StackHandle, tmp_path: Path,
+                                                                   fault: Fault) -> None:
     # GIVEN a message whose claim was taken by an instance that then died without recording anything
     run = unique("a")
     tenant = push_tenant(local_stack, tmp_path, [identify(f"{run}-x", f"{run}-tok-x")])
@@ -194,6 +184,8 @@ def test_abandoned_claim_is_recorded_as_outcome_unknown_not_resent(local_stack: 
     assert result.counts["failed"] == 1
     assert sends(local_stack, tenant)[f"{run}-m"] == [("failed", "outcome_unknown")]
     assert f"{run}-tok-x" not in fcm_by_token(local_stack)
+    fault.report("recorded failed/outcome_unknown after the 15 min lease; the provider never saw it twice",
+                 **push_accounting(local_stack, tenant, [f"{run}-m"], [f"{run}-tok-x"]))
 
 
 def test_quiet_hours_defer_to_the_next_allowed_window(local_stack: StackHandle, tmp_path: Path) -> None:
@@ -237,20 +229,22 @@ def test_frequency_cap_defers_what_exceeds_it(local_stack: StackHandle, tmp_path
 
 
 def test_send_requests_published_to_the_topic_land_in_the_schedule(local_stack: StackHandle, tmp_path: Path) -> None:
-    # GIVEN a publisher that sends two push requests (one valid, one missing its title) to `send-requests`
+    # GIVEN a publisher that sends two push requests (one valid, one missing its title) to the tenant's own topic
     from google.cloud import pubsub_v1
+
+    from shared.config import tenant_topic
 
     run = unique("s")
     tenant = push_tenant(local_stack, tmp_path, [identify(f"{run}-x", f"{run}-tok-x")])
     os.environ["PUBSUB_EMULATOR_HOST"] = local_stack.env["PUBSUB_EMULATOR_HOST"]
     publisher = pubsub_v1.PublisherClient()
-    topic = publisher.topic_path(local_stack.stack.cfg.project, "send-requests")
+    topic = publisher.topic_path(local_stack.stack.cfg.project, tenant_topic("send-requests", tenant))
     good = {"message_id": f"{run}-ok", "contact_id": f"{run}-x", "title": "Hello", "body": "From a publisher",
             "data": {"screen": "home"}}
     bad = {"message_id": f"{run}-bad", "contact_id": f"{run}-x", "body": "no title"}
     payload = (json.dumps(good) + "\n" + json.dumps(bad)).encode()
     # WHEN they are published and the scheduler ticks
-    publisher.publish(topic, payload, tenant=tenant).result(timeout=30)
+    publisher.publish(topic, payload).result(timeout=30)
     local_stack.wait()
     local_stack.cli("tick", "--tenant", tenant)
     local_stack.wait()
@@ -285,8 +279,12 @@ def test_expo_receipts_are_polled_on_the_next_tick(local_stack: StackHandle, tmp
     for _ in range(2):
         local_stack.cli("tick", "--tenant", tenant)
         local_stack.wait()
-    # THEN both were sent; the receipt of the second reports the dead device, whose token is now invalid
+    # THEN both were sent; each receipt is its own status (never a second "sent", never "failed" beside the "sent");
+    # the receipt of the second reports the dead device, whose token is now invalid
     outcomes = sends(local_stack, tenant)
-    assert outcomes[f"{run}-ma"] == [("sent", None), ("sent", "receipt_ok")]
-    assert outcomes[f"{run}-mb"] == [("sent", None), ("failed", "receipt:DeviceNotRegistered")]
+    assert outcomes[f"{run}-ma"] == [("sent", None), ("receipt", "ok")]
+    assert outcomes[f"{run}-mb"] == [("sent", None), ("receipt", "DeviceNotRegistered")]
     assert local_stack.query(tenant, "SELECT push_token FROM invalid_tokens") == [{"push_token": gone_token}]
+    stats = {r["status"]: r["n"] for r in local_stack.query(
+        tenant, "SELECT status, COUNT(DISTINCT message_id) AS n FROM message_sends GROUP BY status")}
+    assert stats.get("sent") == 2 and "failed" not in stats

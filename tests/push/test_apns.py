@@ -103,10 +103,11 @@ def test_non_retryable_4xx_fail(fake, apns_creds):
     huge = msg(3, "aa03", body="x" * 5000)
     # WHEN sent
     out = send(apns_creds, [msg(1, "aa01"), msg(2, "aa02"), huge])
-    # THEN all fail with Apple's reason, with one request each for the first two and none for the oversize one
+    # THEN the payloads fail with Apple's reason; the wrong topic is the tenant's app configuration (unauthorized: the
+    # tick pauses the tenant instead of failing messages); one request each for the first two, none for the oversize
     assert [(o.status, o.reason) for o in out] == [
         ("failed", "PayloadTooLarge"),
-        ("failed", "BadTopic"),
+        ("unauthorized", "BadTopic"),
         ("failed", "PayloadTooLarge"),
     ]
     assert fake.stats("apns")["requests"] == 2
@@ -119,5 +120,5 @@ def test_unknown_key_is_invalid_provider_token(fake, apns_creds):
     )
     # WHEN sent
     out = send(creds, [msg(1)])
-    # THEN it fails as a configuration problem
-    assert (out[0].status, out[0].reason) == ("failed", "InvalidProviderToken")
+    # THEN it comes back as a credentials problem (the tick defers it and pauses the tenant), not a failed message
+    assert (out[0].status, out[0].reason) == ("unauthorized", "InvalidProviderToken")

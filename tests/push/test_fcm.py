@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime
 
 from shared.push.credentials import FcmCredentials, Secret
+from shared.push.providers.base import ProviderAuthError
 from shared.push.providers.fcm import FcmProvider
 from tests.push.conftest import FAST_RETRY
 from tests.push.helpers import deadline, msg
@@ -45,20 +46,25 @@ def test_invalid_tokens(fake, fcm_creds):
     assert fake.stats("fcm")["requests"] == 3
 
 
-def test_config_errors_fail_without_retry(fake, fcm_creds):
-    # GIVEN a sender-id mismatch and an APNs auth problem in the Firebase project
+def test_config_errors_are_unauthorized_not_failed_and_never_retried(fake, fcm_creds):
+    # GIVEN an APNs auth problem in the Firebase project, a service account without FCM rights, and a token that
+    # belongs to another Firebase project
     fake.script(
         {"provider": "fcm", "token": "a1", "error": "SENDER_ID_MISMATCH"},
         {"provider": "fcm", "token": "a2", "error": "THIRD_PARTY_AUTH_ERROR"},
+        {"provider": "fcm", "token": "a3", "status": 403,
+         "body": {"error": {"code": 403, "status": "PERMISSION_DENIED", "message": "Permission denied"}}},
     )
     # WHEN sent
-    out = send(fcm_creds, [msg(1, "a1"), msg(2, "a2")])
-    # THEN both fail with the FCM error code, after one request each
+    out = send(fcm_creds, [msg(1, "a1"), msg(2, "a2"), msg(3, "a3")])
+    # THEN the project's setup problems come back unauthorized (the tick defers them and pauses the tenant until the
+    # setup is fixed); the foreign token is that one message's failure; one request each
     assert [(o.status, o.reason) for o in out] == [
         ("failed", "SENDER_ID_MISMATCH"),
-        ("failed", "THIRD_PARTY_AUTH_ERROR"),
+        ("unauthorized", "THIRD_PARTY_AUTH_ERROR"),
+        ("unauthorized", "PERMISSION_DENIED"),
     ]
-    assert fake.stats("fcm")["requests"] == 2
+    assert fake.stats("fcm")["requests"] == 3
 
 
 def test_quota_with_retry_after_is_retried_then_sent(fake, fcm_creds):
@@ -130,13 +136,26 @@ def test_non_string_data_fails_locally(fake, fcm_creds):
     assert fake.stats("fcm")["requests"] == 0
 
 
-def test_unknown_service_account_is_config_failure(fake, service_account):
+def test_unknown_service_account_is_unauthorized_and_caught_by_preflight(fake, service_account):
     # GIVEN a service account the token endpoint does not know
     creds = FcmCredentials("demo-proj", Secret({**service_account, "client_email": "x@y.iam"}), fake.url("fcm"))
-    # WHEN sent
+
+    async def preflight() -> str | None:
+        async with FcmProvider(creds, retry_policy=FAST_RETRY) as p:
+            try:
+                await p.preflight()
+            except ProviderAuthError as exc:
+                return exc.reason
+        return None
+
+    # WHEN its credentials are checked before sending, and when a message is sent anyway
+    reason = asyncio.run(preflight())
     out = send(creds, [msg(1)])
-    # THEN the message fails as a credentials problem
-    assert (out[0].status, out[0].reason) == ("failed", "AUTH_REFRESH_FAILED")
+    # THEN the check refuses them before any message, and a send says unauthorized (a credentials problem that pauses
+    # the tenant), never a failed message; nothing reached the send endpoint
+    assert reason == "AUTH_REFRESH_FAILED"
+    assert (out[0].status, out[0].reason) == ("unauthorized", "AUTH_REFRESH_FAILED")
+    assert fake.stats("fcm")["requests"] == 0
 
 
 def test_one_http2_connection_for_many_sends(fake, fcm_creds):

@@ -64,7 +64,7 @@ def test_onesignal_429_retried_5xx_retried_400_failed(fake, onesignal_creds):
     assert fake.stats("onesignal")["requests"] == 4
 
 
-def test_onesignal_long_retry_after_defers_and_bad_key_fails(fake, onesignal_creds):
+def test_onesignal_long_retry_after_defers_and_bad_key_is_unauthorized(fake, onesignal_creds):
     # GIVEN a 429 with Retry-After: 100 and a 3 s budget; and credentials with a wrong key
     fake.script(
         {"provider": "onesignal", "status": 429, "retry_after": 100, "body": {"errors": ["API rate limit exceeded."]}}
@@ -72,11 +72,11 @@ def test_onesignal_long_retry_after_defers_and_bad_key_fails(fake, onesignal_cre
     wrong = OneSignalCredentials(onesignal_creds.app_id, Secret("os_v2_app_wrong"), onesignal_creds.base_url)
     # WHEN sent
     deferred = os_send(onesignal_creds, [msg(1, "s1")], seconds=3)
-    failed = os_send(wrong, [msg(2, "s2")])
-    # THEN deferred ~100 s, and failed as HTTP 401
+    refused = os_send(wrong, [msg(2, "s2")])
+    # THEN deferred ~100 s; the wrong key is the tenant's setup (unauthorized: the tick pauses), not a failed message
     assert deferred[0].status == "deferred"
     assert (deferred[0].retry_after - datetime.now(UTC)).total_seconds() > 90
-    assert failed[0].status == "failed" and failed[0].reason.startswith("HTTP_401")
+    assert (refused[0].status, refused[0].reason) == ("unauthorized", "HTTP_401")
 
 
 def test_braze_success_and_errors(fake, braze_creds):
@@ -89,10 +89,13 @@ def test_braze_success_and_errors(fake, braze_creds):
     # WHEN sent
     out = braze_send(braze_creds, [msg(i, contact_id=f"u{i}") for i in (1, 2, 3, 4)])
     bad_key = braze_send(BrazeCredentials(Secret("nope"), braze_creds.base_url), [msg(5, contact_id="u5")])
-    # THEN the first is sent with a dispatch id; the rest fail with their HTTP status, none retried
+    # THEN the first is sent with a dispatch id; the bad request and the unknown path fail with their HTTP status;
+    # the key without messages.send (403) and the wrong key (401) are the tenant's setup: unauthorized; none retried
     assert out[0].status == "sent" and out[0].provider_message_id
-    assert [o.reason.split(":")[0] for o in out[1:]] == ["HTTP_400", "HTTP_403", "HTTP_404"]
-    assert bad_key[0].status == "failed" and bad_key[0].reason.startswith("HTTP_401")
+    assert [(o.status, o.reason.split(":")[0]) for o in out[1:]] == [
+        ("failed", "HTTP_400"), ("unauthorized", "HTTP_403"), ("failed", "HTTP_404")
+    ]
+    assert (bad_key[0].status, bad_key[0].reason) == ("unauthorized", "HTTP_401")
     stats = fake.stats("braze")
     assert stats["requests"] == 5 and stats["by_token"] == {"u1": 1}
 

@@ -9,7 +9,11 @@ bodies. Tests and the local stack steer them through control endpoints served on
 * ``POST /_fake/script``    ``{"rules": [{"provider": "fcm", "token": "X", "error": "UNREGISTERED", "times": 1}]}``;
                               a rule matches the next request (optionally only for ``token``) and answers with the
                               named error, or with ``status`` / ``headers`` / ``body``; ``times: null`` = forever;
-                              ``retry_after`` adds the header (Braze: ``X-RateLimit-Reset``)
+                              ``retry_after`` adds the header (Braze: ``X-RateLimit-Reset``); ``delay`` (seconds)
+                              holds the answer that long *after* the request was handled (and a send accepted and
+                              counted): longer than the client's timeout, it is a provider that got the message but
+                              whose answer never arrived; ``endpoint: "getReceipts"`` aims a rule at Expo's receipts;
+                              ``{"clear": true}`` first drops the rules not yet used up (counters stay)
 * ``POST /_fake/register``  credentials the fakes accept: ``{"fcm": {"client_email", "public_key_pem"},
                               "apns": {"team_id", "key_id", "public_key_pem"}, "onesignal": {"app_id", "api_key"},
                               "braze": {"api_key"}, "expo": {"access_token"}}`` (also read from
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import json
 import os
 import secrets
@@ -203,6 +208,8 @@ class Rule:
     error: str | None
     times: int | None
     receipt_error: str | None = None
+    delay: float = 0.0
+    endpoint: str | None = None  # None: the provider's send endpoint
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> Rule:
@@ -227,7 +234,8 @@ class Rule:
                 return status, {**hdrs, **headers}, body
 
         times = raw.get("times", 1)
-        return cls(provider, raw.get("token"), response, raw.get("error"), times, raw.get("receipt_error"))
+        return cls(provider, raw.get("token"), response, raw.get("error"), times, raw.get("receipt_error"),
+                   float(raw.get("delay", 0.0)), raw.get("endpoint"))
 
 
 def _named_error(provider: str, name: str) -> Callable[[], Response]:
@@ -327,16 +335,24 @@ class FakeState:
     def public_key(self, provider: str, key: str) -> Any:
         return self._public_keys.get((provider, key))
 
-    def take_rule(self, provider: str, token: str | None) -> Rule | None:
+    def take_rule(self, provider: str, token: str | None, endpoint: str | None = None) -> Rule | None:
         for rule in self.rules:
-            if rule.provider != provider or (rule.token is not None and rule.token != token):
+            if rule.provider != provider or rule.endpoint != endpoint:
+                continue
+            if rule.token is not None and rule.token != token:
                 continue
             if rule.times is not None:
                 rule.times -= 1
                 if rule.times <= 0:
                     self.rules.remove(rule)
+            if rule.delay:
+                _DELAY.set(max(_DELAY.get(), rule.delay))
             return rule
         return None
+
+
+# The answer delay a matched rule asked for, per request (each request is handled in its own task and context).
+_DELAY: contextvars.ContextVar[float] = contextvars.ContextVar("fake_delay", default=0.0)
 
 
 async def read_body(receive: Receive) -> bytes:
@@ -405,10 +421,13 @@ class FakeApp:
             stats.http_versions[scope.get("http_version", "?")] += 1
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        _DELAY.set(0.0)
         try:
             headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
             handler = getattr(self, f"_{provider}")
             status, out_headers, payload = await handler(scope["method"], path, headers, body, scope)
+            if _DELAY.get():  # handled (a send is accepted and counted), but the answer comes late or never
+                await asyncio.sleep(_DELAY.get())
         finally:
             stats.in_flight -= 1
         if path != "/token":
@@ -429,6 +448,8 @@ class FakeApp:
                 self.state.reset(registrations=bool(raw.get("registrations")))
                 return 200, {}, {"ok": True}
             if path == "/_fake/script" and method == "POST":
+                if raw.get("clear"):  # drop every rule not yet used up, keep the counters
+                    self.state.rules.clear()
                 rules = raw.get("rules", [raw] if "provider" in raw else [])
                 self.state.rules.extend(Rule.parse(r) for r in rules)
                 return 200, {}, {"ok": True, "rules": len(self.state.rules)}
@@ -700,6 +721,9 @@ class FakeApp:
                 return EXPO_REQUEST_ERRORS["UNAUTHORIZED"]
         req = _json_or_none(body)
         if path.endswith("getReceipts"):
+            receipts_rule = self.state.take_rule("expo", None, endpoint="getReceipts")
+            if receipts_rule and receipts_rule.response:
+                return receipts_rule.response()
             ids = req.get("ids") if isinstance(req, dict) else None
             if not isinstance(ids, list):
                 return 400, {}, {"errors": [{"code": "VALIDATION_ERROR", "message": '"ids" is required'}]}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Status = Literal["sent", "failed", "deferred", "invalid_token"]
+Status = Literal["sent", "failed", "deferred", "invalid_token", "unauthorized"]
 Priority = Literal["high", "normal"]
 
 
@@ -54,7 +55,10 @@ class SendOutcome:
 
     ``deferred`` means "not sent, try again at ``retry_after``" (throttled or transient and the tick's budget ran out);
     ``invalid_token`` means the address is dead and should be marked (``token_invalidated_at`` when the provider says
-    since when, e.g. APNs 410).
+    since when, e.g. APNs 410); ``unauthorized`` means the provider refused the tenant's credentials or configuration
+    (not this message's fault: the caller defers it and pauses the tenant until the secret is fixed). ``failed`` with
+    reason ``outcome_unknown:<error>`` means the request may have reached the provider without an answer (a timeout
+    or reset after sending): it is never resent, since the provider has no way to drop the second copy.
     """
 
     message_id: str
@@ -65,10 +69,25 @@ class SendOutcome:
     token_invalidated_at: datetime | None = None
 
 
+class ProviderAuthError(Exception):
+    """The provider's credentials cannot work (a key that does not sign, a service account the token endpoint
+    refuses): found before anything is claimed or sent. ``reason`` is a code, never a secret."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Provider(abc.ABC):
     """A push provider adapter. One instance per (tenant credentials, process); reuse it across ticks."""
 
     name: str
+    # True when the provider drops a repeated request itself (an idempotency key): only then is a request that may
+    # have reached it resent after a timeout or reset.
+    idempotent: bool = False
+
+    async def preflight(self) -> None:  # noqa: B027 - optional hook; most providers can only tell by sending
+        """Check what can be checked about the credentials without sending (raises ``ProviderAuthError``)."""
 
     @abc.abstractmethod
     async def send_many(self, messages: Sequence[PushMessage], *, deadline: float) -> list[SendOutcome]:
@@ -89,36 +108,62 @@ class Provider(abc.ABC):
         await self.aclose()
 
 
-# Connection-level failures that a retry on a (new) stream/connection can fix: resets, GOAWAY on a retiring HTTP/2
-# connection (httpx: RemoteProtocolError / WriteError / LocalProtocolError "max outbound streams"; our transport:
-# ConnectionClosed / ConnectionTerminated / StreamReset), timeouts.
+# Connection-level failures. Only ``NOT_SENT_EXCEPTIONS`` prove that nothing of the request left this process
+# (connect failures, a stream the server refused or never processed under GOAWAY): those are resent. The others
+# (timeouts, resets and closed connections after the request was written) are ambiguous: the provider may have
+# delivered it, so without an idempotency key the message is recorded ``failed/outcome_unknown`` instead.
 RETRYABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (
     httpx.TransportError,
     h2.exceptions.ProtocolError,
     transport.TransportError,
 )
+NOT_SENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    transport.RequestNotSent,
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+)
+MAX_RETRY_AFTER_S = 86_400.0  # a provider asking for more than a day (or for 10**400 s) is clamped, not obeyed
+
+
+def connection_failure(message: PushMessage, exc: BaseException, *, idempotent: bool) -> SendOutcome | Retryable:
+    """A transport exception as an outcome: resend only when nothing was sent or the provider deduplicates."""
+    if idempotent or isinstance(exc, NOT_SENT_EXCEPTIONS):
+        return Retryable(f"connection:{type(exc).__name__}")
+    return SendOutcome(message.message_id, "failed", f"outcome_unknown:{type(exc).__name__}")
+
+
+def clamp_delay(seconds: float | None) -> float | None:
+    """A server-given wait in seconds, within 0..``MAX_RETRY_AFTER_S``; None when it is not a number."""
+    if seconds is None or math.isnan(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Parse ``Retry-After`` (delta seconds or HTTP date) into seconds from now."""
+    """Parse ``Retry-After`` (delta seconds or HTTP date) into seconds from now, clamped to a day."""
     value = headers.get("retry-after")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        return clamp_delay(float(value))
     except ValueError:
         pass
     from email.utils import parsedate_to_datetime
 
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+    return clamp_delay(when.timestamp() - (now if now is not None else time.time()))
 
 
-def epoch_to_datetime(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, tz=UTC)
+def epoch_to_datetime(seconds: float) -> datetime | None:
+    """A provider's epoch seconds as a UTC datetime; None when it is not a representable time (NaN, 1e400, ...)."""
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 class PerMessageProvider(Provider):
@@ -151,7 +196,7 @@ class PerMessageProvider(Provider):
         try:
             return await self._send_one(message)
         except RETRYABLE_EXCEPTIONS as exc:
-            return Retryable(f"connection:{type(exc).__name__}")
+            return connection_failure(message, exc, idempotent=self.idempotent)
 
     async def _send_with_retry(self, message: PushMessage, deadline: float) -> SendOutcome:
         async with self._semaphore:

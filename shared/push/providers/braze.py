@@ -11,7 +11,14 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from shared.push.providers.base import HttpProvider, PushMessage, SendOutcome, json_object, retry_after_seconds
+from shared.push.providers.base import (
+    HttpProvider,
+    PushMessage,
+    SendOutcome,
+    clamp_delay,
+    json_object,
+    retry_after_seconds,
+)
 from shared.push.retry import Retryable, RetryPolicy
 
 if TYPE_CHECKING:
@@ -50,6 +57,7 @@ class BrazeProvider(HttpProvider):
         rate_per_second: float = 250_000 / 3600,  # 250k requests/hour shared by the send endpoints
         retry_policy: RetryPolicy | None = None,
         client: httpx.AsyncClient | None = None,
+        timeout: float = 30.0,
     ) -> None:
         super().__init__(
             base_url=base_url or credentials.base_url or DEFAULT_BASE_URL,
@@ -58,6 +66,7 @@ class BrazeProvider(HttpProvider):
             rate_per_second=rate_per_second,
             burst=max_concurrency,
             retry_policy=retry_policy,
+            timeout=timeout,
             client=client,
         )
         self._headers = {"authorization": f"Bearer {credentials.api_key.reveal()}", "content-type": "application/json"}
@@ -74,11 +83,13 @@ class BrazeProvider(HttpProvider):
             wait = retry_after_seconds(resp.headers)
             if wait is None and reset:
                 try:
-                    wait = max(0.0, float(reset) - time.time())
+                    wait = clamp_delay(float(reset) - time.time())
                 except ValueError:
                     wait = None
             return Retryable("rate_limited", wait)
         if status >= 500:
             return Retryable(f"HTTP_{status}", retry_after_seconds(resp.headers))
+        if status in (401, 403):  # the REST key is wrong or lacks messages.send: the tenant's setup
+            return SendOutcome(message.message_id, "unauthorized", f"HTTP_{status}")
         detail = str(payload.get("message") or "")[:200]
         return SendOutcome(message.message_id, "failed", f"HTTP_{status}:{detail}" if detail else f"HTTP_{status}")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from shared.push.providers.base import (
+    NOT_SENT_EXCEPTIONS,
     RETRYABLE_EXCEPTIONS,
     HttpProvider,
     PushMessage,
@@ -57,6 +58,7 @@ class ExpoProvider(HttpProvider):
         rate_per_second: float = 600.0,  # notifications per second per project
         retry_policy: RetryPolicy | None = None,
         client: httpx.AsyncClient | None = None,
+        timeout: float = 30.0,
     ) -> None:
         creds = credentials
         super().__init__(
@@ -66,6 +68,7 @@ class ExpoProvider(HttpProvider):
             rate_per_second=rate_per_second,
             burst=max(rate_per_second, MAX_BATCH),
             retry_policy=retry_policy,
+            timeout=timeout,
             client=client,
         )
         self._headers = {"content-type": "application/json", "accept": "application/json"}
@@ -112,8 +115,14 @@ class ExpoProvider(HttpProvider):
                 return Retryable("rate_limited", max(0.0, wait_until - time.time()))
             try:
                 retry = await self._post_batch(pending, done)
-            except RETRYABLE_EXCEPTIONS as exc:
+            except NOT_SENT_EXCEPTIONS as exc:
                 return Retryable(f"connection:{type(exc).__name__}")
+            except RETRYABLE_EXCEPTIONS as exc:
+                # The batch may have reached Expo (no idempotency key): never resend it.
+                for m in pending:
+                    done[m.message_id] = SendOutcome(m.message_id, "failed", f"outcome_unknown:{type(exc).__name__}")
+                pending = []
+                return None
             pending = [m for m in pending if m.message_id not in done]
             return retry if pending else None
 
@@ -132,6 +141,11 @@ class ExpoProvider(HttpProvider):
         if resp.status_code == 429 or resp.status_code >= 500:
             return Retryable(_request_error(payload) or f"HTTP_{resp.status_code}", retry_after_seconds(resp.headers))
         tickets = payload.get("data")
+        if resp.status_code in (401, 403):  # the access token: the tenant's setup, not these messages
+            reason = _request_error(payload) or f"HTTP_{resp.status_code}"
+            for m in pending:
+                done[m.message_id] = SendOutcome(m.message_id, "unauthorized", reason)
+            return None
         if resp.status_code != 200 or not isinstance(tickets, list) or len(tickets) != len(pending):
             reason = _request_error(payload) or f"HTTP_{resp.status_code}"
             for m in pending:
@@ -145,6 +159,8 @@ class ExpoProvider(HttpProvider):
             error = (ticket.get("details") or {}).get("error") or "ExpoError"
             if error == "DeviceNotRegistered":
                 done[m.message_id] = SendOutcome(m.message_id, "invalid_token", error)
+            elif error == "InvalidCredentials":  # the app's FCM/APNs credentials stored at Expo
+                done[m.message_id] = SendOutcome(m.message_id, "unauthorized", error)
             elif error == "MessageRateExceeded":
                 retry = Retryable(error)  # per-device throttle: this message goes again after a backoff
             else:

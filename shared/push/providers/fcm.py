@@ -8,13 +8,22 @@ service account per process so that every adapter instance of a tenant shares on
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from typing import TYPE_CHECKING, Any
 
 import google.auth.exceptions
 
-from shared.push.providers.base import H2Provider, PushMessage, SendOutcome, json_object, retry_after_seconds
+from shared.errors import TransientError
+from shared.push.providers.base import (
+    H2Provider,
+    ProviderAuthError,
+    PushMessage,
+    SendOutcome,
+    json_object,
+    retry_after_seconds,
+)
 from shared.push.retry import Retryable, RetryPolicy
 
 if TYPE_CHECKING:
@@ -57,12 +66,14 @@ class _TokenSource:
             return str(creds.token)
 
 
-_TOKEN_SOURCES: dict[tuple[str, str, str], _TokenSource] = {}
+_TOKEN_SOURCES: dict[tuple[str, str, str, str], _TokenSource] = {}
 
 
 def token_source(info: dict[str, Any]) -> _TokenSource:
-    """Process-wide token source per (client_email, private_key_id, token_uri)."""
-    key = (info["client_email"], info.get("private_key_id", ""), info["token_uri"])
+    """Process-wide token source per service account *and key*: the identifiers alone are not secret, so a second
+    tenant naming the same client_email and key id must not get the first tenant's access token."""
+    key_hash = hashlib.sha256(str(info.get("private_key", "")).encode()).hexdigest()
+    key = (info["client_email"], info.get("private_key_id", ""), info["token_uri"], key_hash)
     src = _TOKEN_SOURCES.get(key)
     if src is None:
         src = _TOKEN_SOURCES[key] = _TokenSource(info)
@@ -94,8 +105,15 @@ def build_message(message: PushMessage) -> dict[str, Any]:
     return body
 
 
+# The tenant's setup, not the message: pause the tenant instead of failing messages for good. THIRD_PARTY_AUTH_ERROR
+# is the APNs key (or web push key) uploaded to the Firebase project; PERMISSION_DENIED without an FCM error code is
+# a service account without firebase.messaging rights. SENDER_ID_MISMATCH stays a per-message failure: it is one
+# token registered to another project, and pausing a tenant for one foreign token would let one row block them all.
+_CONFIG_CODES = ("THIRD_PARTY_AUTH_ERROR", "APNS_AUTH_ERROR")
+
+
 def _classify_error(status: int, payload: Any, headers: Mapping[str, str]) -> tuple[str, str | None]:
-    """(kind, code) with kind in invalid_token | failed | retry | reauth."""
+    """(kind, code) with kind in invalid_token | failed | retry | reauth | unauthorized."""
     err = payload.get("error", {}) if isinstance(payload, dict) else {}
     details = err.get("details") or []
     code = next((d.get("errorCode") for d in details if d.get("@type") == FCM_ERROR_TYPE), None)
@@ -113,8 +131,12 @@ def _classify_error(status: int, payload: Any, headers: Mapping[str, str]) -> tu
         if "message.token" in violations or "not a valid FCM registration token" in message:
             return "invalid_token", "INVALID_ARGUMENT"
         return "failed", "INVALID_ARGUMENT"
-    if code in ("SENDER_ID_MISMATCH", "THIRD_PARTY_AUTH_ERROR", "APNS_AUTH_ERROR"):
+    if code in _CONFIG_CODES:
+        return "unauthorized", code
+    if code == "SENDER_ID_MISMATCH":
         return "failed", code
+    if status == 403 and canonical == "PERMISSION_DENIED":
+        return "unauthorized", canonical
     if status == 401:
         return "reauth", canonical or "UNAUTHENTICATED"
     if code == "QUOTA_EXCEEDED" or status == 429:
@@ -138,6 +160,7 @@ class FcmProvider(H2Provider):
         client: httpx.AsyncClient | None = None,
         connections: int = 2,
         max_streams_per_connection: int = 100,
+        timeout: float = 30.0,
     ) -> None:
         super().__init__(
             base_url=base_url or credentials.base_url or DEFAULT_BASE_URL,
@@ -145,6 +168,7 @@ class FcmProvider(H2Provider):
             rate_per_second=rate_per_second,
             burst=rate_per_second,
             retry_policy=retry_policy,
+            timeout=timeout,
             client=client,
             connections=connections,
             max_streams_per_connection=max_streams_per_connection,
@@ -162,6 +186,16 @@ class FcmProvider(H2Provider):
             self._headers = (token, headers)
         return await super()._post(self.path, headers, body)
 
+    async def preflight(self) -> None:
+        """Get (or reuse) an access token before anything is claimed: a revoked key or an unknown service account
+        pauses the tenant instead of costing a chunk of claims."""
+        try:
+            await self.tokens.token()
+        except google.auth.exceptions.RefreshError:
+            raise ProviderAuthError("AUTH_REFRESH_FAILED") from None
+        except google.auth.exceptions.TransportError as exc:
+            raise TransientError(f"FCM token endpoint unreachable: {type(exc).__name__}") from None
+
     async def _send_one(self, message: PushMessage) -> SendOutcome | Retryable:
         try:
             body = json.dumps({"message": build_message(message)}).encode()
@@ -175,7 +209,7 @@ class FcmProvider(H2Provider):
                 resp = await self._post(body, token)
         except google.auth.exceptions.RefreshError:
             # The token endpoint refused the service account (revoked key, wrong token_uri): a config problem.
-            return SendOutcome(message.message_id, "failed", "AUTH_REFRESH_FAILED")
+            return SendOutcome(message.message_id, "unauthorized", "AUTH_REFRESH_FAILED")
         except google.auth.exceptions.TransportError as exc:
             return Retryable(f"auth_transport:{type(exc).__name__}")
         if resp.status_code == 200:
@@ -184,6 +218,8 @@ class FcmProvider(H2Provider):
         kind, code = _classify_error(resp.status_code, json_object(resp), resp.headers)
         if kind == "invalid_token":
             return SendOutcome(message.message_id, "invalid_token", code)
+        if kind in ("unauthorized", "reauth"):  # reauth: still 401 with a freshly refreshed token
+            return SendOutcome(message.message_id, "unauthorized", code)
         if kind == "retry":
             retry_after = retry_after_seconds(resp.headers)
             min_delay = QUOTA_MIN_DELAY if code == "QUOTA_EXCEEDED" and retry_after is None else 0.0

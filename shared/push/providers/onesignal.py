@@ -34,6 +34,7 @@ def idempotency_key(message: PushMessage) -> str:
 
 class OneSignalProvider(HttpProvider):
     name = "onesignal"
+    idempotent = True  # the idempotency key makes a resend after a timeout safe
 
     def __init__(
         self,
@@ -45,6 +46,7 @@ class OneSignalProvider(HttpProvider):
         rate_per_second: float = 150.0,  # free-plan limit; paid apps get 6,000 req/s
         retry_policy: RetryPolicy | None = None,
         client: httpx.AsyncClient | None = None,
+        timeout: float = 30.0,
     ) -> None:
         super().__init__(
             base_url=base_url or credentials.base_url or DEFAULT_BASE_URL,
@@ -52,6 +54,7 @@ class OneSignalProvider(HttpProvider):
             max_concurrency=max_concurrency,
             rate_per_second=rate_per_second,
             retry_policy=retry_policy,
+            timeout=timeout,
             client=client,
         )
         self.creds = credentials
@@ -98,7 +101,10 @@ class OneSignalProvider(HttpProvider):
             return Retryable("rate_limited", ra, 0.0 if ra is not None else RATE_LIMIT_FALLBACK)
         if status >= 500:
             return Retryable(f"HTTP_{status}", retry_after_seconds(resp.headers))
-        return SendOutcome(message.message_id, "failed", f"HTTP_{status}:{_first_error(payload.get('errors')) or ''}")
+        detail = _first_error(payload.get("errors")) or ""
+        if status in (401, 403) or (status == 400 and "app_id" in detail):
+            return SendOutcome(message.message_id, "unauthorized", f"HTTP_{status}")  # the app key or app id
+        return SendOutcome(message.message_id, "failed", f"HTTP_{status}:{detail}")
 
 
 def _has_invalid_recipients(errors: Any) -> bool:
