@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -154,6 +156,9 @@ def tenant_add(
         raise _tenant_error(str(exc), 2) from exc
     if plan.tenant.privacy.mode == "hash":
         ensure_local_privacy_salt(stack.cfg, name)  # before the tenant exists, so no message finds it without one
+    from infra.local.provision import create_tenant_topics
+
+    create_tenant_topics(stack.cfg, stack.topology, name)  # its own topics before anything can be sent to them
     try:
         tenant = save_tenant(plan.tenant)
     except SetupError as exc:
@@ -283,7 +288,10 @@ def wait(timeout: Annotated[float, typer.Option(help="seconds")] = 120.0, home: 
 
 @app.command()
 def query(sql: str, tenant: TenantOpt = "default", home: HomeOpt = None) -> None:
-    """Run SQL against the tenant's dataset (unqualified table names resolve there); rows as JSON lines."""
+    """Run SQL against the tenant's dataset (unqualified table names resolve there); rows as JSON lines.
+
+    An operator's tool, not a boundary: the SQL runs with the caller's own credentials, so it can do whatever those
+    credentials allow (other datasets, DDL); it grants nothing the caller does not already hold."""
     from shared.stats import run_query
 
     _running(home)
@@ -295,7 +303,8 @@ def query(sql: str, tenant: TenantOpt = "default", home: HomeOpt = None) -> None
 def stats(
     tenant: TenantOpt = "default", as_json: Annotated[bool, typer.Option("--json")] = False, home: HomeOpt = None
 ) -> None:
-    """Counts: files by status, lines, events, event_rows, duplicates, users, rejected by reason, sends by status."""
+    """Counts: files by status, lines, events, event_rows, duplicates, users, rejected by reason, sends by status,
+    and unaccounted lines (read, but neither rows, rejections nor duplicates: 0 when nothing is lost)."""
     from shared.stats import tenant_stats
 
     _running(home)
@@ -393,17 +402,144 @@ def demo(
 def replay(
     tenant: TenantOpt,
     reason: Annotated[str | None, typer.Option(help="only rejected lines with this reason code")] = None,
+    dead_letters: Annotated[
+        bool, typer.Option("--dead-letters", help="republish the tenant's dead-lettered messages, not rejected lines")
+    ] = False,
+    fix_tenant: Annotated[
+        bool, typer.Option("--fix-tenant", help="with --dead-letters: drop a tenant attribute naming another tenant")
+    ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="count what would be republished; publish nothing")] = False,
     batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="rows read and published per batch")] = 500,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     home: HomeOpt = None,
 ) -> None:
-    """Republish the tenant's rejected lines (deduplicated, optionally one reason) to raw-events for another try."""
-    from shared.replay import replay_rejected
+    """Republish the tenant's rejected lines (deduplicated, optionally one reason) to its raw-events topic for another
+    try; with --dead-letters, its dead-lettered messages to the topics they came from (after a fix, no duplicates)."""
+    stack = _running(home)
+    if not dead_letters:
+        if fix_tenant:
+            raise typer.BadParameter("only with --dead-letters", param_hint="--fix-tenant")
+        from shared.replay import replay_rejected
+
+        result = replay_rejected(tenant, reason=reason, dry_run=dry_run, batch_size=batch_size)
+        typer.echo(json.dumps(result.as_dict()) if as_json else result.summary())
+        return
+    if reason:
+        raise typer.BadParameter("rejected lines only; dead letters are whole messages", param_hint="--reason")
+    from shared.dead_letters import replay_dead_letters
+
+    with _progress("replaying dead letters") as advance:
+        replayed = _recovery("replay", lambda: replay_dead_letters(
+            tenant, dry_run=dry_run, fix_tenant=fix_tenant, on_letter=lambda _letter: advance(1)
+        ))
+    _expect(stack, [f"msg:{message_id}" for message_id in replayed.message_ids])
+    typer.echo(json.dumps(replayed.as_dict()) if as_json else replayed.summary())
+
+
+@app.command("dead-letters")
+def dead_letters_cmd(
+    tenant: TenantOpt, as_json: Annotated[bool, typer.Option("--json")] = False, home: HomeOpt = None
+) -> None:
+    """List what is parked in the tenant's dead-letter subscriptions, and why; nothing is consumed."""
+    from shared.dead_letters import list_dead_letters
 
     _running(home)
-    result = replay_rejected(tenant, reason=reason, dry_run=dry_run, batch_size=batch_size)
+    with _progress("reading dead letters") as advance:
+        letters = _recovery("dead-letters", lambda: list_dead_letters(tenant, on_letter=lambda _letter: advance(1)))
+    if as_json:
+        typer.echo(json.dumps([letter.as_dict() for letter in letters], default=str))
+        return
+    typer.echo(f"{len(letters)} dead letters of tenant {tenant}")
+    for letter in letters:
+        item = letter.as_dict()
+        attempts = item["delivery_attempts"] or "?"
+        typer.echo(f"- {item['topic']}  message {item['message_id']}  published {item['publish_time']}  "
+                   f"attempts {attempts}  {item['size']} bytes")
+        typer.echo(f"  attributes: {json.dumps(item['attributes'], sort_keys=True)}")
+        typer.echo(f"  why: {item['why']}")
+        typer.echo(f"  replay: {item['replay']}")
+        typer.echo(f"  head: {item['head'][:200]!r}")
+
+
+@app.command()
+def backfill(
+    tenant: TenantOpt,
+    prefix: Annotated[str, typer.Option(help="only objects whose name starts with this")] = "",
+    since: Annotated[str | None, typer.Option(help="only objects created at or after this ISO date/time (UTC)")] = None,
+    include_loaded: Annotated[
+        bool, typer.Option("--include-loaded", help="also files the ledger says are loaded (adds no duplicates)")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="count what would be published; publish nothing")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Re-ingest objects already in the tenant's bucket (files that arrived before the tenant existed, or while ingest
+    failed): a finalize notification per object to its object-notifications topic, so they take the usual path."""
+    from datetime import UTC, datetime
+
+    from shared.backfill import backfill as run_backfill
+
+    start = None
+    if since:
+        try:
+            start = datetime.fromisoformat(since)
+        except ValueError as exc:
+            raise typer.BadParameter(f"not an ISO date or time: {since}", param_hint="--since") from exc
+        start = start if start.tzinfo else start.replace(tzinfo=UTC)
+    stack = _running(home)
+    with _progress("publishing notifications") as advance:
+        result = _recovery("backfill", lambda: run_backfill(
+            tenant, prefix=prefix, since=start, include_loaded=include_loaded, dry_run=dry_run,
+            on_object=lambda _origin, _published: advance(1), on_total=lambda total: advance(0, total),
+        ))
+    _expect(stack, [f"msg:{message_id}" for message_id in result.message_ids])
     typer.echo(json.dumps(result.as_dict()) if as_json else result.summary())
+
+
+T = TypeVar("T")
+
+
+def _recovery(command: str, run: Callable[[], T]) -> T:
+    """Run a recovery tool: an error it can name is one line on stderr and exit code 1, not a traceback."""
+    from google.api_core import exceptions as gexc
+
+    from shared.errors import LandlineError
+
+    try:
+        return run()
+    except (LandlineError, gexc.GoogleAPIError) as exc:
+        typer.echo(f"landline {command}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@contextmanager
+def _progress(description: str) -> Iterator[Callable[..., None]]:
+    """A progress bar on stderr while a long job runs (none when stderr is not a terminal); yields
+    ``advance(done, total=None)``."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    columns = (
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    )
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task(description, total=None)
+
+        def advance(done: int, total: int | None = None) -> None:
+            if total is not None:
+                progress.update(task, total=total)
+            progress.advance(task, done)
+
+        yield advance
+
+
+def _expect(stack: Stack, keys: list[str]) -> None:
+    """Tell the local router what was just published, so `landline wait` waits for it to be handled."""
+    import httpx
+
+    if keys:
+        httpx.post(f"{stack.cfg.url('router')}/expect", json=keys, timeout=5)
 
 
 def main() -> None:

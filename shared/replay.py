@@ -1,10 +1,11 @@
-"""Republish rejected lines to ``raw-events`` (`landline replay`): after a fix, the loader gets a second look.
+"""Republish rejected lines to the tenant's ``raw-events.<tenant>`` (`landline replay`): after a fix, the loader gets a
+second look. (`landline replay --dead-letters` republishes whole dead-lettered messages: shared/dead_letters.py.)
 
 What is replayed: the tenant's ``rejected_deduped`` rows (one per ``rejected_id``), optionally of one reason code,
 whose position (origin + line) has not been loaded since. Each is published as its own message, in publisher batches,
 with the attributes the loader needs to give it back its identity:
 
-* ``tenant``, ``format`` = the original ``source_format``, ``origin`` = the original origin;
+* ``format`` = the original ``source_format``, ``origin`` = the original origin (the topic names the tenant);
 * ``first_line`` = ``last_line`` = the original line number, so a line that now validates gets its normal event id
   and insertId (position-based), and a line that fails again gets the *same* ``rejected_id``: replaying twice adds
   nothing visible (the views dedup events on the event id and rejections on ``rejected_id``);
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from google.cloud import bigquery
 
-from shared.config import settings, tenants
+from shared.config import settings, tenant_topic, tenants
 from shared.load.parse import MAX_PAYLOAD_BYTES
 from shared.warehouse.client import bigquery_client, check_region
 
@@ -36,7 +37,7 @@ NOT_REPLAYABLE: dict[str, str] = {
     "warehouse_invalid": "the payload is the warehouse row, not the source record",
     "invalid_utf8": "the payload was decoded with replacement characters; the original bytes are gone",
     "line_too_large": "the payload was cut at the rejected table's size limit",
-    "invalid_send_request": "a push send request, not an event: publish the corrected request to send-requests",
+    "invalid_send_request": "a push send request, not an event: publish the corrected one to send-requests.<tenant>",
 }
 PAYLOAD_CUT = "payload_cut"
 ALREADY_LOADED = "already_loaded"
@@ -73,7 +74,7 @@ class ReplayResult:
         skipped = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items())) or "none"
         return (
             f"{verb} {self.republished} of {self.selected} rejected lines{what} of tenant {self.tenant} "
-            f"to {settings().raw_events_topic} (skipped: {skipped})"
+            f"to {tenant_topic(settings().raw_events_topic, self.tenant)} (skipped: {skipped})"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -102,10 +103,9 @@ def skip_reason(row: dict[str, Any]) -> str | None:
     return None
 
 
-def replay_attributes(row: dict[str, Any], tenant: str) -> dict[str, str]:
+def replay_attributes(row: dict[str, Any]) -> dict[str, str]:
     """Attributes that make the loader treat the payload as the original line at its original position."""
     attributes = {
-        "tenant": tenant,
         "format": str(row.get("source_format") or "segment"),
         "replayed_from": str(row["rejected_id"]),
     }
@@ -139,13 +139,14 @@ def replay_rejected(
     batch_size: int = DEFAULT_BATCH,
     publisher: PublisherClient | None = None,
 ) -> ReplayResult:
-    """Republish the tenant's replayable rejected lines to raw-events, ``batch_size`` at a time; returns the counts."""
+    """Republish the tenant's replayable rejected lines to its raw-events topic, ``batch_size`` at a time; returns the
+    counts."""
     from shared.clients import publisher as default_publisher
     from shared.clients import topic_path
 
     result = ReplayResult(tenant=tenant_name, reason=reason, dry_run=dry_run)
     client = None if dry_run else (publisher or default_publisher())
-    topic = topic_path(settings().raw_events_topic)
+    topic = topic_path(tenant_topic(settings().raw_events_topic, tenant_name))
     for page in _rows(tenant_name, reason, batch_size):
         pending = []
         for row in page:
@@ -157,7 +158,7 @@ def replay_rejected(
             result.republished += 1
             if client is not None:
                 data = str(row["payload"]).encode("utf-8", "surrogatepass")
-                pending.append(client.publish(topic, data, **replay_attributes(row, tenant_name)))
+                pending.append(client.publish(topic, data, **replay_attributes(row)))
         # Every publish of a batch is confirmed before the next batch is read (a failure raises here).
         futures.wait(pending)
         result.message_ids += [f.result() for f in pending]

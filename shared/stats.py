@@ -1,6 +1,12 @@
 """Counts and ad-hoc queries over a tenant's dataset (used by `landline stats`, `landline query` and the demo).
 
-Every line read is accounted for: ``lines == events + user_property_rows + rejected_lines + duplicates``.
+Every line read is accounted for: ``lines == events + user_property_rows + rejected_lines + duplicates``, and
+``unaccounted`` is the difference, so a gap is printed rather than inferred. ``lines`` are the file ledger's lines
+(``files_latest``: what the last attempt on each file read and published) plus the lines that arrived by direct
+publish (any ``pubsub://`` origin, counted by position: a direct message has no ledger, so its lines are the positions
+that hold a row or a rejection). A positive ``unaccounted`` means lines that were read but are neither rows,
+rejections nor duplicates (lost, or still on their way, or parked in a dead-letter topic); a negative one means rows
+from a file whose ledger has no final count (an attempt that died and was never redelivered: ``started``).
 """
 
 from __future__ import annotations
@@ -50,7 +56,12 @@ SELECT
      FROM user_properties) AS user_property_lines,
   (SELECT COUNT(DISTINCT event_instance_id) FROM user_properties) AS user_property_rows,
   (SELECT COUNT(DISTINCT contact_id) FROM user_properties) AS users,
-  (SELECT COUNT(*) FROM ({open_rejections})) AS rejected_lines
+  (SELECT COUNT(*) FROM ({open_rejections})) AS rejected_lines,
+  (SELECT COUNT(DISTINCT CONCAT(origin, '#', IFNULL(CAST(line_number AS STRING), '?'))) FROM (
+     SELECT origin, line_number FROM events WHERE STARTS_WITH(origin, 'pubsub://')
+     UNION ALL SELECT origin, line_number FROM user_properties WHERE STARTS_WITH(origin, 'pubsub://')
+     UNION ALL SELECT origin, line_number FROM rejected_deduped WHERE STARTS_WITH(origin, 'pubsub://')
+  )) AS direct_lines
 """
 
 # Rejections still open: the latest verdict per rejected line, minus lines that a replay has since loaded.
@@ -77,10 +88,16 @@ def tenant_stats(tenant_name: str) -> dict[str, Any]:
     duplicates = (counts["event_lines"] - counts["events"]) + (
         counts["user_property_lines"] - counts["user_property_rows"]
     )
+    file_lines = sum(int(r["lines"] or 0) for r in files)
+    lines = file_lines + int(counts["direct_lines"])
+    accounted = counts["events"] + counts["user_property_rows"] + counts["rejected_lines"] + duplicates
     return {
         "tenant": tenant_name,
         "files": {r["status"]: r["n"] for r in files},
-        "lines": sum(int(r["lines"] or 0) for r in files),
+        "lines": lines,
+        "file_lines": file_lines,
+        "direct_lines": int(counts["direct_lines"]),
+        "unaccounted": lines - accounted,
         "events": counts["events"],
         "event_rows": counts["event_rows"],
         "user_property_rows": counts["user_property_rows"],
@@ -100,11 +117,18 @@ def format_stats(tenant_name: str, s: dict[str, Any]) -> str:
         [
             f"tenant {tenant_name}",
             f"  files        {files}",
-            f"  lines read   {s['lines']}",
+            f"  lines read   {s['lines']} ({s['file_lines']} from files, {s['direct_lines']} published directly)",
             f"  events       {s['events']} unique ({s['event_rows']} rows stored)",
             f"  user props   {s['user_property_rows']} records for {s['users']} contacts",
             f"  duplicates   {s['duplicates']}",
             f"  rejected     {s['rejected_lines']} ({rejected})",
             f"  sends        {sends}",
+            f"  unaccounted  {s['unaccounted']}" + ("" if s["unaccounted"] == 0 else _UNACCOUNTED_HINT),
         ]
     )
+
+
+_UNACCOUNTED_HINT = (
+    "  (lines read that are neither rows, rejections nor duplicates: still in flight? see `landline wait`;"
+    " parked in a dead-letter topic? see `landline dead-letters`; negative: a file whose ledger says `started`)"
+)

@@ -1,12 +1,16 @@
 """The local event router: plays Eventarc between the emulators and the functions.
 
-Pub/Sub emulator push subscriptions deliver here, at ``/push/<function>/projects/<P>/topics/<T>``:
+Pub/Sub emulator push subscriptions deliver here:
 
-* deliveries from the storage-notification topic become ``google.cloud.storage.object.v1.finalized`` CloudEvents
-  (data = the object resource, as Eventarc sends it) for ``ingest_file``;
-* deliveries from any other topic become ``google.cloud.pubsub.topic.v1.messagePublished`` CloudEvents (in the
-  cloud these are Terraform-managed push subscriptions, whose raw pushes functions-framework turns into the same
-  CloudEvent: tests/integration/test_raw_push.py).
+* ``/push/<function>/projects/<P>/topics/<T>``: the delivery becomes a ``google.cloud.pubsub.topic.v1.messagePublished``
+  CloudEvent with source ``//pubsub.googleapis.com/projects/<P>/topics/<T>`` (in the cloud these are Terraform-managed
+  push subscriptions, whose raw pushes functions-framework turns into the same CloudEvent:
+  tests/integration/test_raw_push.py); the functions take the tenant from that topic;
+* ``/notifications/projects/<P>/topics/<T>``: fake-gcs-server publishes every bucket's notifications to one topic (it
+  has no notificationConfigs API), so the router plays each tenant bucket's notification config: an OBJECT_FINALIZE
+  of a tenant's bucket is republished, unchanged, to ``object-notifications.<tenant>``, whose push subscription
+  brings it to ``ingest_file`` with the cloud's retry and dead-letter policy. Other buckets and event types have no
+  notification config, as in the cloud.
 
 The function's status is passed back, so a raised exception (HTTP 500) makes the emulator redeliver, as in production.
 The router also keeps the bookkeeping that ``landline wait`` needs (in-flight deliveries, messages waiting for a
@@ -16,7 +20,6 @@ retry, objects dropped but not yet ingested), which the emulator does not expose
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import logging
 import os
@@ -28,7 +31,8 @@ from typing import Any
 
 import httpx
 
-from shared.envelopes import PUBSUB_PUBLISHED, STORAGE_FINALIZED
+from shared.config import tenant_topic
+from shared.envelopes import PUBSUB_PUBLISHED
 
 log = logging.getLogger("landline.router")
 _SETTLED_LIMIT = 100_000  # settled keys remembered (a few MB at most); far more than one test session drops
@@ -80,27 +84,6 @@ class RouterState:
             }
 
 
-def _storage_event(message: dict[str, Any], project: str) -> tuple[dict[str, str], bytes] | None:
-    attributes = message.get("attributes") or {}
-    if attributes.get("eventType") != "OBJECT_FINALIZE":
-        return None  # fake-gcs-server also reports OBJECT_DELETE on overwrite; Eventarc would not route it here
-    data = base64.b64decode(message.get("data") or b"")
-    resource = json.loads(data) if data else {}
-    bucket = resource.get("bucket") or attributes.get("bucketId")
-    name = resource.get("name") or attributes.get("objectId")
-    resource.setdefault("generation", attributes.get("objectGeneration"))
-    headers = {
-        "ce-id": message.get("messageId") or str(uuid.uuid4()),
-        "ce-specversion": "1.0",
-        "ce-type": STORAGE_FINALIZED,
-        "ce-source": f"//storage.googleapis.com/projects/_/buckets/{bucket}",
-        "ce-subject": f"objects/{name}",
-        "ce-time": attributes.get("eventTime") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "content-type": "application/json",
-    }
-    return headers, json.dumps(resource).encode()
-
-
 def _pubsub_event(body: dict[str, Any], project: str, topic: str) -> tuple[dict[str, str], bytes]:
     message = body.get("message") or {}
     headers = {
@@ -114,20 +97,63 @@ def _pubsub_event(body: dict[str, Any], project: str, topic: str) -> tuple[dict[
     return headers, json.dumps({"message": message, "subscription": body.get("subscription")}).encode()
 
 
-def _tenant_buckets(tenants_file: str | None) -> set[str]:
-    """Eventarc storage triggers are per bucket: only tenant data buckets reach ingest_file."""
+def object_key(attributes: dict[str, str]) -> str | None:
+    """``bucket/object#generation`` of an object notification (what `landline drop` tells the router to expect)."""
+    if attributes.get("eventType") != "OBJECT_FINALIZE":
+        return None
+    bucket, name, generation = (
+        attributes.get("bucketId"),
+        attributes.get("objectId"),
+        attributes.get("objectGeneration"),
+    )
+    return f"{bucket}/{name}#{generation}" if bucket and name and generation else None
+
+
+def _tenants_by_bucket(tenants_file: str | None) -> dict[str, str]:
+    """Bucket -> tenant, from the registry the functions read (re-read on every notification: tenants come and go)."""
     if not tenants_file:
-        return set()
+        return {}
     try:
         with open(tenants_file) as handle:
-            return {t["bucket"] for t in json.load(handle).values()}
-    except (OSError, ValueError, KeyError):
-        return set()
+            return {t["bucket"]: name for name, t in json.load(handle).items()}
+    except (OSError, ValueError, KeyError, AttributeError):
+        return {}
+
+
+def notification_target(message: dict[str, Any], tenants_file: str | None, base_topic: str) -> str | None:
+    """The topic Cloud Storage would publish this notification to: each tenant bucket has a notification config for
+    OBJECT_FINALIZE to its tenant's ``object-notifications.<tenant>`` (Terraform); other buckets (claims) have none,
+    and neither has one for other event types."""
+    attributes = message.get("attributes") or {}
+    if attributes.get("eventType") != "OBJECT_FINALIZE":
+        return None  # fake-gcs-server also reports OBJECT_DELETE on overwrite
+    tenant = _tenants_by_bucket(tenants_file).get(attributes.get("bucketId", ""))
+    return tenant_topic(base_topic, tenant) if tenant else None
+
+
+class Republisher:
+    """Publishes to the Pub/Sub emulator over its REST API (the router keeps no gRPC client)."""
+
+    def __init__(self, client: httpx.Client, pubsub_host: str, project: str) -> None:
+        self.client, self.base, self.project = client, f"http://{pubsub_host}/v1", project
+
+    def publish(self, topic: str, message: dict[str, Any]) -> str:
+        body = {"messages": [{"data": message.get("data") or "", "attributes": message.get("attributes") or {}}]}
+        response = self.client.post(
+            f"{self.base}/projects/{self.project}/topics/{topic}:publish", json=body, timeout=30
+        )
+        response.raise_for_status()
+        return str(response.json()["messageIds"][0])
 
 
 def make_handler(
-    state: RouterState, functions: dict[str, str], notification_topic: str, client: httpx.Client,
+    state: RouterState,
+    functions: dict[str, str],
+    client: httpx.Client,
+    *,
     tenants_file: str | None = None,
+    notifications_base: str = "object-notifications",
+    republisher: Republisher | None = None,
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -161,7 +187,10 @@ def make_handler(
                 self._reply(200, {"expected": len(objects)})
                 return
             parts = self.path.strip("/").split("/")
-            # /push/<function>/projects/<P>/topics/<T>
+            # /push/<function>/projects/<P>/topics/<T> or /notifications/projects/<P>/topics/<T>
+            if parts[:1] == ["notifications"] and len(parts) == 5 and parts[1] == "projects" and parts[3] == "topics":
+                self._fan_out(json.loads(self._body() or b"{}"))
+                return
             if len(parts) != 6 or parts[0] != "push" or parts[2] != "projects" or parts[4] != "topics":
                 self._reply(404, {"error": f"unknown path {self.path}"})
                 return
@@ -172,58 +201,82 @@ def make_handler(
                 return
             body = json.loads(self._body() or b"{}")
             message = body.get("message") or {}
-            message_id = str(message.get("messageId") or "")
-            expected_key = None
-            if topic == notification_topic:
-                converted = _storage_event(message, project)
-                if converted is None:
-                    self._reply(200, {"ignored": "not a finalize event"})
-                    return
-                resource = json.loads(converted[1])
-                if tenants_file and resource.get("bucket") not in _tenant_buckets(tenants_file):
-                    self._reply(200, {"ignored": "no trigger for this bucket"})
-                    return
-                expected_key = f"{resource.get('bucket')}/{resource.get('name')}#{resource.get('generation')}"
-            else:
-                converted = _pubsub_event(body, project, topic)
-            headers, payload = converted
-            with state.lock:
-                state.inflight += 1
-                state.last_activity = time.monotonic()
+            headers, payload = _pubsub_event(body, project, topic)
             status = 500
-            try:
-                response = client.post(target, content=payload, headers=headers)
-                status = response.status_code
-            except httpx.HTTPError as exc:
-                log.warning("delivery to %s failed: %s", function, exc)
-            finally:
-                with state.lock:
-                    state.inflight -= 1
-                    state.last_activity = time.monotonic()
-                    if 200 <= status < 300:
-                        state.delivered[function] = state.delivered.get(function, 0) + 1
-                        state.failing.pop(message_id, None)
-                        state.settle(f"msg:{message_id}", expected_key)
-                    else:
-                        state.failures[function] = state.failures.get(function, 0) + 1
-                        attempts = state.failing.get(message_id, 0) + 1
-                        if attempts >= state.max_attempts:
-                            # The emulator now moves it to the dead-letter topic: nothing more will come for it.
-                            state.failing.pop(message_id, None)
-                            state.dead_lettered += 1
-                            state.settle(f"msg:{message_id}", expected_key)
-                        else:
-                            state.failing[message_id] = attempts
+            with _Delivery(
+                state, function, str(message.get("messageId") or ""), object_key(message.get("attributes") or {})
+            ) as delivery:
+                try:
+                    status = client.post(target, content=payload, headers=headers).status_code
+                except httpx.HTTPError as exc:
+                    log.warning("delivery to %s failed: %s", function, exc)
+                delivery.ok = 200 <= status < 300
             self._reply(200 if 200 <= status < 300 else 500, {"function_status": status})
 
+        def _fan_out(self, body: dict[str, Any]) -> None:
+            """Play the bucket's notification config: republish to the bucket tenant's object-notifications topic."""
+            message = body.get("message") or {}
+            target = notification_target(message, tenants_file, notifications_base)
+            if target is None or republisher is None:
+                self._reply(200, {"ignored": "no notification config for this bucket and event type"})
+                return
+            key = object_key(message.get("attributes") or {})
+            with _Delivery(
+                state, "notifications", str(message.get("messageId") or ""), key, settle_key=False
+            ) as delivery:
+                try:
+                    published = republisher.publish(target, message)
+                    state.expect([f"msg:{published}"])
+                    delivery.ok = True
+                except (httpx.HTTPError, KeyError, ValueError) as exc:
+                    log.warning("republishing a notification to %s failed: %s", target, exc)
+            self._reply(200 if delivery.ok else 500, {"topic": target})
+
     return Handler
+
+
+class _Delivery:
+    """Bookkeeping around one push delivery: in flight while it runs, then settled, or counted towards dead-lettering
+    (after the subscription's last attempt the emulator moves it to the dead-letter topic: nothing more will come).
+    ``settle_key=False``: success passes the object on (to its tenant's topic), so it is still expected."""
+
+    def __init__(self, state: RouterState, name: str, message_id: str, key: str | None, *, settle_key: bool = True):
+        self.state, self.name, self.message_id, self.key, self.settle_key = state, name, message_id, key, settle_key
+        self.ok = False
+
+    def __enter__(self) -> _Delivery:
+        with self.state.lock:
+            self.state.inflight += 1
+            self.state.last_activity = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        state = self.state
+        with state.lock:
+            state.inflight -= 1
+            state.last_activity = time.monotonic()
+            if self.ok:
+                state.delivered[self.name] = state.delivered.get(self.name, 0) + 1
+                state.failing.pop(self.message_id, None)
+                state.settle(f"msg:{self.message_id}", self.key if self.settle_key else None)
+                return
+            state.failures[self.name] = state.failures.get(self.name, 0) + 1
+            attempts = state.failing.get(self.message_id, 0) + 1
+            if attempts >= state.max_attempts:
+                state.failing.pop(self.message_id, None)
+                state.dead_lettered += 1
+                state.settle(f"msg:{self.message_id}", self.key)
+            else:
+                state.failing[self.message_id] = attempts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--function", action="append", default=[], help="NAME=URL")
-    parser.add_argument("--notification-topic", required=True)
+    parser.add_argument("--project", required=True)
+    parser.add_argument("--pubsub", required=True, help="HOST:PORT of the Pub/Sub emulator")
+    parser.add_argument("--notifications-base", default="object-notifications", help="per-tenant notification topic")
     parser.add_argument("--max-delivery-attempts", type=int, default=5)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s router %(levelname)s %(message)s")
@@ -231,7 +284,14 @@ def main() -> None:
     state = RouterState(args.max_delivery_attempts)
     # Deliveries wait for the function (up to the ack deadline); keep-alive connections per target.
     client = httpx.Client(timeout=httpx.Timeout(600.0, connect=5.0), limits=httpx.Limits(max_connections=64))
-    handler = make_handler(state, functions, args.notification_topic, client, os.environ.get("LANDLINE_TENANTS_FILE"))
+    handler = make_handler(
+        state,
+        functions,
+        client,
+        tenants_file=os.environ.get("LANDLINE_TENANTS_FILE"),
+        notifications_base=args.notifications_base,
+        republisher=Republisher(client, args.pubsub, args.project),
+    )
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
     server.daemon_threads = True
     log.info("router on 127.0.0.1:%d -> %s", args.port, functions)

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from infra.local.topology import Topology, load_topology
+from shared.config import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_PORT_BASE = 8600
@@ -257,7 +258,9 @@ def services(cfg: StackConfig, topology: Topology) -> list[Service]:
             [
                 py, "-m", "infra.local.router",
                 "--port", str(cfg.port("router")),
-                "--notification-topic", topology.local.storage_notifications_topic,
+                "--project", cfg.project,
+                "--pubsub", env["PUBSUB_EMULATOR_HOST"],
+                "--notifications-base", Settings().object_notifications_topic,
                 "--max-delivery-attempts", str(topology.defaults.max_delivery_attempts),
                 *router_functions,
             ],

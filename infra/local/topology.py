@@ -8,6 +8,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, Field
 
+from shared.dead_letters import dead_letter_topic, keep_subscription
+
 TOPOLOGY_FILE = Path(__file__).resolve().parents[1] / "topology.yaml"
 
 
@@ -27,11 +29,15 @@ class Defaults(BaseModel):
 class Topic(BaseModel):
     description: str = ""
     schedule: str | None = None
+    # A copy per tenant, "<topic>.<tenant>" (shared.config.tenant_topic), created with the tenant.
+    per_tenant: bool = False
+    # The shared copy of earlier versions stays, so what old publishers send to it is parked, not lost.
+    legacy_shared: bool = False
 
 
 class Trigger(BaseModel):
-    type: Literal["storage_finalized", "pubsub"]
-    topic: str | None = None
+    type: Literal["pubsub"]
+    topic: str
 
 
 class Function(BaseModel):
@@ -61,7 +67,23 @@ class Topology(BaseModel):
 
     @staticmethod
     def dead_letter_topic(topic: str) -> str:
-        return f"{topic}-dead-letter"
+        return dead_letter_topic(topic)
+
+    @staticmethod
+    def keep_subscription(topic: str) -> str:
+        return keep_subscription(topic)
+
+    def shared_topics(self) -> list[str]:
+        """Topics created once, when the stack comes up: the ones not per tenant, and legacy shared copies."""
+        return [name for name, topic in self.topics.items() if not topic.per_tenant or topic.legacy_shared]
+
+    def per_tenant_topics(self) -> list[str]:
+        """Topics of which every tenant gets its own copy when it is added."""
+        return [name for name, topic in self.topics.items() if topic.per_tenant]
+
+    def triggered_by(self, topic: str) -> list[str]:
+        """The functions with a trigger on ``topic`` (the base name of a per-tenant topic)."""
+        return [name for name, fn in self.functions.items() if any(t.topic == topic for t in fn.triggers)]
 
 
 def load_topology(path: Path = TOPOLOGY_FILE) -> Topology:

@@ -1,9 +1,10 @@
 # One service account per function with only the roles it needs (least privilege), one deployment per function and
-# region, and triggers from ../topology.yaml. The storage trigger (ingest_file) is an Eventarc trigger with retries on.
-# Every Pub/Sub trigger (main trigger and extra_triggers) is a push subscription managed here
-# (google_pubsub_subscription.trigger) with the topology's ack deadline, retry backoff and dead-letter topic (main.tf),
-# like the subscriptions the local stack creates (infra/local/provision.py): Eventarc would not apply these to the
-# subscriptions it creates, and would drop a message that keeps failing after its retry window instead of keeping it.
+# region, and triggers from ../topology.yaml. Every trigger (main trigger and extra_triggers) is a push subscription
+# managed here (google_pubsub_subscription.trigger), one per copy of its topic, with the topology's ack deadline, retry
+# backoff and dead-letter topic (main.tf), like the subscriptions the local stack creates (infra/local/provision.py):
+# Eventarc would not apply these to the subscriptions it creates, and would drop a message that keeps failing after
+# its retry window instead of keeping it. Ingest too: each tenant bucket notifies its tenant's object-notifications
+# topic (main.tf), so a file whose ingest keeps failing is parked, listed and replayable like any message.
 
 locals {
   # one deployment of each function per region with tenants: "<function>@<region>"
@@ -12,12 +13,21 @@ locals {
       for name, fn in local.topology.functions : "${name}@${region}" => { name = name, region = region, fn = fn }
     }
   ]...)
-  # every Pub/Sub trigger of every deployment (main trigger and extra_triggers): "<function>@<region>/<topic>"
+  # every trigger of every function on every copy of its topic (main.tf local.topics), in the copy's region:
+  # "<function>@<region>/<topic>" for a regional copy (the keys of earlier versions), ".../<topic>.<tenant>" for a
+  # tenant's. endpoint_topic is the topic the function is told it was delivered from (the push endpoint's path): the
+  # copy's own name, except for a legacy shared copy of a per-tenant topic, named by its bare name, which the
+  # functions refuse with a setup error naming the tenant's topic.
   pubsub_triggers = merge([
-    for key, d in local.function_deployments : {
-      for trigger in concat([d.fn.trigger], try(d.fn.extra_triggers, [])) :
-      "${key}/${trigger.topic}" => { deployment = key, name = d.name, region = d.region, topic = trigger.topic }
-      if trigger.type == "pubsub"
+    for key, topic in local.topics : {
+      for name, fn in local.topology.functions :
+      "${name}@${topic.region}/${topic.tenant == null ? topic.base : topic.name}" => {
+        deployment = "${name}@${topic.region}", name = name, region = topic.region, topic = key,
+        endpoint_topic = (
+          topic.tenant == null && try(local.topology.topics[topic.base].per_tenant, false) ? topic.base : topic.name
+        )
+      }
+      if contains([for trigger in concat([fn.trigger], try(fn.extra_triggers, [])) : trigger.topic], topic.base)
     }
   ]...)
   # Pub/Sub's service agent: mints the push subscriptions' OIDC tokens, moves messages to the dead-letter topics
@@ -32,7 +42,7 @@ resource "google_service_account" "fn" {
   display_name = "landline ${each.key}"
 }
 
-# ingest_file: reads tenant buckets, publishes raw-events, writes the file ledger.
+# ingest_file: reads tenant buckets, publishes to each tenant's raw-events topic, writes the file ledger.
 resource "google_storage_bucket_iam_member" "ingest_reads_bucket" {
   for_each = var.tenants
   bucket   = google_storage_bucket.tenant[each.key].name
@@ -41,7 +51,7 @@ resource "google_storage_bucket_iam_member" "ingest_reads_bucket" {
 }
 
 resource "google_pubsub_topic_iam_member" "ingest_publishes" {
-  for_each = { for k, v in local.regional_topics : k => v if v.name == "raw-events" }
+  for_each = { for k, v in local.topics : k => v if v.base == "raw-events" && v.tenant != null }
   topic    = google_pubsub_topic.topic[each.key].name
   role     = "roles/pubsub.publisher"
   member   = "serviceAccount:${google_service_account.fn["ingest_file"].email}"
@@ -119,31 +129,14 @@ resource "google_secret_manager_secret_iam_member" "load_events_reads_salt" {
   member    = "serviceAccount:${google_service_account.fn["load_events"].email}"
 }
 
-# Each function's events are delivered as the function's own service account (the push subscriptions' OIDC token,
-# ingest_file's Eventarc trigger): that account invokes the function's Cloud Run service (named like the function),
-# and a trigger on direct Cloud Storage events also needs the event receiver role; Cloud Storage's service agent
-# publishes those events.
+# Each function's events are delivered as the function's own service account (the push subscriptions' OIDC token):
+# that account invokes the function's Cloud Run service (named like the function).
 resource "google_cloud_run_v2_service_iam_member" "trigger_invokes" {
   for_each = local.function_deployments
   location = each.value.region
   name     = google_cloudfunctions2_function.fn[each.key].name
   role     = "roles/run.invoker"
   member   = "serviceAccount:${google_service_account.fn[each.value.name].email}"
-}
-
-resource "google_project_iam_member" "event_receivers" {
-  for_each = { for name, fn in local.topology.functions : name => fn if fn.trigger.type == "storage_finalized" }
-  project  = var.project
-  role     = "roles/eventarc.eventReceiver"
-  member   = "serviceAccount:${google_service_account.fn[each.key].email}"
-}
-
-data "google_storage_project_service_account" "gcs" {}
-
-resource "google_project_iam_member" "gcs_publishes_events" {
-  project = var.project
-  role    = "roles/pubsub.publisher"
-  member  = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}"
 }
 
 resource "google_storage_bucket" "sources" {
@@ -176,90 +169,43 @@ resource "google_cloudfunctions2_function" "fn" {
     max_instance_count               = var.max_instances
     service_account_email            = google_service_account.fn[each.value.name].email
     environment_variables = {
-      LANDLINE_PROJECT          = var.project
-      LANDLINE_RAW_EVENTS_TOPIC = "raw-events-${each.value.region}"
-      # send_due tells a send request from a tick by the topic name (shared/push/tick.py handle_push_event)
-      LANDLINE_SEND_REQUESTS_TOPIC = "send-requests-${each.value.region}"
+      LANDLINE_PROJECT = var.project
+      # The topic settings keep their defaults, the topology's base names: a tenant's topic is "<base>.<tenant>".
       LANDLINE_TENANTS_JSON = jsonencode({
-        for name, t in var.tenants : name => merge(t, { name = name }) if t.region == each.value.region
+        for name, t in var.tenants : name => merge({ for k, v in t : k => v if k != "publishers" }, { name = name })
+        if t.region == each.value.region
       })
       THREADS          = tostring(each.value.fn.concurrency)
       MALLOC_ARENA_MAX = "2" # gRPC threads would each keep a malloc arena: bounded RSS for big files
     }
   }
-
-  # Only the storage trigger goes through Eventarc; Pub/Sub triggers are google_pubsub_subscription.trigger below.
-  dynamic "event_trigger" {
-    for_each = each.value.fn.trigger.type == "storage_finalized" ? [1] : []
-    content {
-      trigger_region        = each.value.region
-      event_type            = "google.cloud.storage.object.v1.finalized"
-      retry_policy          = "RETRY_POLICY_RETRY" # off by default for gen2: failed events would be dropped
-      service_account_email = google_service_account.fn[each.value.name].email
-      event_filters {
-        attribute = "bucket"
-        # Eventarc storage triggers filter on exactly one bucket: this one serves the region's first tenant
-        # bucket, google_eventarc_trigger.tenant_bucket below every further one.
-        value = local.first_bucket_of_region[each.value.region]
-      }
-    }
-  }
 }
 
-locals {
-  first_bucket_of_region = {
-    for region in local.regions : region => [for t in values(var.tenants) : t.bucket if t.region == region][0]
-  }
-  storage_function = [for name, fn in local.topology.functions : name if fn.trigger.type == "storage_finalized"][0]
-}
-
-# Every tenant bucket after the first of its region: its own finalize trigger on the same ingest function, so a
-# second tenant in a region is ingested too.
-resource "google_eventarc_trigger" "tenant_bucket" {
-  for_each        = { for name, t in var.tenants : name => t if t.bucket != local.first_bucket_of_region[t.region] }
-  name            = "${replace(local.storage_function, "_", "-")}-${replace(each.key, "_", "-")}"
-  location        = each.value.region
-  service_account = google_service_account.fn[local.storage_function].email
-  matching_criteria {
-    attribute = "type"
-    value     = "google.cloud.storage.object.v1.finalized"
-  }
-  matching_criteria {
-    attribute = "bucket"
-    value     = each.value.bucket
-  }
-  destination {
-    cloud_run_service {
-      service = google_cloudfunctions2_function.fn["${local.storage_function}@${each.value.region}"].name
-      region  = each.value.region
-    }
-  }
-}
-
-# One push subscription per Pub/Sub trigger of each deployment, on the region's copy of the topic, with the retry and
-# dead-letter settings of ../topology.yaml. It pushes the raw Pub/Sub message to the function's Cloud Run service;
+# One push subscription per trigger of each function and copy of its topic, with the retry and dead-letter settings
+# of ../topology.yaml. It pushes the raw Pub/Sub message to the function's Cloud Run service in the copy's region;
 # functions-framework turns it into the google.cloud.pubsub.topic.v1.messagePublished CloudEvent the function expects
 # (tests/integration/test_raw_push.py), taking the event's source from the ".../projects/P/topics/T" path of the
-# endpoint: send_due tells a send request from a tick by that topic name. A non-2xx answer is retried with backoff,
-# and after max_delivery_attempts the message is kept in the topic's dead-letter topic.
+# endpoint: the functions take the tenant from that topic (never from an attribute), and send_due tells a send
+# request from a tick by it. A non-2xx answer is retried with backoff, and after max_delivery_attempts the message is
+# kept in the topic's dead-letter topic.
 resource "google_pubsub_subscription" "trigger" {
   for_each             = local.pubsub_triggers
-  name                 = "${replace(each.value.name, "_", "-")}-${each.value.topic}-${each.value.region}"
-  topic                = google_pubsub_topic.topic["${each.value.topic}@${each.value.region}"].id
+  name                 = "${replace(each.value.name, "_", "-")}-${google_pubsub_topic.topic[each.value.topic].name}"
+  topic                = google_pubsub_topic.topic[each.value.topic].id
   ack_deadline_seconds = local.topology.defaults.ack_deadline_seconds # above the function's timeout
   retry_policy {
     minimum_backoff = "${local.topology.defaults.retry.minimum_backoff_seconds}s"
     maximum_backoff = "${local.topology.defaults.retry.maximum_backoff_seconds}s"
   }
   dead_letter_policy {
-    dead_letter_topic     = google_pubsub_topic.dead_letter["${each.value.topic}@${each.value.region}"].id
+    dead_letter_topic     = google_pubsub_topic.dead_letter[each.value.topic].id
     max_delivery_attempts = local.topology.defaults.max_delivery_attempts
   }
   expiration_policy {
     ttl = "" # never expires, however long the topic stays quiet
   }
   push_config {
-    push_endpoint = "${google_cloudfunctions2_function.fn[each.value.deployment].service_config[0].uri}/projects/${var.project}/topics/${each.value.topic}-${each.value.region}"
+    push_endpoint = "${google_cloudfunctions2_function.fn[each.value.deployment].service_config[0].uri}/projects/${var.project}/topics/${each.value.endpoint_topic}"
     oidc_token {
       service_account_email = google_service_account.fn[each.value.name].email
       # Cloud Run accepts the service URL as audience (the default, the endpoint URL, has a path)

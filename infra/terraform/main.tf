@@ -1,7 +1,6 @@
 # The cloud deployment. Topics, subscriptions and functions come from ../topology.yaml (the same file the local stack
-# reads); tenants (bucket + dataset + per-region trigger) come from var.tenants. Everything a tenant owns is pinned to
-# the tenant's region: bucket location, dataset location, the Pub/Sub message storage policy of its region's topics,
-# and the function and Eventarc trigger region.
+# reads); tenants (bucket + dataset + topics) come from var.tenants. Everything a tenant owns is pinned to the tenant's
+# region: bucket location, dataset location, the Pub/Sub message storage policy of its topics, and the function region.
 
 terraform {
   required_version = ">= 1.6"
@@ -17,18 +16,46 @@ provider "google" {
 locals {
   topology = yamldecode(file("${path.module}/../topology.yaml"))
   regions  = toset([for t in values(var.tenants) : t.region])
-  # one copy of each topic per region, so messages never leave the region they belong to
-  regional_topics = merge([
-    for region in local.regions : {
-      for name, topic in local.topology.topics : "${name}@${region}" => { name = name, region = region }
-    }
-  ]...)
+  # Every topic copy, by key:
+  # - "<topic>@<region>": one per region of a topic that is not per tenant (send-ticks), and the legacy shared copy
+  #   of one that is (kept so nothing published there by an older publisher is lost: its function refuses each
+  #   message, naming the tenant's topic, and the message is parked in the dead-letter topic);
+  # - "<topic>.<tenant>": each tenant's own copy of a per-tenant topic, named as shared/config.py tenant_topic names
+  #   it. IAM on it decides who may publish as the tenant; the functions take the tenant from it.
+  # Dead-letter topic and keep subscription: "<topic>-dead-letter[-keep]" (shared/dead_letters.py), regional copies
+  # keeping the names of earlier versions.
+  topics = merge(
+    merge([
+      for region in local.regions : {
+        for base, topic in local.topology.topics : "${base}@${region}" => {
+          base        = base
+          region      = region
+          tenant      = null
+          name        = "${base}-${region}"
+          dead_letter = "${base}-dead-letter-${region}"
+          keep        = "${base}-dead-letter-keep-${region}"
+        } if !try(topic.per_tenant, false) || try(topic.legacy_shared, false)
+      }
+    ]...),
+    merge([
+      for tenant, t in var.tenants : {
+        for base, topic in local.topology.topics : "${base}.${tenant}" => {
+          base        = base
+          region      = t.region
+          tenant      = tenant
+          name        = "${base}.${tenant}"
+          dead_letter = "${base}.${tenant}-dead-letter"
+          keep        = "${base}.${tenant}-dead-letter-keep"
+        } if try(topic.per_tenant, false)
+      }
+    ]...),
+  )
   function_source_bucket = "${var.project}-landline-sources"
 }
 
 resource "google_pubsub_topic" "topic" {
-  for_each = local.regional_topics
-  name     = "${each.value.name}-${each.value.region}"
+  for_each = local.topics
+  name     = each.value.name
   message_storage_policy {
     allowed_persistence_regions = [each.value.region]
     enforce_in_transit          = true
@@ -37,23 +64,60 @@ resource "google_pubsub_topic" "topic" {
 }
 
 resource "google_pubsub_topic" "dead_letter" {
-  for_each = local.regional_topics
-  name     = "${each.value.name}-dead-letter-${each.value.region}"
+  for_each = local.topics
+  name     = each.value.dead_letter
   message_storage_policy {
     allowed_persistence_regions = [each.value.region]
     enforce_in_transit          = true
   }
 }
 
-# A topic without subscriptions drops what it receives: keep dead letters.
+# A topic without subscriptions drops what it receives: keep dead letters (`landline dead-letters` lists them,
+# `landline replay --dead-letters` sends them back; monitoring.tf alerts while any is waiting).
 resource "google_pubsub_subscription" "dead_letter_keep" {
-  for_each                   = local.regional_topics
-  name                       = "${each.value.name}-dead-letter-keep-${each.value.region}"
+  for_each                   = local.topics
+  name                       = each.value.keep
   topic                      = google_pubsub_topic.dead_letter[each.key].id
   message_retention_duration = "604800s" # the maximum: replay or drain dead letters within a week
   expiration_policy {
     ttl = "" # a quiet dead-letter subscription must not expire (the default is 31 days without activity)
   }
+}
+
+# Who may publish as a tenant: the members var.tenants lists per topic (raw-events, send-requests), on that tenant's
+# copy only. A member allowed on one tenant's topic can write nothing into another tenant.
+resource "google_pubsub_topic_iam_member" "tenant_publishers" {
+  for_each = merge([
+    for tenant, t in var.tenants : merge([
+      for base, members in t.publishers : { for member in members : "${base}.${tenant}/${member}" => {
+        topic = "${base}.${tenant}", member = member
+      } }
+    ]...)
+  ]...)
+  topic  = google_pubsub_topic.topic[each.value.topic].name
+  role   = "roles/pubsub.publisher"
+  member = each.value.member
+}
+
+# Each tenant bucket notifies its tenant's object-notifications topic of every finalized object: the ingest trigger
+# (a push subscription in functions.tf, with retries and a dead-letter topic, which Eventarc storage triggers lack),
+# and the topic names the tenant. Cloud Storage's service agent publishes only there (finding 31: not project-wide).
+resource "google_storage_notification" "tenant_objects" {
+  for_each       = var.tenants
+  bucket         = google_storage_bucket.tenant[each.key].name
+  topic          = google_pubsub_topic.topic["object-notifications.${each.key}"].id
+  payload_format = "JSON_API_V1"
+  event_types    = ["OBJECT_FINALIZE"]
+  depends_on     = [google_pubsub_topic_iam_member.gcs_publishes_notifications]
+}
+
+data "google_storage_project_service_account" "gcs" {}
+
+resource "google_pubsub_topic_iam_member" "gcs_publishes_notifications" {
+  for_each = var.tenants
+  topic    = google_pubsub_topic.topic["object-notifications.${each.key}"].name
+  role     = "roles/pubsub.publisher"
+  member   = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}"
 }
 
 resource "google_storage_bucket" "tenant" {
@@ -76,6 +140,13 @@ resource "google_storage_bucket" "claims" {
   location                    = upper(each.value.region)
   uniform_bucket_level_access = true
   public_access_prevention    = "enforced"
+  # A claim matters only until its message has a final row in message_sends: at most the 15-minute lease, after
+  # which a claim held without a record is recorded failed/outcome_unknown. Deleted after claim_retention_days so the
+  # bucket does not grow forever (finding 28).
+  lifecycle_rule {
+    condition { age = var.claim_retention_days }
+    action { type = "Delete" }
+  }
 }
 
 resource "google_bigquery_dataset" "tenant" {

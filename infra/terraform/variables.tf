@@ -4,13 +4,16 @@ variable "project" {
 }
 
 variable "tenants" {
-  description = "Tenants: name => {region, bucket, dataset, prefix, push_provider, push_policy, privacy}"
+  description = "Tenants: name => {region, bucket, dataset, prefix, push_provider, publishers, push_policy, privacy}"
   type = map(object({
     region        = string
     bucket        = string
     dataset       = string
     prefix        = optional(string, "")
     push_provider = optional(string)
+    # Who may publish as this tenant, per topic: {"raw-events": ["serviceAccount:..."], "send-requests": [...]}.
+    # Granted on the tenant's own copy ("<topic>.<tenant>") only; deployment-only, not passed to the functions.
+    publishers = optional(map(list(string)), {})
     # Sending policy (shared/config.py PushPolicy); the defaults are the model's (tests/unit/test_terraform.py).
     push_policy = optional(object({
       quiet_hours_start      = optional(string)
@@ -30,6 +33,20 @@ variable "tenants" {
       rejected_retention_days = optional(number, 30)
     }), {})
   }))
+  validation {
+    # object-notifications is published by the bucket's notification config (Cloud Storage) only.
+    condition = alltrue([
+      for t in values(var.tenants) :
+      alltrue([for topic in keys(t.publishers) : contains(["raw-events", "send-requests"], topic)])
+    ])
+    error_message = "publishers: only raw-events and send-requests take publishers."
+  }
+}
+
+variable "alert_notification_channels" {
+  type        = list(string)
+  default     = []
+  description = "Cloud Monitoring notification channels (ids) for the dead-letter and setup-error alerts"
 }
 
 variable "source_version" {
@@ -46,6 +63,16 @@ variable "max_instances" {
   type        = number
   default     = 20
   description = "Back-pressure on BigQuery quotas and provider APIs"
+}
+
+variable "claim_retention_days" {
+  type        = number
+  default     = 30
+  description = "Send claims (create-if-absent objects in each claims bucket) are deleted after this many days"
+  validation {
+    condition     = var.claim_retention_days >= 1
+    error_message = "claim_retention_days must be at least 1: a claim must outlive the 15-minute lease."
+  }
 }
 
 variable "raw_file_retention_days" {

@@ -13,21 +13,29 @@ The ledger's ``lines`` of a CSV file counts its data lines only -- the header is
 Failure classes: a bad file (unreadable encoding) is recorded as ``rejected`` and acked; a non-data object is
 recorded as ``ignored`` and acked; Pub/Sub or Storage hiccups raise ``TransientError`` (the event is redelivered);
 a missing topic or a permission problem raises ``SetupError`` naming the fix.
+
+The ledger ends every attempt with a row that says how it ended, never only ``started``: ``loaded``/``truncated``,
+``rejected``, ``ignored``, ``gone`` (the generation was deleted or overwritten while it was read: acked, the lines
+published before count) or ``failed`` (transient, setup or bug: the reason, and a redelivery follows until the
+platform gives up). ``lines`` of a ``gone``/``failed`` row counts the lines whose batches Pub/Sub confirmed, so the
+lines that reach the loader are always read lines (``landline stats``: unaccounted).
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from google.api_core import exceptions as gexc
 from google.resumable_media import common as media_errors
 
 from shared.clients import publisher, storage_client, topic_path
-from shared.config import Tenant, settings, tenants
+from shared.config import Tenant, settings, tenant_of_topic, tenant_topic, tenants
 from shared.errors import PermanentError, SetupError, TransientError
 from shared.ingest.batching import (
     batch_attributes,
@@ -39,6 +47,7 @@ from shared.ingest.batching import (
 )
 from shared.ingest.decode import FileRejected, LineReader, open_lines
 from shared.ingest.layout import classify_object
+from shared.runtime import get_logger
 from shared.sources.csv_export import HeaderError, parse_header
 from shared.warehouse.client import bigquery_client
 from shared.warehouse.rows import FileLedgerRow
@@ -47,6 +56,8 @@ from shared.warehouse.writer import write_rows
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
     from concurrent.futures import Future
+
+    from google.cloud import storage
 
     from shared.envelopes import StorageObjectData
     from shared.ingest.decode import LineChunk
@@ -58,12 +69,40 @@ MAX_PENDING_PUBLISHES = 8
 MAX_ATTRIBUTE_BYTES = 1024
 MAX_MESSAGE_BYTES = 9_000_000  # Pub/Sub's limit is 10 MB per message, attributes included
 OVERSIZED_KEEP_BYTES = 100_000
+_log = get_logger("landline.ingest_file")
+FAILURE_CONFIRM_TIMEOUT_S = 10  # for the unconfirmed batches after a failure: plenty for a healthy Pub/Sub
+
+
+@dataclass
+class _Progress:
+    """What this attempt has published so far (confirmed by Pub/Sub), for the ledger row of an attempt that fails."""
+
+    lines: int = 0
+    batches: int = 0
+    bytes_read: int = 0
+    pending: deque[tuple[Future[str], int]] = field(default_factory=deque)  # (publish future, its batch's lines)
+
+    def confirm_oldest(self, timeout: float) -> None:
+        future, lines = self.pending.popleft()
+        future.result(timeout=timeout)
+        self.lines += lines
+        self.batches += 1
+
+    def settle_after_failure(self) -> None:
+        """Count the batches Pub/Sub still confirms after a failure (their lines will load), waiting a little, so the
+        ledger's ``lines`` matches what the loader sees; a batch not confirmed by then is not counted."""
+        deadline = time.monotonic() + FAILURE_CONFIRM_TIMEOUT_S
+        while self.pending:
+            try:
+                self.confirm_oldest(max(deadline - time.monotonic(), 0.01))
+            except Exception:  # publishing is what may have failed: that batch is not counted
+                continue
 
 
 @dataclass
 class IngestResult:
     origin: str
-    status: str  # loaded | truncated | rejected | ignored
+    status: str  # loaded | truncated | rejected | ignored | gone | failed (started: only while it runs)
     lines: int = 0
     batches: int = 0
     bytes_read: int = 0
@@ -97,14 +136,63 @@ class _Ledger:
         )
         write_rows(bigquery_client(), self.tenant, [row], processor=PROCESSOR)
 
-
-def ingest_object(obj: StorageObjectData) -> IngestResult:
-    tenant = tenants().by_bucket(obj.bucket)
-    if tenant is None:
-        raise SetupError(
-            f"bucket {obj.bucket} belongs to no tenant",
-            "register it with `landline tenant add NAME --region R` (or add it to the function's LANDLINE_TENANTS_JSON)",
+    def record_failure(self, exc: BaseException, progress: _Progress) -> None:
+        """Best effort: the row that says how this attempt ended. Writing it may fail too (BigQuery is what failed):
+        then the ``started`` row stays, and the original error is what gets raised and logged."""
+        if isinstance(exc, PermanentError):
+            status, reason = ("gone" if exc.reason == "object_gone" else "rejected"), f"{exc.reason}: {exc.message}"
+        else:
+            kind = "transient" if isinstance(exc, TransientError) else "setup" if isinstance(exc, SetupError) else "bug"
+            status, reason = "failed", f"{kind}: {type(exc).__name__}: {exc}"[:2000]
+        result = IngestResult(
+            self.obj.origin, status, lines=progress.lines, batches=progress.batches, bytes_read=progress.bytes_read,
+            reason=reason,
         )
+        try:
+            self.record(result)
+        except Exception as ledger_exc:  # it must not hide the error that ended the attempt
+            _log.warning(
+                "could not record the failed attempt in the file ledger",
+                extra={"fields": {"origin": self.obj.origin, "status": status, "error": str(ledger_exc)}},
+            )
+
+
+def object_tenant(obj: StorageObjectData, notification_topic: str | None = None) -> Tenant:
+    """The tenant whose object this is. From a bucket notification: the tenant of the ``object-notifications.<tenant>``
+    topic it arrived on (infrastructure says which), and the object must be in that tenant's bucket: another bucket's
+    notification config pointed at this topic, or a backfill sent to the wrong tenant, would copy one tenant's file
+    into another's dataset. Then nothing is written and the notification is dead-lettered. From an Eventarc event
+    (``notification_topic`` None): the tenant of the bucket its trigger filters on."""
+    if notification_topic is None:
+        by_bucket = tenants().by_bucket(obj.bucket)
+        if by_bucket is None:
+            raise SetupError(
+                f"bucket {obj.bucket} belongs to no tenant",
+                "register it with `landline tenant add NAME --region R` (or add it to the function's LANDLINE_TENANTS_JSON)",
+            )
+        return by_bucket
+    base = settings().object_notifications_topic
+    name = tenant_of_topic(base, notification_topic)
+    if name is None:
+        raise SetupError(
+            f"the notification of {obj.origin} arrived on topic {notification_topic!r}, which is no tenant's "
+            f"{base} topic; nothing was ingested",
+            f"point the bucket's notification config at {base}.<tenant> (Terraform does); the notification is kept in "
+            "the dead-letter topic",
+        )
+    tenant = tenants().get(name)
+    if obj.bucket != tenant.bucket:
+        raise SetupError(
+            f"the notification of {obj.origin} arrived on {notification_topic} (tenant {name!r}), but the object "
+            f"is not in the tenant's bucket {tenant.bucket!r}; nothing was ingested",
+            f"notify {base}.<tenant> of the tenant that owns bucket {obj.bucket} instead (the notification is kept in "
+            "the dead-letter topic)",
+        )
+    return tenant
+
+
+def ingest_object(obj: StorageObjectData, notification_topic: str | None = None) -> IngestResult:
+    tenant = object_tenant(obj, notification_topic)
     ledger = _Ledger(tenant, obj)
     layout = classify_object(obj.name, tenant.prefix)
     if not layout.is_data:
@@ -117,26 +205,28 @@ def ingest_object(obj: StorageObjectData) -> IngestResult:
         ledger.record(result)
         return result
     ledger.record(IngestResult(obj.origin, "started"), finished=False)
+    progress = _Progress()
     try:
-        result, encoding = _publish_object(tenant, obj, layout.kind, layout.source_id)
-    except FileRejected as exc:
-        result, encoding = IngestResult(obj.origin, "rejected", reason=f"{exc.reason}: {exc.message}"), None
-        ledger.record(result)
+        result, encoding = _publish_object(tenant, obj, layout.kind, layout.source_id, progress)
+    except Exception as exc:
+        progress.settle_after_failure()
+        ledger.record_failure(exc, progress)
         raise
     ledger.record(result, encoding=encoding)
     return result
 
 
 def _publish_object(
-    tenant: Tenant, obj: StorageObjectData, fmt: str, source_id: str | None
+    tenant: Tenant, obj: StorageObjectData, fmt: str, source_id: str | None, progress: _Progress | None = None
 ) -> tuple[IngestResult, str]:
     cfg = settings()
-    topic = topic_path(cfg.raw_events_topic)
+    topic = topic_path(tenant_topic(cfg.raw_events_topic, tenant.name))  # the tenant's own topic
     origin = obj.origin
     blob = storage_client().bucket(obj.bucket).blob(obj.name, generation=int(obj.generation))
     # Settled futures are dropped as we go: a resolved publish future still references its batch (message bytes),
-    # so keeping them all would hold the whole file in memory.
-    pending: deque[Future[str]] = deque()
+    # so keeping them all would hold the whole file in memory. ``progress`` counts the lines of the confirmed ones.
+    progress = progress if progress is not None else _Progress()
+    pending = progress.pending
     batches = 0
     header: bytes | None = None
     reader: LineReader
@@ -161,21 +251,22 @@ def _publish_object(
                     # One line bigger than a Pub/Sub message: send its head so the loader rejects it with a reason.
                     attributes["original_bytes"] = str(len(payload))
                     payload = payload[:OVERSIZED_KEEP_BYTES]
-                pending.append(publisher().publish(topic, payload, **attributes))
+                pending.append((publisher().publish(topic, payload, **attributes), batch.line_count))
                 batches += 1
-                while pending and (pending[0].done() or len(pending) > MAX_PENDING_PUBLISHES):
-                    pending.popleft().result(timeout=PUBLISH_TIMEOUT_S)
+                while pending and (pending[0][0].done() or len(pending) > MAX_PENDING_PUBLISHES):
+                    progress.confirm_oldest(PUBLISH_TIMEOUT_S)
+                progress.bytes_read = reader.bytes_in
             while pending:
-                pending.popleft().result(timeout=PUBLISH_TIMEOUT_S)
+                progress.confirm_oldest(PUBLISH_TIMEOUT_S)
     except gexc.NotFound as exc:
-        if obj.name in str(exc) or "No such object" in str(exc):
+        if _object_gone(blob, exc):
             raise PermanentError("object_gone", f"{origin} no longer exists (deleted or overwritten)") from exc
         raise SetupError(f"topic {topic} not found: {exc}", "create the topology (`landline up` or terraform apply)") from exc
     except (gexc.Forbidden, gexc.PermissionDenied) as exc:
         raise SetupError(
             f"permission denied while ingesting {origin}: {exc}",
             "grant the ingest_file service account roles/storage.objectViewer on the bucket and "
-            "roles/pubsub.publisher on the raw-events topic",
+            f"roles/pubsub.publisher on the tenant's {cfg.raw_events_topic}.{tenant.name} topic",
         ) from exc
     except (gexc.GoogleAPICallError, media_errors.InvalidResponse, ConnectionError, TimeoutError) as exc:
         raise TransientError(f"ingesting {origin} failed: {exc}") from exc
@@ -183,6 +274,19 @@ def _publish_object(
     lines = reader.lines - 1 if header is not None else reader.lines  # a CSV header row is not a record
     result = IngestResult(origin, status, lines=lines, batches=batches, bytes_read=reader.bytes_in, reason=reader.error)
     return result, reader.encoding
+
+
+def _object_gone(blob: storage.Blob, exc: gexc.NotFound) -> bool:
+    """Whether a NotFound while ingesting means the generation being read is gone (deleted or overwritten: a permanent
+    outcome) rather than the topic (a setup error). Asked of Storage, since the error's wording differs between GCS
+    and emulators (and URL-encodes the name); the wording decides only when Storage cannot be asked."""
+    try:
+        blob.reload()
+    except gexc.NotFound:
+        return True
+    except Exception:  # Storage cannot tell us now: fall back to GCS's wording
+        return "No such object" in str(exc) or quote(blob.name or "", safe="") in str(exc)
+    return False
 
 
 def _csv_header(chunks: Iterable[LineChunk]) -> tuple[bytes | None, Iterator[LineChunk]]:

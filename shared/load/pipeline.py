@@ -4,8 +4,10 @@ A message is either a batch from ``ingest_file`` (attributes name the origin and
 publisher's message (one native event, or NDJSON; ``format`` defaults to ``native``). A ``csv`` message is a small
 CSV file: its first line is the header row, the data lines follow (``first_line``/``last_line`` number the data lines
 only); a rejected CSV line keeps the header in its payload, so a replay republishes a one-line CSV message. Every line comes out as exactly
-one row or one rejected row; after they are written the message is acked. A message whose tenant is missing or unknown
-is a setup error: it is retried and, after the subscription's attempts, kept in the dead-letter topic.
+one row or one rejected row; after they are written the message is acked. The tenant is the one whose
+``raw-events.<tenant>`` topic delivered the message (``message_tenant``); a message on another topic, naming another
+tenant, or for an unknown tenant is a setup error: it is retried and, after the subscription's attempts, kept in the
+dead-letter topic.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from shared.config import settings, tenants
+from shared.config import settings, tenant_of_topic, tenants
 from shared.errors import SetupError
-from shared.ingest.batching import attribute_line_numbers
+from shared.ingest.batching import attribute_line_numbers, int_attribute
 from shared.load.parse import MAX_PAYLOAD_BYTES, ParsedBatch, parse_lines, rejected_row
 from shared.privacy import DEFAULT_POLICY, PrivacyPolicy, policy_for
 from shared.sources.common import RejectReason
@@ -33,6 +35,9 @@ if TYPE_CHECKING:
     from shared.push.credentials import CredentialSource
 
 PROCESSOR = "landline.load"
+# Lines one message may carry (physical lines, blank ones included). Ingest batches carry at most 1,000; a direct
+# publisher's message over the cap is rejected whole (reason too_many_lines) rather than parsed line by line.
+MAX_LINES_PER_MESSAGE = 10_000
 
 
 @dataclass
@@ -43,11 +48,10 @@ class LoadResult:
 
 
 def _line_numbers(attributes: dict[str, str], count: int) -> list[int]:
-    if "first_line" in attributes and "last_line" in attributes:
-        numbers = attribute_line_numbers(attributes)
-        if len(numbers) == count:
-            return numbers
-    return list(range(1, count + 1))
+    """The payload lines' numbers in their file; from 1 for a direct publish, or when the attributes (any publisher's)
+    are malformed or do not describe exactly these lines (``attribute_line_numbers`` checks before building)."""
+    numbers = attribute_line_numbers(attributes, count)
+    return numbers if numbers is not None else list(range(1, count + 1))
 
 
 def _publish_time(message: PubSubMessage) -> datetime:
@@ -89,11 +93,15 @@ def parse_message(
     if fmt == "csv":
         csv_header, _, payload = payload.partition(b"\n")
         csv_header = csv_header.removesuffix(b"\r")
+    lineage = Lineage(fmt, origin, None, _publish_time(message))
+    # counted in C before any per-line object exists; a final "\n" ends the last line, it does not start another
+    physical_lines = payload.count(b"\n") + (not payload.endswith(b"\n"))
+    if physical_lines > MAX_LINES_PER_MESSAGE:
+        return _too_many_lines(payload, lineage, physical_lines, message.message_id)
     # A direct publisher may end its NDJSON with a newline or leave blank lines: they are not records.
     lines = [line.removesuffix(b"\r") for line in payload.split(b"\n")]
     numbered = [(n, line) for n, line in zip(_line_numbers(attributes, len(lines)), lines, strict=True) if line.strip()]
-    lineage = Lineage(fmt, origin, None, _publish_time(message))
-    partial = int(attributes["partial_line"]) if "partial_line" in attributes else None
+    partial = int_attribute(attributes.get("partial_line"))  # malformed: ignored, like any bad attribute
     truncated: list[RejectedRow] = []
     if partial is not None:
         for n, line in numbered:
@@ -108,7 +116,7 @@ def parse_message(
                 )
         numbered = [(n, line) for n, line in numbered if n != partial]
     if attributes.get("oversized") == "true":
-        size = attributes.get("original_bytes") or str(sum(len(line) for _, line in numbered))
+        size = int_attribute(attributes.get("original_bytes")) or sum(len(line) for _, line in numbered)
         parsed_oversized = ParsedBatch()
         parsed_oversized.rejected.extend(
             rejected_row(line, Lineage(fmt, origin, n, lineage.received_at), RejectReason.LINE_TOO_LARGE,
@@ -131,6 +139,23 @@ def parse_message(
     return parsed
 
 
+def _too_many_lines(payload: bytes, lineage: Lineage, count: int, message_id: str) -> ParsedBatch:
+    """A message of more lines than ``MAX_LINES_PER_MESSAGE``: one rejection for the whole message (its head kept),
+    instead of ~1 KB of Python objects per line (a 10 MB publish of ``{}`` lines would need ~3 GiB)."""
+    parsed = ParsedBatch()
+    parsed.rejected.append(
+        rejected_row(
+            payload,
+            lineage,
+            RejectReason.TOO_MANY_LINES,
+            f"{count} lines in one message, more than {MAX_LINES_PER_MESSAGE}: publish at most "
+            f"{MAX_LINES_PER_MESSAGE} lines per message (the first {MAX_PAYLOAD_BYTES} bytes are kept here)",
+            message_id,
+        )
+    )
+    return parsed
+
+
 def _with_header(row: RejectedRow, header: bytes) -> RejectedRow:
     """A rejected CSV line's payload is its header row and the line: readable on its own, and replayable as is."""
     text = header.decode("utf-8", errors="replace") + "\n" + row.payload
@@ -140,28 +165,48 @@ def _with_header(row: RejectedRow, header: bytes) -> RejectedRow:
 
 def _check_origin_belongs_to(tenant: Tenant, message: PubSubMessage) -> None:
     """A message whose origin is another bucket than the tenant's would copy one tenant's file into another tenant's
-    dataset (a mislabelled publish, a replay pointed at the wrong tenant): nothing is written, not even rejected rows
-    (they would hold the other tenant's payload), and the message goes to the dead-letter topic."""
+    dataset (a publisher allowed on this tenant's topic replaying another tenant's file, a replay sent to the wrong
+    tenant): nothing is written, not even rejected rows (they would hold the other tenant's payload), and the message
+    goes to the dead-letter topic."""
     origin = message.attributes.get("origin") or ""
     if not origin.startswith("gs://"):
         return
     bucket = origin.removeprefix("gs://").partition("/")[0]
     if bucket != tenant.bucket:
         raise SetupError(
-            f"message {message.message_id} names tenant {tenant.name!r} but its origin is in bucket {bucket!r}, "
-            f"not the tenant's bucket {tenant.bucket!r}",
-            "republish it with the tenant that owns the bucket (it is kept in the dead-letter topic)",
+            f"message {message.message_id} of tenant {tenant.name!r} has its origin in bucket {bucket!r}, "
+            f"not in the tenant's bucket {tenant.bucket!r}; nothing was written",
+            "publish it to the topic of the tenant that owns the bucket (it is kept in the dead-letter topic)",
         )
+
+
+def message_tenant(message: PubSubMessage, topic: str | None) -> Tenant:
+    """The tenant of the ``raw-events.<tenant>`` topic the message was delivered from (infrastructure says which; IAM
+    on that topic says who may publish as the tenant). A ``tenant`` attribute is optional, and one that names another
+    tenant means a mislabelled or forged publish: nothing is written and the message is dead-lettered. A message on
+    the shared ``raw-events`` topic of earlier versions (or any other) names no tenant anyone vouched for: refused."""
+    base = settings().raw_events_topic
+    name = tenant_of_topic(base, topic)
+    if name is None:
+        raise SetupError(
+            f"message {message.message_id} was published to {topic or 'an unknown topic'!r}, not to a tenant's own "
+            f"{base} topic; nothing was written",
+            f"publish to {base}.<tenant> (the tenant's topic, which IAM lets you publish to), not to the shared "
+            f"{base}; the message is kept in the dead-letter topic",
+        )
+    claimed = message.attributes.get("tenant")
+    if claimed is not None and claimed != name:
+        raise SetupError(
+            f"message {message.message_id} on {topic} (tenant {name!r}) names tenant {claimed!r}; nothing was "
+            "written",
+            f"publish tenant {claimed!r}'s events to {base}.{claimed}, or leave the tenant attribute out (the topic "
+            "names the tenant); the message is kept in the dead-letter topic",
+        )
+    return tenants().get(name)
 
 
 def load_message(message: PubSubMessage, topic: str | None = None) -> LoadResult:
-    tenant_name = message.attributes.get("tenant")
-    if not tenant_name:
-        raise SetupError(
-            f"message {message.message_id} has no tenant attribute",
-            "publish with attribute tenant=<name>; the message is kept in the dead-letter topic",
-        )
-    tenant = tenants().get(tenant_name)
+    tenant = message_tenant(message, topic)
     _check_origin_belongs_to(tenant, message)
     parsed = parse_message(message, topic, tenant_policy(tenant))
     result = write_rows(bigquery_client(), tenant, [*parsed.rows, *parsed.rejected], processor=PROCESSOR)

@@ -125,6 +125,8 @@ TABLES: list[TableSpec] = [
             F("collapse_key", "STRING"),
             F("priority", "STRING"),
             F("created_at", "TIMESTAMP"),
+            F("requested_at", "TIMESTAMP", description="Pub/Sub publish time of the request: the newest one wins"),
+            F("request_line", "INTEGER", description="line of the request in its message: a later line wins"),
         ],
         description="What to send and when.",
     ),
@@ -171,11 +173,16 @@ VIEWS: dict[str, str] = {
         for c in ("country", "timezone", "push_token", "phone_number", "email_address", "properties")
     )
     + ", MAX(updated_at) AS updated_at FROM `{ds}.user_properties` GROUP BY contact_id",
+    # Per file, its last attempt that ended; one that read it through (loaded, truncated, rejected, ignored) outranks
+    # a later gone or failed one: a redelivery of an overwritten generation finds it gone, but the lines its first
+    # attempt loaded are still there and still count.
     "files_latest": """
         SELECT * FROM `{ds}.files`
         WHERE TRUE
         QUALIFY ROW_NUMBER() OVER (
-            PARTITION BY origin ORDER BY IF(status = 'started', 0, 1) DESC, recorded_at DESC
+            PARTITION BY origin
+            ORDER BY CASE status WHEN 'started' THEN 0 WHEN 'gone' THEN 1 WHEN 'failed' THEN 1 ELSE 2 END DESC,
+                     recorded_at DESC
         ) = 1
     """,
     "rejected_deduped": """

@@ -1,9 +1,10 @@
 """Issue 4: every line read is accounted for, through the real local stack.
 
 ``lines == events + user_property_rows + rejected_lines + duplicates`` (shared/stats.py), on a corpus that mixes good
-records of every Segment type, duplicates (same messageId twice in one file and across two files) and bad records of
-many reason codes. Each corpus line is written next to the outcome it must have, so the expected counts are derived
-from the corpus itself rather than typed twice.
+records of every Segment type, duplicates (same messageId twice in one file and across two files, and a direct
+publish repeating a file's event id) and bad records of many reason codes. Each corpus line is written next to the
+outcome it must have, so the expected counts are derived from the corpus itself rather than typed twice. Lines that
+arrive by direct publish count in ``lines`` too, and ``unaccounted`` (the difference) is printed and must be 0.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.integration.publish_support import publish_raw
 from tests.stack_support import unique
 
 if TYPE_CHECKING:
@@ -86,6 +88,16 @@ FILE_2: list[tuple[str, bytes]] = [
 ]
 
 
+# A direct publish (native NDJSON, one message): counted by position, like a file's lines.
+DIRECT: list[tuple[str, bytes]] = [
+    (EVENT, line({"contact_id": "user-3", "event_name": "Direct", "timestamp": TS, "event_instance_id": "d-1"})),
+    (USER, line({"kind": "user_properties", "contact_id": "user-3", "country": "FR", "updated_at": TS})),
+    (DUP, line({"contact_id": "user-1", "event_name": "Again", "timestamp": TS, "event_instance_id": "m-track-2"})),
+    ("invalid_timestamp", line({"contact_id": "user-3", "event_name": "No Time"})),
+    ("invalid_json", b"{nope"),
+]
+
+
 def put(root: Path, name: str, corpus: list[tuple[str, bytes]]) -> None:
     folder = root / "segment-logs" / "src" / DAY
     folder.mkdir(parents=True, exist_ok=True)
@@ -97,22 +109,26 @@ def expected(*corpora: list[tuple[str, bytes]]) -> Counter[str]:
 
 
 def test_every_line_is_a_row_a_rejection_or_a_counted_duplicate(local_stack: StackHandle, tmp_path: Path) -> None:
-    # GIVEN a fresh tenant and two Segment files mixing good, duplicate and bad records (and one blank line)
+    # GIVEN a fresh tenant, two Segment files mixing good, duplicate and bad records (and one blank line), and a
+    # direct publish of native records
     tenant = local_stack.add_tenant()
     root = tmp_path / unique("tree")
     put(root, "part-0001.gz", FILE_1)
     put(root, "part-0002.gz", FILE_2)
-    want = expected(FILE_1, FILE_2)
+    want = expected(FILE_1, FILE_2, DIRECT)
     reasons = {k: v for k, v in want.items() if k not in (EVENT, USER, DUP)}
 
-    # WHEN both files are dropped into the tenant's bucket and the pipeline settles
+    # WHEN both files are dropped into the tenant's bucket, the message is published, and the pipeline settles
     local_stack.drop(tenant, root)
+    publish_raw(local_stack, tenant, b"\n".join(raw for _, raw in DIRECT))
     local_stack.wait()
 
-    # THEN `landline stats --json` accounts for every non-blank line exactly once
+    # THEN `landline stats --json` accounts for every non-blank line exactly once, and says nothing is unaccounted
     stats = local_stack.stats(tenant)
     assert stats["files"] == {"loaded": 2}
-    assert stats["lines"] == sum(want.values()) == len(FILE_1) + len(FILE_2) - 1
+    assert stats["lines"] == sum(want.values()) == len(FILE_1) + len(FILE_2) - 1 + len(DIRECT)
+    assert (stats["file_lines"], stats["direct_lines"]) == (len(FILE_1) + len(FILE_2) - 1, len(DIRECT))
+    assert stats["unaccounted"] == 0
     assert stats["events"] == want[EVENT]
     assert stats["user_property_rows"] == want[USER]
     assert stats["duplicates"] == want[DUP]
@@ -121,7 +137,7 @@ def test_every_line_is_a_row_a_rejection_or_a_counted_duplicate(local_stack: Sta
     # AND each reason code is counted as expected
     assert stats["rejected"] == reasons
     # AND duplicates are stored (so they can be counted) but the deduplicated view has one row per event
-    assert stats["event_rows"] == want[EVENT] + 3
+    assert stats["event_rows"] == want[EVENT] + want[DUP] - 1  # the identify duplicate is a user_properties row
     [dedup] = local_stack.query(tenant, "SELECT COUNT(*) AS n, COUNT(DISTINCT event_instance_id) AS d FROM events_deduped")
     assert dedup["n"] == dedup["d"] == want[EVENT]
 

@@ -18,7 +18,7 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
-from shared.config import Tenant
+from shared.config import Tenant, tenant_topic
 from shared.errors import RegionMismatchError
 from shared.warehouse.rows import EventRow, Lineage
 from shared.warehouse.writer import write_rows
@@ -133,7 +133,7 @@ def test_pipeline_writes_nothing_to_a_mispinned_dataset_and_logs_the_fix(
     from google.cloud import pubsub_v1
 
     publisher = pubsub_v1.PublisherClient()
-    topic = publisher.topic_path(local_stack.stack.cfg.project, "raw-events")
+    topic = publisher.topic_path(local_stack.stack.cfg.project, tenant_topic("raw-events", name))  # the tenant's
     native = {"contact_id": "user-1", "event_name": "Direct", "timestamp": "2024-05-01T10:00:00Z"}
     publisher.publish(topic, json.dumps(native).encode(), tenant=name, format="native").result(timeout=30)
     local_stack.wait(timeout=240)

@@ -1,4 +1,4 @@
-"""Issue 4: `landline replay` republishes rejected lines to raw-events, through the real local stack.
+"""Issue 4: `landline replay` republishes rejected lines to the tenant's raw-events topic, through the real local stack.
 
 The fix a replay needs must happen between the rejection and the replay, and the functions are shared by the whole
 session, so no setting can change per test. The case chosen is one that time fixes: a Segment call without

@@ -1,8 +1,11 @@
 """infra/terraform against what it deploys: it parses, it follows infra/topology.yaml, and it gives the code the
-functions, environment, tenants, secrets, buckets and roles the code expects.
+functions, environment, tenants, topics, secrets, buckets and roles the code expects.
 
-No terraform binary here (and no registry access for providers), so this is no `terraform validate`: the HCL is parsed
-with python-hcl2 and the few expressions whose value matters are evaluated by the small helpers below, on sample data.
+No registry access for providers, so this is no `terraform validate`: the HCL is parsed with python-hcl2 and the few
+expressions whose value matters are evaluated by the small helpers below, on sample data. The locals that are too
+rich for those helpers (every topic copy, every trigger) have a Python mirror here, which names a tenant's topics as the
+code does; where a terraform binary is installed, test_the_mirrors_are_what_terraform_computes checks the mirrors
+against Terraform's own evaluation of the locals (a provider-free module of the variables and locals).
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import ast
 import json
 import re
+import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +25,8 @@ import yaml
 from pydantic import BaseModel
 
 import shared.load.pipeline as load_pipeline
-from shared.config import PrivacyConfig, Settings, Tenant, TenantRegistry
+from shared.config import PrivacyConfig, Settings, Tenant, TenantRegistry, tenant_of_topic, tenant_topic
+from shared.dead_letters import dead_letter_topic, keep_subscription
 from shared.errors import SetupError
 from shared.push.claims import claims_bucket
 from shared.push.credentials import PRIVACY_ENTRY, SecretManagerSecrets
@@ -41,6 +47,7 @@ SAMPLE_TENANTS: dict[str, dict[str, Any]] = {
         "prefix": "exports/",
         "push_provider": "fcm",
         "push_policy": {"quiet_hours_start": "22:00", "quiet_hours_end": "07:00", "frequency_cap": 5},
+        "publishers": {"raw-events": ["serviceAccount:events@globex.iam"], "send-requests": ["group:crm@globex.com"]},
         "privacy": {"mode": "hash", "extra_pii_keys": ["member_no"], "context_keep": ["app", "locale"]},
     },
     "initech": {
@@ -59,9 +66,8 @@ RUN_INVOKER = ("roles/run.invoker", "google_cloudfunctions2_function.fn")
 EXPECTED_ROLES: dict[str, set[tuple[str, str]]] = {
     "ingest_file": {
         ("roles/storage.objectViewer", "google_storage_bucket.tenant"),  # ingest/pipeline.py reads the object
-        ("roles/pubsub.publisher", "google_pubsub_topic.topic"),  # ... publishes batches on raw-events
+        ("roles/pubsub.publisher", "google_pubsub_topic.topic"),  # ... publishes batches on raw-events.<tenant>
         ("roles/bigquery.dataEditor", "google_bigquery_dataset.tenant"),  # ... streams the file ledger row
-        ("roles/eventarc.eventReceiver", "project"),  # direct Cloud Storage events
         RUN_INVOKER,
     },
     "load_events": {
@@ -81,8 +87,8 @@ EXPECTED_ROLES: dict[str, set[tuple[str, str]]] = {
 # Grants to Google's service agents (not to a function).
 PUBSUB_AGENT = "service-<project number>@gcp-sa-pubsub.iam.gserviceaccount.com"
 EXPECTED_AGENT_ROLES = {
-    # Cloud Storage publishes the direct events of ingest_file's trigger.
-    ("data.google_storage_project_service_account.gcs", "roles/pubsub.publisher", "project"),
+    # Cloud Storage publishes each tenant bucket's notifications, on that tenant's object-notifications topic only.
+    ("data.google_storage_project_service_account.gcs", "roles/pubsub.publisher", "google_pubsub_topic.topic"),
     # Pub/Sub moves a message that keeps failing to the dead-letter topic (publishes there, acks on the subscription)
     (PUBSUB_AGENT, "roles/pubsub.publisher", "google_pubsub_topic.dead_letter"),
     (PUBSUB_AGENT, "roles/pubsub.subscriber", "google_pubsub_subscription.trigger"),
@@ -100,6 +106,8 @@ IAM_TARGET = {
     "google_pubsub_subscription_iam_member": "subscription",
     "google_service_account_iam_member": "service_account_id",
 }
+# Attributes of var.tenants for the deployment only (IAM), not passed to the functions as tenant configuration.
+DEPLOYMENT_ONLY = frozenset({"publishers"})
 # Environment variables that are not the application's settings, and who reads them.
 RUNTIME_ENV = {
     "THREADS": "functions-framework: gunicorn threads per instance",
@@ -256,6 +264,23 @@ def match_for(expr: str) -> tuple[str, ...]:
     return m.groups()
 
 
+def _split_if(text: str) -> tuple[str, str | None]:
+    """`VALUE if COND` -> (VALUE, COND), at the last ` if ` outside brackets and strings."""
+    depth, quoted, cut = 0, False, None
+    for i, ch in enumerate(text):
+        if quoted:
+            quoted = ch != '"'
+        elif ch == '"':
+            quoted = True
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif depth == 0 and text.startswith(" if ", i):
+            cut = i
+    return (text, None) if cut is None else (text[:cut].strip(), text[cut + 4 :].strip())
+
+
 def filter_for(expr: str, source: dict[str, Any]) -> dict[str, Any]:
     """`{for k, v in SOURCE : k => v if COND}` applied to `source`."""
     key_var, value_var, _, key_expr, value_expr, cond = match_for(expr)
@@ -377,26 +402,51 @@ def function_deployments(tf: Terraform, topology: dict[str, Any], regions: set[s
     return out
 
 
-def pubsub_triggers(tf: Terraform, deployments: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """local.pubsub_triggers: every Pub/Sub trigger (main and extra) of every deployment."""
-    m = re.fullmatch(
-        r"merge\(\[for (\w+), (\w+) in local\.function_deployments : \{for (\w+) in (.+?) : "
-        r'"([^"]*)" => (\{[^{}]*\}) if (.+)\}\] \.\.\.\)',
-        unwrap(tf.locals["pubsub_triggers"]),
-    )
-    assert m, f"local.pubsub_triggers has a form this test cannot evaluate: {tf.locals['pubsub_triggers']}"
-    key_var, d_var, trigger_var, triggers, key, value, cond = m.groups()
-    # the triggers iterated are the deployment's main trigger and its extra ones
-    assert triggers == f"concat([{d_var}.fn.trigger], try({d_var}.fn.extra_triggers, []))", triggers
+def topic_copies(topology: dict[str, Any], tenants: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Mirror of local.topics (main.tf): a copy per region of a shared topic and legacy copy of a per-tenant one, and
+    a copy per tenant of a per-tenant topic, named as the code names them (shared/config.py, shared/dead_letters.py)."""
+    copies: dict[str, dict[str, Any]] = {}
+    for region in sorted({t["region"] for t in tenants.values()}):
+        for base, spec in topology["topics"].items():
+            if not spec.get("per_tenant") or spec.get("legacy_shared"):
+                copies[f"{base}@{region}"] = {
+                    "base": base, "region": region, "tenant": None, "name": f"{base}-{region}",
+                    "dead_letter": f"{base}-dead-letter-{region}", "keep": f"{base}-dead-letter-keep-{region}",
+                }
+    for tenant, t in tenants.items():
+        for base, spec in topology["topics"].items():
+            if spec.get("per_tenant"):
+                name = tenant_topic(base, tenant)
+                copies[name] = {
+                    "base": base, "region": t["region"], "tenant": tenant, "name": name,
+                    "dead_letter": dead_letter_topic(name), "keep": keep_subscription(name),
+                }
+    return copies
+
+
+def pubsub_triggers(topology: dict[str, Any], topics: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Mirror of local.pubsub_triggers (functions.tf): each trigger of each function on each copy of its topic."""
     out: dict[str, dict[str, Any]] = {}
-    for deployment, d in deployments.items():
-        for trigger in [d["fn"]["trigger"], *d["fn"].get("extra_triggers", [])]:
-            scope = {key_var: deployment, d_var: d, trigger_var: trigger}
-            if hcl_eval(cond, scope):
-                k = render(key, scope)
-                assert k not in out, f"local.pubsub_triggers: duplicate key {k}"
-                out[k] = object_literal(value, scope)
+    for key, topic in topics.items():
+        for name, fn in topology["functions"].items():
+            if topic["base"] not in [t["topic"] for t in [fn["trigger"], *fn.get("extra_triggers", [])]]:
+                continue
+            legacy = topic["tenant"] is None and topology["topics"][topic["base"]].get("per_tenant", False)
+            out[f"{name}@{topic['region']}/{topic['base'] if topic['tenant'] is None else topic['name']}"] = {
+                "deployment": f"{name}@{topic['region']}", "name": name, "region": topic["region"], "topic": key,
+                "endpoint_topic": topic["base"] if legacy else topic["name"],
+            }
     return out
+
+
+def tenant_publishers(tenants: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Mirror of google_pubsub_topic_iam_member.tenant_publishers' for_each: a grant per tenant, topic and member."""
+    return {
+        f"{tenant_topic(base, tenant)}/{member}": {"topic": tenant_topic(base, tenant), "member": member}
+        for tenant, t in tenants.items()
+        for base, members in t["publishers"].items()
+        for member in members
+    }
 
 
 # --- tests ----------------------------------------------------------------------------------------------------------
@@ -444,8 +494,6 @@ def test_every_function_is_deployed_with_its_entry_point(tf: Terraform, topology
     # ... running as its own service account, triggered as it too
     sa = "google_service_account.fn[each.value.name].email"
     assert unwrap(fn["service_config"][0]["service_account_email"]) == sa
-    [trigger] = [d["event_trigger"] for d in fn.get("dynamic", []) if "event_trigger" in d]
-    assert unwrap(trigger["content"][0]["service_account_email"]) == sa
     subscription = tf.resources["google_pubsub_subscription.trigger"]
     assert unwrap(subscription["push_config"][0]["oidc_token"][0]["service_account_email"]) == (
         "google_service_account.fn[each.value.name].email"
@@ -502,50 +550,24 @@ def _eval_conditional(expr: str, scope: dict[str, Any]) -> Any:
     return hcl_eval(yes if hcl_eval(cond, scope) else no, scope)
 
 
-def _assert_every_tenant_bucket_has_a_trigger(tf: Terraform) -> None:
-    """The function's own trigger serves the first bucket of each region; google_eventarc_trigger.tenant_bucket must
-    serve every other tenant bucket (Eventarc storage triggers filter on one bucket): none missed, none twice."""
-    tenants = tenants_value(tf)
-    first_expr = unwrap(tf.locals["first_bucket_of_region"])
-    assert "[for t in values(var.tenants) : t.bucket if t.region == region][0]" in first_expr, first_expr
-    ordered = [tenants[name] for name in sorted(tenants)]  # values() of a map is in key order
-    first = {t["region"]: next(o["bucket"] for o in ordered if o["region"] == t["region"]) for t in ordered}
-    trigger = tf.resources["google_eventarc_trigger.tenant_bucket"]
-    key_var, value_var, source, _, _, cond = match_for(trigger["for_each"])
-    assert source == "var.tenants" and cond
-    extra = [
-        t["bucket"]
-        for name, t in tenants.items()
-        if hcl_eval(cond, {key_var: name, value_var: t, "local": {"first_bucket_of_region": first}})
-    ]
-    served = sorted([*first.values(), *extra])
-    assert served == sorted(t["bucket"] for t in tenants.values()), served
-    assert len(first) < len(tenants), "the sample needs two tenants in one region to check this"
-    assert {c["attribute"]: c["value"] for c in trigger["matching_criteria"]} == {
-        "type": "google.cloud.storage.object.v1.finalized",
-        "bucket": "${each.value.bucket}",
-    }
-    assert unwrap(trigger["service_account"]) == "google_service_account.fn[local.storage_function].email"
-
-
-def _cloud(tf: Terraform, topology: dict[str, Any], regions: set[str]) -> dict[str, Any]:
+def _cloud(tf: Terraform, topology: dict[str, Any], tenants: dict[str, Any]) -> dict[str, Any]:
     """What Terraform would know after creating the topics, functions and accounts: a scope to render resources in."""
-    topic_names = {
-        kind: {
-            f"{t}@{r}": render(tf.resources[f"google_pubsub_topic.{kind}"]["name"], {"each": {"value": {"name": t, "region": r}}})
-            for t in topology["topics"]
-            for r in regions
-        }
-        for kind in ("topic", "dead_letter")
-    }
-    deployments = function_deployments(tf, topology, regions)
+    copies = topic_copies(topology, tenants)
+    deployments = function_deployments(tf, topology, {t["region"] for t in tenants.values()})
     fn = function_resource(tf)
+    topic, dead_letter = tf.resources["google_pubsub_topic.topic"], tf.resources["google_pubsub_topic.dead_letter"]
     return {
         "var": {"project": "proj"},
-        "local": {"topology": topology},
+        "local": {"topology": topology, "topics": copies},
         "google_pubsub_topic": {
-            kind: {k: {"name": n, "id": f"projects/proj/topics/{n}"} for k, n in names.items()}
-            for kind, names in topic_names.items()
+            kind: {
+                key: {
+                    "name": (n := render(r["name"], {"each": {"key": key, "value": c}})),
+                    "id": f"projects/proj/topics/{n}",
+                }
+                for key, c in copies.items()
+            }
+            for kind, r in (("topic", topic), ("dead_letter", dead_letter))
         },
         "google_cloudfunctions2_function": {
             "fn": {
@@ -556,7 +578,10 @@ def _cloud(tf: Terraform, topology: dict[str, Any], regions: set[str]) -> dict[s
                 for key, d in deployments.items()
             }
         },
-        "google_service_account": {"fn": {name: {"email": f"landline-{name}@proj.iam"} for name in topology["functions"]}},
+        "google_service_account": {
+            "fn": {name: {"email": f"landline-{name}@proj.iam"} for name in topology["functions"]}
+        },
+        "google_storage_bucket": {"tenant": {name: {"name": t["bucket"]} for name, t in tenants.items()}},
     }
 
 
@@ -570,38 +595,131 @@ def _pubsub_event_source(path: str) -> str:
         return str(event_conversion.background_event_to_cloud_event(flask.request)["source"])
 
 
+def test_every_tenant_has_its_own_topics_with_dead_letters_kept(tf: Terraform, topology: dict[str, Any]) -> None:
+    # GIVEN the sample tenants and the topic resources, over local.topics
+    tenants = tenants_value(tf)
+    cloud = _cloud(tf, topology, tenants)
+    copies = cloud["local"]["topics"]
+    per_tenant = {base for base, spec in topology["topics"].items() if spec.get("per_tenant")}
+    assert per_tenant == {"raw-events", "send-requests", "object-notifications"}, per_tenant
+    for kind in ("topic", "dead_letter"):
+        assert unwrap(tf.resources[f"google_pubsub_topic.{kind}"]["for_each"]) == "local.topics"
+    keep = tf.resources["google_pubsub_subscription.dead_letter_keep"]
+    assert unwrap(keep["for_each"]) == "local.topics"
+    assert unwrap(keep["topic"]) == "google_pubsub_topic.dead_letter[each.key].id"
+    assert "push_config" not in keep and keep["expiration_policy"][0]["ttl"] == ""
+    # WHEN each tenant's copies are rendered
+    for tenant, t in tenants.items():
+        for base in per_tenant:
+            name = tenant_topic(base, tenant)
+            scope = {**cloud, "each": {"key": name, "value": copies[name]}}
+            # THEN the tenant has its own copy of each per-tenant topic, under the name the code publishes to and takes
+            # the tenant from, with the dead-letter topic and keep subscription `landline dead-letters` reads ...
+            assert cloud["google_pubsub_topic"]["topic"][name]["name"] == name
+            assert tenant_of_topic(base, name) == tenant
+            assert cloud["google_pubsub_topic"]["dead_letter"][name]["name"] == dead_letter_topic(name)
+            assert render(keep["name"], scope) == keep_subscription(name)
+            # ... its messages stored only in the tenant's region
+            for kind in ("topic", "dead_letter"):
+                policy = tf.resources[f"google_pubsub_topic.{kind}"]["message_storage_policy"][0]
+                assert [render(r, scope) for r in policy["allowed_persistence_regions"]] == [t["region"]], (name, kind)
+    # ... and the shared topic of each region keeps the names of earlier versions (nothing is re-created on upgrade)
+    assert cloud["google_pubsub_topic"]["topic"]["raw-events@europe-west1"]["name"] == "raw-events-europe-west1"
+    assert cloud["google_pubsub_topic"]["dead_letter"]["send-ticks@us-central1"]["name"] == (
+        "send-ticks-dead-letter-us-central1"
+    )
+
+
+def test_publishers_are_granted_per_tenant_topic_and_storage_only_on_notifications(tf: Terraform) -> None:
+    # GIVEN the sample tenants (one lists publishers) and the grants on topics
+    tenants = tenants_value(tf)
+    grant = tf.resources["google_pubsub_topic_iam_member.tenant_publishers"]
+    gcs = tf.resources["google_pubsub_topic_iam_member.gcs_publishes_notifications"]
+    # WHEN the publisher grants are rendered (their for_each is checked against Terraform by the mirror test)
+    granted = {
+        (render(grant["topic"], {"each": {"value": v}, "google_pubsub_topic": {"topic": _names(tenants)}}), v["member"])
+        for v in tenant_publishers(tenants).values()
+    }
+    # THEN each listed member may publish on that tenant's copy of that topic, and nowhere else
+    assert granted == {
+        ("raw-events.globex_eu", "serviceAccount:events@globex.iam"),
+        ("send-requests.globex_eu", "group:crm@globex.com"),
+    }
+    assert grant["role"] == "roles/pubsub.publisher" and unwrap(grant["member"]) == "each.value.member"
+    # ... a tenant may list publishers only for the topics a publisher writes (not for its bucket's notifications)
+    [validation] = tf.variables["tenants"]["validation"]
+    assert '["raw-events", "send-requests"]' in unwrap(validation["condition"])
+    # ... and Cloud Storage's agent publishes on each tenant's notification topic, not project-wide
+    assert unwrap(gcs["for_each"]) == "var.tenants"
+    assert unwrap(gcs["topic"]) == 'google_pubsub_topic.topic["object-notifications.${each.key}"].name'
+
+
+def _names(tenants: dict[str, Any]) -> dict[str, dict[str, str]]:
+    return {k: {"name": c["name"]} for k, c in topic_copies(yaml.safe_load(TOPOLOGY_FILE.read_text()), tenants).items()}
+
+
+def test_every_tenant_bucket_notifies_its_own_topic_of_finalized_objects(
+    tf: Terraform, topology: dict[str, Any]
+) -> None:
+    # GIVEN the sample tenants and the notification resource
+    tenants = tenants_value(tf)
+    cloud = _cloud(tf, topology, tenants)
+    notification = tf.resources["google_storage_notification.tenant_objects"]
+    assert unwrap(notification["for_each"]) == "var.tenants"
+    # WHEN it is rendered for each tenant
+    for name, t in tenants.items():
+        scope = {**cloud, "each": {"key": name, "value": t}}
+        # THEN the tenant's bucket sends every finalized object, as the object resource, to the topic ingest_file
+        # takes the tenant from (shared/envelopes.py reads this payload; shared/ingest/pipeline.py checks the bucket)
+        assert render(notification["bucket"], scope) == t["bucket"]
+        topic = render(notification["topic"], scope)
+        assert topic == f"projects/proj/topics/{tenant_topic(Settings().object_notifications_topic, name)}"
+        assert notification["payload_format"] == "JSON_API_V1"
+        assert notification["event_types"] == ["OBJECT_FINALIZE"]
+    # ... only after Cloud Storage may publish there (GCS checks it when the notification is created)
+    assert notification["depends_on"] == ["${google_pubsub_topic_iam_member.gcs_publishes_notifications}"]
+
+
 def test_every_topic_is_consumed_by_the_functions_the_topology_names(tf: Terraform, topology: dict[str, Any]) -> None:
-    # GIVEN the functions' triggers in the topology, deployed in the sample tenants' regions
-    regions = {t["region"] for t in SAMPLE_TENANTS.values()}
-    cloud = _cloud(tf, topology, regions)
+    # GIVEN the functions' triggers in the topology, deployed for the sample tenants
+    tenants = tenants_value(tf)
+    cloud = _cloud(tf, topology, tenants)
+    copies = cloud["local"]["topics"]
     topics, dead_letters = cloud["google_pubsub_topic"]["topic"], cloud["google_pubsub_topic"]["dead_letter"]
     functions = cloud["google_cloudfunctions2_function"]["fn"]
     defaults = topology["defaults"]
-    wanted: set[tuple[str, str, str]] = set()  # (function, topic, region)
+    wanted: set[tuple[str, str]] = set()  # (function, topic copy)
     for name, fn in topology["functions"].items():
         for trigger in [fn["trigger"], *fn.get("extra_triggers", [])]:
-            assert trigger["type"] in {"pubsub", "storage_finalized"}, f"{name}: trigger type Terraform does not deploy"
-            if trigger["type"] == "pubsub":
-                wanted |= {(name, trigger["topic"], region) for region in regions}
-    # WHEN the subscriptions Terraform creates are rendered, one per Pub/Sub trigger of each deployment
+            assert trigger["type"] == "pubsub", f"{name}: trigger type Terraform does not deploy"
+            wanted |= {(name, key) for key, c in copies.items() if c["base"] == trigger["topic"]}
+    # WHEN the subscriptions Terraform creates are rendered, one per trigger and copy of its topic
     subscription = tf.resources["google_pubsub_subscription.trigger"]
     assert unwrap(subscription["for_each"]) == "local.pubsub_triggers"
-    triggers = pubsub_triggers(tf, function_deployments(tf, topology, regions))
-    deployed: set[tuple[str, str, str]] = set()
+    triggers = pubsub_triggers(topology, copies)
+    deployed: set[tuple[str, str]] = set()
     for key, t in triggers.items():
         scope = {**cloud, "each": {"key": key, "value": t}}
-        region, topic, fn = t["region"], t["topic"], topology["functions"][t["name"]]
-        deployed.add((t["name"], topic, region))
-        # THEN each listens to the region's copy of its topic, as a push subscription to the function's service ...
-        assert render(subscription["topic"], scope) == topics[f"{topic}@{region}"]["id"], key
+        copy, fn = copies[t["topic"]], topology["functions"][t["name"]]
+        deployed.add((t["name"], t["topic"]))
+        # THEN each listens to its copy of the topic, as a push subscription to the function in the copy's region ...
+        assert t["deployment"] == f"{t['name']}@{copy['region']}" and t["deployment"] in functions, key
+        assert render(subscription["topic"], scope) == topics[t["topic"]]["id"], key
         push = subscription["push_config"][0]
-        uri = functions[f"{t['name']}@{region}"]["service_config"][0]["uri"]
+        uri = functions[t["deployment"]]["service_config"][0]["uri"]
         endpoint = render(push["push_endpoint"], scope)
-        assert endpoint == f"{uri}/projects/proj/topics/{topics[f'{topic}@{region}']['name']}", key
-        # ... at a path from which functions-framework recovers the topic the function reads (send_due tells a send
-        # request from a tick by it; load_events names the origin of direct publishes after it)
-        source = _pubsub_event_source(endpoint.removeprefix(uri))
-        assert source.rsplit("/", 1)[-1] == topics[f"{topic}@{region}"]["name"], source
+        # ... at a path from which functions-framework gives the function the topic it takes the tenant from: a
+        # tenant's copy names the tenant; a legacy shared copy of a per-tenant topic comes as the bare name, which the
+        # functions refuse (publish to <topic>.<tenant>); a regional topic as itself (send_due: a tick)
+        source = _pubsub_event_source(endpoint.removeprefix(uri)).rsplit("/", 1)[-1]
+        assert endpoint == f"{uri}/projects/proj/topics/{source}", key
+        base = copy["base"]
+        if copy["tenant"] is not None:
+            assert source == copy["name"] and tenant_of_topic(base, source) == copy["tenant"], key
+        elif topology["topics"][base].get("per_tenant"):
+            assert source == base and tenant_of_topic(base, source) is None, key
+        else:
+            assert source == copy["name"], key
         # ... authenticated as the function's own account, for the service's URL
         oidc = push["oidc_token"][0]
         assert render(oidc["service_account_email"], scope) == f"landline-{t['name']}@proj.iam", key
@@ -614,42 +732,98 @@ def test_every_topic_is_consumed_by_the_functions_the_topology_names(tf: Terrafo
         assert render(retry["minimum_backoff"], scope) == f"{defaults['retry']['minimum_backoff_seconds']}s", key
         assert render(retry["maximum_backoff"], scope) == f"{defaults['retry']['maximum_backoff_seconds']}s", key
         dead_letter = subscription["dead_letter_policy"][0]
-        assert render(dead_letter["dead_letter_topic"], scope) == dead_letters[f"{topic}@{region}"]["id"], key
+        assert render(dead_letter["dead_letter_topic"], scope) == dead_letters[t["topic"]]["id"], key
         assert render(dead_letter["max_delivery_attempts"], scope) == defaults["max_delivery_attempts"], key
         assert subscription["expiration_policy"][0]["ttl"] == "", key
-    # ... every Pub/Sub trigger of every deployment has its subscription, and no topic is left without a consumer
+    # ... every trigger on every copy has its subscription, and no topic copy is left without a consumer
     assert deployed == wanted
-    assert {topic for _, topic, _ in deployed} == set(topology["topics"])
+    assert {t for _, t in deployed} == set(copies)
     names = [render(subscription["name"], {**cloud, "each": {"value": t}}) for t in triggers.values()]
     assert len(set(names)) == len(names), names
-    # ... each dead-letter topic keeps what it receives (a topic without a subscription drops it)
-    keep = tf.resources["google_pubsub_subscription.dead_letter_keep"]
-    assert unwrap(keep["for_each"]) == unwrap(tf.resources["google_pubsub_topic.dead_letter"]["for_each"])
-    assert unwrap(keep["topic"]) == "google_pubsub_topic.dead_letter[each.key].id"
-    assert "push_config" not in keep
-    # ... Eventarc serves the storage trigger only: the function's own trigger and the tenant_bucket triggers
-    fn_resource = function_resource(tf)
-    assert "event_trigger" not in fn_resource, "a static event_trigger would give Pub/Sub functions an Eventarc trigger"
-    [dynamic] = [d["event_trigger"] for d in fn_resource.get("dynamic", []) if "event_trigger" in d]
-    content = dynamic["content"][0]
-    for name, fn in topology["functions"].items():
-        blocks = _eval_conditional(unwrap(dynamic["for_each"]), {"each": {"value": {"name": name, "fn": fn}}})
-        assert len(blocks) == (fn["trigger"]["type"] == "storage_finalized"), name
-    assert content["event_type"] == "google.cloud.storage.object.v1.finalized"
-    assert content["retry_policy"] == "RETRY_POLICY_RETRY"
-    assert unwrap(content.get("trigger_region")) == "each.value.region"
-    [bucket_filter] = content["event_filters"]
-    assert bucket_filter["attribute"] == "bucket"
-    assert unwrap(bucket_filter["value"]) == "local.first_bucket_of_region[each.value.region]", bucket_filter["value"]
-    _assert_every_tenant_bucket_has_a_trigger(tf)
-    eventarc = [k for k in tf.resources if k.startswith("google_eventarc_trigger.")]
-    assert eventarc == ["google_eventarc_trigger.tenant_bucket"], eventarc
+    assert "load-events-raw-events-europe-west1" in names, "the shared copies keep their subscriptions' names"
+    # ... and nothing goes through Eventarc: ingest is a push subscription too, with its retries and dead letters
+    assert not [k for k in tf.resources if k.startswith("google_eventarc_trigger.")]
+    assert not [d for d in function_resource(tf).get("dynamic", []) if "event_trigger" in d]
+    assert "event_trigger" not in function_resource(tf)
     # ... the scheduled topic gets its ticks from Cloud Scheduler on the topology's schedule
     tick = tf.resources["google_cloud_scheduler_job.tick"]
     scheduled = {t for t, spec in topology["topics"].items() if spec and spec.get("schedule")}
     ticked = re.search(r'google_pubsub_topic\.topic\["([\w-]+)@', tick["pubsub_target"][0]["topic_name"])
     assert ticked and {ticked.group(1)} == scheduled
     assert unwrap(tick["schedule"]) == f'local.topology.topics["{ticked.group(1)}"].schedule'
+
+
+def test_alerts_cover_every_dead_letter_subscription_and_setup_errors(tf: Terraform, topology: dict[str, Any]) -> None:
+    # GIVEN the alert policies and every keep and trigger subscription of the sample tenants
+    tenants = tenants_value(tf)
+    copies = topic_copies(topology, tenants)
+    cloud = _cloud(tf, topology, tenants)
+    keep = tf.resources["google_pubsub_subscription.dead_letter_keep"]
+    keeps = {render(keep["name"], {"each": {"value": c}}) for c in copies.values()}
+    trigger = tf.resources["google_pubsub_subscription.trigger"]
+    triggers = {
+        render(trigger["name"], {**cloud, "each": {"value": t}}) for t in pubsub_triggers(topology, copies).values()
+    }
+    dead = tf.resources["google_monitoring_alert_policy.dead_letters"]["conditions"][0]["condition_threshold"][0]
+    setup = tf.resources["google_monitoring_alert_policy.setup_errors"]
+    # WHEN the dead-letter filter's subscription pattern is applied to them
+    filter_text = render(dead["filter"], {})
+    [pattern] = re.findall(r'subscription_id = monitoring\.regex\.full_match\("(.+?)"\)', filter_text)
+    # THEN it matches every keep subscription and no trigger subscription, on the backlog metric, above 0
+    assert "pubsub.googleapis.com/subscription/num_undelivered_messages" in filter_text
+    assert {s for s in keeps | triggers if re.fullmatch(pattern, s)} == keeps
+    assert (dead["comparison"], dead["threshold_value"]) == ("COMPARISON_GT", 0)
+    # ... and the setup alert matches what run_stage logs for a setup error (a JSON field error_class = "setup")
+    log_filter = setup["conditions"][0]["condition_matched_log"][0]["filter"]
+    assert 'jsonPayload.error_class="setup"' in log_filter
+    assert '"error_class": "setup"' in (REPO / "shared" / "runtime.py").read_text()
+    assert setup["alert_strategy"][0]["notification_rate_limit"][0]["period"]  # required for log-match alerts
+    for policy in (tf.resources["google_monitoring_alert_policy.dead_letters"], setup):
+        assert unwrap(policy["notification_channels"]) == "var.alert_notification_channels"
+
+
+def _module_of_locals(tmp_path: Path) -> Path:
+    """The deployment's variables and locals alone (no provider, no resource): terraform evaluates it offline.
+    A reference to a data source (the project number) becomes a constant."""
+    blocks = []
+    for path in sorted(TF_DIR.glob("*.tf")):
+        text = path.read_text()
+        for m in re.finditer(r"^(locals|variable)\b[^\n{]*\{", text, re.M):
+            end = _closing_brace(text, m.end() - 1)
+            blocks.append(text[m.start() : end + 1])
+    source = "\n\n".join(blocks).replace("${path.module}/../topology.yaml", str(TOPOLOGY_FILE))
+    module = tmp_path / "locals"
+    module.mkdir()
+    (module / "main.tf").write_text(re.sub(r"\$\{data\.[^}]*\}", "0", source))
+    return module
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="no terraform binary: the mirrors are checked by review")
+def test_the_mirrors_are_what_terraform_computes(tf: Terraform, topology: dict[str, Any], tmp_path: Path) -> None:
+    # GIVEN the sample tenants and a provider-free module of the deployment's variables and locals
+    module = _module_of_locals(tmp_path)
+    (module / "sample.tfvars.json").write_text(json.dumps({"tenants": SAMPLE_TENANTS}))
+    publishers_for_each = unwrap(tf.resources["google_pubsub_topic_iam_member.tenant_publishers"]["for_each"])
+    tenants_json_expr = unwrap(environment(tf)["LANDLINE_TENANTS_JSON"]).replace("each.value.region", '"europe-west1"')
+    expression = (
+        f"jsonencode({{topics = local.topics, triggers = local.pubsub_triggers, publishers = {publishers_for_each}, "
+        f"tenants_json = {tenants_json_expr}}})"
+    )
+    # WHEN terraform console evaluates them
+    result = subprocess.run(
+        ["terraform", "console", "-var", "project=proj", "-var", "source_version=v", "-var-file=sample.tfvars.json"],
+        input=expression, cwd=module, capture_output=True, text=True, timeout=120, check=False,
+        env={"PATH": "/usr/bin:/bin:/usr/local/bin", "TF_CLI_CONFIG_FILE": "/dev/null", "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    computed = json.loads(json.loads(result.stdout.strip().splitlines()[-1]))
+    # THEN Terraform computes what the mirrors say, which name every tenant's topics as the code does
+    tenants = tenants_value(tf)
+    copies = topic_copies(topology, tenants)
+    assert computed["topics"] == copies
+    assert computed["triggers"] == pubsub_triggers(topology, copies)
+    assert computed["publishers"] == tenant_publishers(tenants)
+    assert json.loads(computed["tenants_json"]) == json.loads(tenants_json(tf, tenants, "europe-west1"))
 
 
 def _explicit_env_reads() -> set[str]:
@@ -681,20 +855,17 @@ def test_environment_variables_are_ones_the_code_reads(tf: Terraform) -> None:
 
 
 def test_settings_the_cloud_needs_are_set_for_the_region(tf: Terraform, topology: dict[str, Any]) -> None:
-    # GIVEN the environment of a function deployed in one region, and the settings' local-stack defaults
+    # GIVEN the environment of a function deployed in one region, and the settings
     env = environment(tf)
     prefix = Settings.model_config["env_prefix"]
     scope = {"each": {"value": {"region": "europe-west1"}}, "var": {"project": "proj"}}
-    topic_name = tf.resources["google_pubsub_topic.topic"]["name"]
-    # WHEN the settings that name topics are compared with the regional topics Terraform creates
+    # WHEN the settings that name topics are compared with the topology
     topic_settings = {name: f.default for name, f in Settings.model_fields.items() if f.default in topology["topics"]}
-    assert topic_settings, "no setting names a topology topic"
-    for name, topic in topic_settings.items():
-        key = f"{prefix}{name}".upper()
-        # THEN each is set to the region's copy of the topic (the default is the unregioned local name)
-        assert key in env, f"{key} is not set: the code would use the local name {topic!r}"
-        expected = render(topic_name, {"each": {"value": {"name": topic, "region": "europe-west1"}}})
-        assert render(env[key], scope) == expected
+    # THEN they are the per-tenant topics, whose copies the code names "<setting>.<tenant>" as Terraform does, so the
+    # cloud leaves them at their defaults
+    assert set(topic_settings.values()) == {t for t, spec in topology["topics"].items() if spec.get("per_tenant")}
+    for name in topic_settings:
+        assert f"{prefix}{name}".upper() not in env, f"{name}: a tenant's topic is <base>.<tenant> with the base name"
     # ... the project is set (its default is the local one) and so are the tenants
     assert render(env[f"{prefix}PROJECT"], scope) == "proj"
     assert f"{prefix}TENANTS_JSON" in env
@@ -711,9 +882,17 @@ def _json_default(model: type[BaseModel], name: str) -> Any:
     return TypeAdapter(info.annotation).dump_python(info.get_default(call_default_factory=True), mode="json")
 
 
-def _compare_with_model(t: TfType, model: type[BaseModel], added: frozenset[str] = frozenset()) -> None:
-    assert set(t.attrs) | added == set(model.model_fields), f"{model.__name__} fields vs the Terraform object type"
+def _compare_with_model(
+    t: TfType,
+    model: type[BaseModel],
+    added: frozenset[str] = frozenset(),
+    deployment_only: frozenset[str] = frozenset(),
+) -> None:
+    fields = set(t.attrs) - deployment_only
+    assert fields | added == set(model.model_fields), f"{model.__name__} fields vs the Terraform object type"
     for name, attr in t.attrs.items():
+        if name in deployment_only:
+            continue
         info = model.model_fields[name]
         where = f"{model.__name__}.{name}"
         assert attr.optional == (not info.is_required()), f"{where}: optional in one, required in the other"
@@ -730,21 +909,26 @@ def test_tenants_variable_has_the_tenant_models_fields_and_defaults(tf: Terrafor
     # GIVEN the object type of var.tenants
     tenant_type = tenants_type(tf).elem
     assert tenant_type
-    # WHEN it is compared with the Tenant model, nested models included (name is added from the map key)
+    # WHEN it is compared with the Tenant model, nested models included (name is added from the map key; publishers
+    # are IAM grants, not passed to the functions: tenants_json leaves them out)
     # THEN the fields are the same, the required ones too, and the defaults are the model's
-    _compare_with_model(tenant_type, Tenant, added=frozenset({"name"}))
+    _compare_with_model(tenant_type, Tenant, added=frozenset({"name"}), deployment_only=DEPLOYMENT_ONLY)
 
 
 def tenants_json(tf: Terraform, tenants: dict[str, Any], region: str) -> str:
     """LANDLINE_TENANTS_JSON of the functions deployed in `region`."""
     m = re.fullmatch(r"jsonencode\((.+)\)", unwrap(environment(tf)["LANDLINE_TENANTS_JSON"]), re.S)
     assert m, "LANDLINE_TENANTS_JSON is not a jsonencode(...)"
-    key_var, value_var, source, key_expr, value_expr, cond = match_for(m.group(1))
-    assert (source, key_expr) == ("var.tenants", key_var)
-    assert value_expr == f"merge({value_var}, {{name = {key_var}}})", value_expr
+    head = re.fullmatch(r"\{for (\w+), (\w+) in var\.tenants : (\w+) => (.+)\}", m.group(1).strip(), re.S)
+    assert head, m.group(1)
+    key_var, value_var, key_expr, rest = head.groups()
+    value_expr, cond = _split_if(rest)
+    assert key_expr == key_var
+    left_out = ", ".join(f'k != "{f}"' for f in sorted(DEPLOYMENT_ONLY))
+    assert value_expr == f"merge({{for k, v in {value_var} : k => v if {left_out}}}, {{name = {key_var}}})", value_expr
     return json.dumps(
         {
-            name: {**t, "name": name}
+            name: {**{k: v for k, v in t.items() if k not in DEPLOYMENT_ONLY}, "name": name}
             for name, t in tenants.items()
             if cond is None or hcl_eval(cond, {key_var: name, value_var: t, "each": {"value": {"region": region}}})
         }
@@ -882,11 +1066,11 @@ def _service_agent(tf: Terraform, key: str, member: str) -> str:
     return PUBSUB_AGENT
 
 
-def _accounts_iterated(expr: str, tf: Terraform, topology: dict[str, Any], regions: set[str]) -> set[str]:
+def _accounts_iterated(expr: str, tf: Terraform, topology: dict[str, Any]) -> set[str]:
     """`toset([for t in values(local.pubsub_triggers) : t.name])`: the functions whose accounts it covers."""
     m = re.fullmatch(r"toset\(\[for (\w+) in values\(local\.pubsub_triggers\) : (.+)\]\)", unwrap(expr))
     assert m, f"the test cannot tell which accounts this for_each covers: {expr}"
-    triggers = pubsub_triggers(tf, function_deployments(tf, topology, regions))
+    triggers = pubsub_triggers(topology, topic_copies(topology, tenants_value(tf)))
     return {hcl_eval(m.group(2), {m.group(1): t}) for t in triggers.values()}
 
 
@@ -903,6 +1087,10 @@ def test_each_service_account_gets_only_the_roles_its_function_needs(tf: Terrafo
         role, target, member = body["role"], _grant_target(tf, rtype, body), unwrap(body["member"])
         if local := re.fullmatch(r"local\.(\w+)", member):
             member = unwrap(tf.locals[local.group(1)])
+        if member == "each.value.member":  # a tenant's own publishers (test_publishers_are_granted_per_tenant_topic...)
+            assert key == "google_pubsub_topic_iam_member.tenant_publishers", key
+            assert (role, target) == ("roles/pubsub.publisher", "google_pubsub_topic.topic"), key
+            continue
         m = re.fullmatch(r"serviceAccount:\$\{google_service_account\.fn\[(.+)\]\.email\}", member)
         if not m:
             agents.add((_service_agent(tf, key, member), role, target))
@@ -928,17 +1116,15 @@ def test_each_service_account_gets_only_the_roles_its_function_needs(tf: Terrafo
     assert unwrap(acks["for_each"]) == "google_pubsub_subscription.trigger"
     assert unwrap(acks["subscription"]) == "each.value.name"
     tokens = tf.resources["google_service_account_iam_member.pubsub_agent_mints_tokens"]
-    regions = {t["region"] for t in SAMPLE_TENANTS.values()}
-    pushed_as = {t["name"] for t in pubsub_triggers(tf, function_deployments(tf, topology, regions)).values()}
-    assert _accounts_iterated(tokens["for_each"], tf, topology, regions) == pushed_as
+    pushed_as = {t["name"] for t in pubsub_triggers(topology, topic_copies(topology, tenants_value(tf))).values()}
+    assert _accounts_iterated(tokens["for_each"], tf, topology) == pushed_as
     assert unwrap(tokens["service_account_id"]) == "google_service_account.fn[each.key].name"
-    # ... and ingest_file publishes only on the raw-events topics (the setting's topic)
+    # ... and ingest_file publishes only on the tenants' own raw-events topics (the setting's topic, per tenant)
     publish = tf.resources["google_pubsub_topic_iam_member.ingest_publishes"]
-    assert match_for(publish["for_each"])[2] == "local.regional_topics"
-    regional = {f"{t}@r": {"name": t, "region": "r"} for t in topology["topics"]}
-    assert {v["name"] for v in filter_for(publish["for_each"], regional).values()} == {
-        Settings.model_fields["raw_events_topic"].default
-    }
+    assert match_for(publish["for_each"])[2] == "local.topics"
+    tenants = tenants_value(tf)
+    granted = {v["name"] for v in filter_for(publish["for_each"], topic_copies(topology, tenants)).values()}
+    assert granted == {tenant_topic(Settings().raw_events_topic, tenant) for tenant in tenants}
 
 
 REFERENCE = re.compile(r"(?<![\w.])(data\.)?(google_[a-z0-9_]+)\.([a-z0-9_]+)")
@@ -972,3 +1158,21 @@ def test_every_reference_is_declared(tf: Terraform, topology: dict[str, Any]) ->
             assert name in topology[kind], f"no {kind} {name} in the topology"
         for name in re.findall(r'google_pubsub_topic\.topic\["([\w-]+)@', text):
             assert name in topology["topics"], f"no topic {name} in the topology"
+
+
+def test_claims_expire_after_the_retention_but_never_within_the_lease(tf: Terraform) -> None:
+    """Finding 28: the claims bucket has a lifecycle rule; a claim is only needed until its message has a final row
+    (the 15-minute lease at most), so any retention of a day or more is safe."""
+    claims = tf.resources["google_storage_bucket.claims"]
+    rules = claims["lifecycle_rule"]
+    rules = rules if isinstance(rules, list) else [rules]
+    assert len(rules) == 1
+    rule = rules[0]
+    condition = rule["condition"][0] if isinstance(rule["condition"], list) else rule["condition"]
+    action = rule["action"][0] if isinstance(rule["action"], list) else rule["action"]
+    assert unwrap(condition["age"]) == "var.claim_retention_days"
+    assert unwrap(action["type"]) == "Delete"
+    variable = tf.variables["claim_retention_days"]
+    assert variable["default"] >= 1
+    assert "claim_retention_days >= 1" in unwrap(variable["validation"][0]["condition"] if isinstance(
+        variable["validation"], list) else variable["validation"]["condition"])
