@@ -23,38 +23,76 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # number -> (severity, short title, argument when a decision rather than a test closes it, else None)
 FINDINGS: dict[int, tuple[str, str, str | None]] = {
-    1: ("H", "Poison lines crash the loader; the whole batch is dead-lettered", None),
+    1: ("H", "Poison lines crash the loader; the whole batch is dead-lettered",
+        "any exception mapping one line is that line's `internal_error` rejection (tests/unit/test_parse_lines.py, "
+        "tests/unit/test_loader_properties.py: no input makes a format raise)"),
     2: ("H", "One tenant or one bad schedule row stops push sending for the region", None),
     3: ("H", "Due pushes starve behind future local-time messages", None),
-    4: ("H", "Tenant isolation trusts a free attribute on shared topics", None),
-    5: ("H", "Memory is unbounded on untrusted input", None),
-    6: ("M", "Push sends can duplicate after ambiguous transport errors", None),
+    4: ("H", "Tenant isolation trusts a free attribute on shared topics",
+        "decision: per-tenant topics (`raw-events.<t>`, `send-requests.<t>`, `object-notifications.<t>`), the tenant "
+        "taken from the delivering topic, publisher IAM per tenant topic (README, Publishing events directly)"),
+    5: ("H", "Memory is unbounded on untrusted input",
+        "a line is capped at 16 MiB (its head kept, rejected `line_too_large`), line-number attributes are checked "
+        "before any list is built, a message holds at most 10,000 lines (tests/unit/test_ingest_decode.py, "
+        "test_ingest_batching.py, test_load_message.py)"),
+    6: ("M", "Push sends can duplicate after ambiguous transport errors",
+        "only what never left the process is resent; OneSignal alone is resent (idempotency key) "
+        "(tests/push/test_faults_providers.py)"),
     7: ("M", "A claim can be lost to its own retry", None),
     8: ("M", "Credential or config errors permanently fail messages", None),
     9: ("M", "The tick budget is per tenant, not per invocation", None),
-    10: ("M", "Dead letters are neither alerted nor replayable; ingest has no dead-letter path", None),
-    11: ("M", "Unclassified exceptions skip run_stage", None),
+    10: ("M", "Dead letters are neither alerted nor replayable; ingest has no dead-letter path",
+         "alert policies on every dead-letter keep subscription and on setup-error logs (infra/terraform/"
+         "monitoring.tf, tests/unit/test_terraform.py); tables created by Terraform is the deployment issue's"),
+    11: ("M", "Unclassified exceptions skip run_stage",
+         "a bug or a malformed envelope is logged `error_class=bug` with its context and delivery attempt, then "
+         "re-raised so the platform retries (tests/unit/test_runtime.py); a log line, not a data path, so no scenario"),
     12: ("M", "PII reaches events.metadata", None),
-    13: ("M", "Raw PII kept forever and readable by anyone on the project", None),
-    14: ("M", "IAM is broader than needed", None),
+    13: ("M", "Raw PII kept forever and readable by anyone on the project",
+         "code side: `rejected` partitions expire (privacy.rejected_retention_days, default 30); dataset access "
+         "blocks and policy tags are the deployment issue's (#13)"),
+    14: ("M", "IAM is broader than needed",
+         "deferred to the deployment issue (#13: a service account per function per region, table-level grants); "
+         "meanwhile region and tenant are enforced in code before every write (scenarios citing 4, "
+         "tests/integration/test_load_region.py)"),
     15: ("M", "A whole-request 400 from insertAll counts as transient", None),
     16: ("M", "A redelivered send request can overwrite a newer update", None),
     17: ("M", "Expo messages count twice against the frequency cap", None),
-    18: ("L", "Malformed attributes raise and become poison messages", None),
-    19: ("L", "Send requests with year-1 datetimes raise inside a validator", None),
-    20: ("L", "A huge Retry-After overflows datetime", None),
-    21: ("L", "Credential caches keyed by non-secret identifiers; base_url from secrets", None),
-    22: ("L", "The privacy salt shows up in repr(PrivacyPolicy)", None),
+    18: ("L", "Malformed attributes raise and become poison messages",
+         "a malformed, inconsistent or huge attribute is ignored and lines are numbered from 1 "
+         "(tests/unit/test_ingest_batching.py)"),
+    19: ("L", "Send requests with year-1 datetimes raise inside a validator",
+         "an out-of-range time is a rejected line naming the field (tests/push/test_send_requests.py)"),
+    20: ("L", "A huge Retry-After overflows datetime",
+         "Retry-After and APNs 410 timestamps are clamped (tests/push/test_faults_providers.py)"),
+    21: ("L", "Credential caches keyed by non-secret identifiers; base_url from secrets",
+         "caches keyed by a hash of the key; endpoints in a secret are ignored outside the local stack "
+         "(tests/push/test_tick_isolation.py)"),
+    22: ("L", "The privacy salt shows up in repr(PrivacyPolicy)", "the salt is a SecretStr"),
     23: ("L", "Local secrets briefly world-readable", None),
-    24: ("L", "The ledger and stats have accounting holes", None),
-    25: ("L", "Some values change or are rejected without trace (1e400, mid-file BOM)", None),
-    26: ("L", "Tenant model does not validate bucket/dataset/region; uniqueness unchecked", None),
-    27: ("L", "`landline query` runs arbitrary SQL", None),
-    28: ("L", "Unbounded growth: claims bucket without lifecycle, files not partitioned", None),
-    29: ("L", "gc.disable() is process-wide while load_events runs 4 threads", None),
-    30: ("L", "The APNs device token is put into :path unescaped", None),
-    31: ("L", "The GCS service agent has pubsub.publisher project-wide", None),
-    32: ("L", "Deploys are not reviewed or pinned", None),
+    24: ("L", "The ledger and stats have accounting holes",
+         "every ingest attempt ends with a ledger row (`gone`, `failed` too); `stats` prints `unaccounted`"),
+    25: ("L", "Some values change or are rejected without trace (1e400, mid-file BOM)",
+         "`1e400` is `invalid_field`, integers beyond int64 are kept as exact decimal strings, a BOM starting a line "
+         "is ignored (tests/unit/test_parse_lines.py)"),
+    26: ("L", "Tenant model does not validate bucket/dataset/region; uniqueness unchecked",
+         "names and regions checked as Google Cloud checks them; no two tenants share a bucket or dataset; a taken "
+         "bucket is used only if it is this project's (tests/unit/test_tenant_config.py, tests/integration/test_tenant_admin.py)"),
+    27: ("L", "`landline query` runs arbitrary SQL",
+         "decision: an operator's tool that runs with the caller's own credentials and grants nothing more; "
+         "documented in the README and its help"),
+    28: ("L", "Unbounded growth: claims bucket without lifecycle, files not partitioned",
+         "claims deleted after claim_retention_days (30); the file ledger is partitioned by recorded_at for new "
+         "tenants (tests/unit/test_terraform.py, tests/integration/test_schema_upgrade.py)"),
+    29: ("L", "gc.disable() is process-wide while load_events runs 4 threads",
+         "the loader no longer touches the collector (tests/unit/test_parse_lines.py)"),
+    30: ("L", "The APNs device token is put into :path unescaped",
+         "a token that is not hex is percent-encoded (tests/push/test_faults_providers.py)"),
+    31: ("L", "The GCS service agent has pubsub.publisher project-wide",
+         "Cloud Storage's agent may publish only on `object-notifications.<t>`; ingest takes the tenant from that "
+         "topic (tests/unit/test_terraform.py)"),
+    32: ("L", "Deploys are not reviewed or pinned",
+         "deferred to the deployment issue (#13: plan, reviewed apply, images pinned by digest)"),
 }
 
 
@@ -94,7 +132,9 @@ def render(results: list[dict[str, Any]], *, generated_at: datetime | None = Non
         "",
         f"Generated by `make reliability` from a test run ({when}, commit `{commit or _commit()}`): every row is a",
         "test marked `@pytest.mark.scenario` (tests/faults.py) that injected the fault and *measured* the records lost",
-        "and duplicated (from the warehouse, the file ledger and the provider fakes' counters). Do not edit by hand.",
+        "and duplicated (from the warehouse, the file ledger and the provider fakes' counters); a partial run updates",
+        "its own rows and keeps the others' (each row names its test, so `pytest TEST` re-measures it). Do not edit",
+        "by hand.",
         "",
         f"{len(rows)} scenarios, {sum(r['lost'] for r in rows)} records lost, "
         f"{sum(r['duplicated'] for r in rows)} duplicated.",
