@@ -74,7 +74,7 @@ def measure(size_mb: int, workdir: Path) -> dict[str, float]:
 
     from infra.local.provision import push_subscription_name
     from infra.local.stack import Stack
-    from shared.cli import drop_files, wait_idle
+    from infra.local.stack_ops import drop_files, wait_idle
     from shared.config import tenant_topic
     from tests.stack_support import free_port_base
 

@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# What the functions do not need at run time (the CLI only).
+# What the functions do not need at run time (the CLI, infra/local/cli.py, only).
 NOT_DEPLOYED = {"typer"}
 
 
@@ -29,8 +29,7 @@ def package(function: str, out_dir: Path, version: str) -> Path:
         archive.write(REPO / "functions" / function / "main.py", "main.py")
         archive.writestr("requirements.txt", requirements())
         for path in sorted((REPO / "shared").rglob("*.py")):
-            if path.name != "cli.py":
-                archive.write(path, path.relative_to(REPO).as_posix())
+            archive.write(path, path.relative_to(REPO).as_posix())
     return target
 
 

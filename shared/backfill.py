@@ -89,7 +89,7 @@ def notification(blob: Blob) -> tuple[bytes, dict[str, str]]:
 
 
 def loaded_origins(tenant: Tenant) -> set[str]:
-    from shared.stats import run_query
+    from shared.warehouse.query import run_query
 
     return {str(row["origin"]) for row in run_query(tenant.name, LOADED_SQL)}
 

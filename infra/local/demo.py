@@ -7,21 +7,21 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from infra.local.stack import REPO
-from shared.stats import format_stats, run_query, tenant_stats
+from infra.local.stack_config import REPO
+from infra.local.stack_ops import drop_files, publish_tick, wait_idle
+from infra.local.stats import format_stats, tenant_stats
+from shared.warehouse.query import run_query
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from infra.local.stack import StackConfig
+    from infra.local.stack_config import StackConfig
 
 SAMPLES = REPO / "samples" / "segment"
 TENANT = "default"
 
 
 def run_demo(cfg: StackConfig, echo: Callable[[str], None]) -> dict[str, Any]:
-    from shared.cli import drop_files, wait_idle
-
     echo(f"dropping the sample Segment export from {SAMPLES.relative_to(REPO)} into tenant '{TENANT}' ...")
     for line in drop_files(cfg, [SAMPLES], TENANT, ""):
         echo(f"  uploaded {line}")
@@ -54,7 +54,6 @@ def run_demo(cfg: StackConfig, echo: Callable[[str], None]) -> dict[str, Any]:
 
 def _send_pushes(cfg: StackConfig, echo: Callable[[str], None]) -> dict[str, object]:
     """Schedule a push for every contact the export identified (and one for a contact without a token), tick, wait."""
-    from shared.cli import publish_tick, wait_idle
     from shared.config import tenants
     from shared.push.schedule import SendRequest, schedule
 

@@ -23,7 +23,7 @@ from shared.config import TENANT_NAME_PATTERN, tenant_topic
 from shared.errors import SetupError
 
 if TYPE_CHECKING:
-    from infra.local.stack import StackConfig
+    from infra.local.stack_config import StackConfig
     from infra.local.topology import Topology
 
 DEFAULT_TENANT = "default"
@@ -158,7 +158,7 @@ def ensure_tenants(cfg: StackConfig, topology: Topology, default_region: str | N
 
 def add_local_tenant(cfg: StackConfig, name: str, region: str, **kwargs: object) -> object:
     """``shared.tenancy.add_tenant`` with this stack's settings."""
-    from infra.local.stack import activate
+    from infra.local.stack_config import activate
     from shared.tenancy import add_tenant
 
     activate(cfg)

@@ -25,7 +25,7 @@ from infra.local.secrets_file import (
 )
 
 if TYPE_CHECKING:
-    from infra.local.stack import StackConfig
+    from infra.local.stack_config import StackConfig
 
 PROVIDER_PORT_OFFSET = {"fcm": 0, "apns": 1, "onesignal": 2, "braze": 3, "expo": 4}
 

@@ -1,6 +1,6 @@
 """The local stand-in for Secret Manager: one JSON file in the stack's state folder, readable only by its owner.
 
-Layout as ``shared/push/credentials.py`` reads it: ``{"<tenant>": {"<entry>": {...}}}`` where an entry is a push
+Layout as ``shared/secrets.py`` reads it: ``{"<tenant>": {"<entry>": {...}}}`` where an entry is a push
 provider's credentials or ``privacy`` (the pseudonymisation salt).
 
 Files holding keys are never world-readable, not even for a moment: they are written to a temp file that is created
@@ -19,12 +19,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.push.credentials import PRIVACY_ENTRY
+from shared.secrets import PRIVACY_ENTRY
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from infra.local.stack import StackConfig
+    from infra.local.stack_config import StackConfig
 
 PRIVATE_FILE_MODE = 0o600
 PRIVATE_DIR_MODE = 0o700

@@ -67,7 +67,7 @@ resource "google_bigquery_dataset_iam_member" "writers" {
   member     = "serviceAccount:${google_service_account.fn[each.value.fn].email}"
 }
 
-# Only send_due runs query jobs (shared/stats.py run_query); ingest_file and load_events only stream rows in.
+# Only send_due runs query jobs (shared/warehouse/query.py run_query); ingest_file and load_events only stream rows in.
 resource "google_project_iam_member" "job_users" {
   for_each = toset(["send_due"])
   project  = var.project

@@ -61,7 +61,7 @@ from shared.push.schedule import (
     valid_message_id,
 )
 from shared.runtime import get_logger
-from shared.stats import run_query
+from shared.warehouse.query import run_query
 from shared.warehouse.client import bigquery_client
 from shared.warehouse.rows import InvalidTokenRow, SendRow
 from shared.warehouse.writer import write_rows

@@ -1,6 +1,6 @@
 """Issue 4: every line read is accounted for, through the real local stack.
 
-``lines == events + user_property_rows + rejected_lines + duplicates`` (shared/stats.py), on a corpus that mixes good
+``lines == events + user_property_rows + rejected_lines + duplicates`` (infra/local/stats.py), on a corpus that mixes good
 records of every Segment type, duplicates (same messageId twice in one file and across two files, and a direct
 publish repeating a file's event id) and bad records of many reason codes. Each corpus line is written next to the
 outcome it must have, so the expected counts are derived from the corpus itself rather than typed twice. Lines that

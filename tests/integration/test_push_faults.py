@@ -428,7 +428,7 @@ def test_a_send_request_cannot_reach_another_tenant(local_stack: StackHandle, fa
 def test_a_redelivered_older_request_never_overwrites_a_newer_one(local_stack: StackHandle, fault: Fault) -> None:
     from shared.config import tenant_topic
     from shared.push.tick import _CANDIDATES_SQL, MAX_CANDIDATES
-    from shared.stats import run_query
+    from shared.warehouse.query import run_query
 
     run = unique("v")
     tenant = quick_tenant(local_stack, {f"{run}-c": f"{run}-tok"})

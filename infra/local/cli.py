@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,8 +15,10 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from infra.local.stack_ops import drop_files, expect, publish_tick, wait_idle
+
 if TYPE_CHECKING:
-    from infra.local.stack import Stack, StackConfig
+    from infra.local.stack import Stack
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 tenant_app = typer.Typer(no_args_is_help=True, help="Tenants: a bucket and a dataset pinned to one region.")
@@ -34,7 +35,7 @@ def _stack(home: Path | None, port_base: int | None = None) -> Stack:
 
 
 def _running(home: Path | None) -> Stack:
-    from infra.local.stack import activate
+    from infra.local.stack_config import activate
 
     stack = _stack(home)
     if not stack.cfg.paths.config.exists() or stack.pid("pubsub") is None:
@@ -221,31 +222,6 @@ def tenant_list(home: HomeOpt = None) -> None:
     _echo_json([t.model_dump() for t in tenants().all()])
 
 
-def drop_files(cfg: StackConfig, paths: list[Path], tenant: str, prefix: str) -> list[str]:
-    """Upload into the tenant's bucket; tells the router which finalize events to expect (for `landline wait`)."""
-    import httpx
-
-    from shared.clients import storage_client
-    from shared.config import tenants
-
-    bucket = storage_client().bucket(tenants().get(tenant).bucket)
-    uploads: list[tuple[Path, str]] = []
-    for path in paths:
-        if path.is_dir():
-            uploads += [(f, f.relative_to(path).as_posix()) for f in sorted(path.rglob("*")) if f.is_file()]
-        else:
-            uploads.append((path, path.name))
-    expected, uploaded = [], []
-    for file, relative in uploads:
-        name = f"{prefix.strip('/')}/{relative}" if prefix.strip("/") else relative
-        blob = bucket.blob(name)
-        blob.upload_from_filename(str(file))
-        expected.append(f"{bucket.name}/{name}#{blob.generation}")
-        uploaded.append(f"gs://{bucket.name}/{name}#{blob.generation}")
-    httpx.post(f"{cfg.url('router')}/expect", json=expected, timeout=5)
-    return uploaded
-
-
 @app.command()
 def drop(
     paths: Annotated[list[Path], typer.Argument(exists=True, help="files or directories to upload")],
@@ -257,21 +233,6 @@ def drop(
     stack = _running(home)
     for line in drop_files(stack.cfg, paths, tenant, prefix):
         typer.echo(line)
-
-
-def wait_idle(router_url: str, timeout: float, quiet: float = 1.5) -> dict[str, Any]:
-    """Block until no delivery is in flight, none awaits a retry, no dropped file is pending, and all is quiet."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while True:
-        stats = httpx.get(f"{router_url}/stats", timeout=5).json()
-        busy = stats["inflight"] or stats["awaiting_retry"] or stats["expected_objects"]
-        if not busy and stats["idle_seconds"] >= quiet:
-            return dict(stats)
-        if time.monotonic() > deadline:
-            raise TimeoutError(json.dumps(stats))
-        time.sleep(0.2)
 
 
 @app.command()
@@ -292,7 +253,7 @@ def query(sql: str, tenant: TenantOpt = "default", home: HomeOpt = None) -> None
 
     An operator's tool, not a boundary: the SQL runs with the caller's own credentials, so it can do whatever those
     credentials allow (other datasets, DDL); it grants nothing the caller does not already hold."""
-    from shared.stats import run_query
+    from shared.warehouse.query import run_query
 
     _running(home)
     for row in run_query(tenant, sql):
@@ -305,14 +266,14 @@ def stats(
 ) -> None:
     """Counts: files by status, lines, events, event_rows, duplicates, users, rejected by reason, sends by status,
     and unaccounted lines (read, but neither rows, rejections nor duplicates: 0 when nothing is lost)."""
-    from shared.stats import tenant_stats
+    from infra.local.stats import tenant_stats
 
     _running(home)
     counts = tenant_stats(tenant)
     if as_json:
         typer.echo(json.dumps(counts, default=str))
     else:
-        from shared.stats import format_stats
+        from infra.local.stats import format_stats
 
         typer.echo(format_stats(tenant, counts))
 
@@ -363,19 +324,6 @@ def schedule_cmd(
     typer.echo(request.message_id)
 
 
-def publish_tick(router_url: str, tenant: str | None = None) -> str:
-    import httpx
-
-    from shared.clients import publisher, topic_path
-
-    attributes = {"origin": "cli", **({"tenant": tenant} if tenant else {})}
-    future = publisher().publish(topic_path("send-ticks"), json.dumps({"at": time.time()}).encode(), **attributes)
-    message_id = str(future.result(timeout=30))
-    # Tell the router to expect this delivery, so `landline wait` does not return before the tick ran.
-    httpx.post(f"{router_url}/expect", json=[f"msg:{message_id}"], timeout=5)
-    return message_id
-
-
 @app.command()
 def demo(
     home: HomeOpt = None,
@@ -388,7 +336,7 @@ def demo(
     typer.echo("starting the local stack ...")
     seconds = stack.up()
     typer.echo(f"stack healthy in {seconds:.1f}s")
-    from infra.local.stack import activate
+    from infra.local.stack_config import activate
 
     activate(stack.cfg)
     try:
@@ -432,7 +380,7 @@ def replay(
         replayed = _recovery("replay", lambda: replay_dead_letters(
             tenant, dry_run=dry_run, fix_tenant=fix_tenant, on_letter=lambda _letter: advance(1)
         ))
-    _expect(stack, [f"msg:{message_id}" for message_id in replayed.message_ids])
+    expect(stack.cfg.url("router"), [f"msg:{message_id}" for message_id in replayed.message_ids])
     typer.echo(json.dumps(replayed.as_dict()) if as_json else replayed.summary())
 
 
@@ -492,7 +440,7 @@ def backfill(
             tenant, prefix=prefix, since=start, include_loaded=include_loaded, dry_run=dry_run,
             on_object=lambda _origin, _published: advance(1), on_total=lambda total: advance(0, total),
         ))
-    _expect(stack, [f"msg:{message_id}" for message_id in result.message_ids])
+    expect(stack.cfg.url("router"), [f"msg:{message_id}" for message_id in result.message_ids])
     typer.echo(json.dumps(result.as_dict()) if as_json else result.summary())
 
 
@@ -532,14 +480,6 @@ def _progress(description: str) -> Iterator[Callable[..., None]]:
             progress.advance(task, done)
 
         yield advance
-
-
-def _expect(stack: Stack, keys: list[str]) -> None:
-    """Tell the local router what was just published, so `landline wait` waits for it to be handled."""
-    import httpx
-
-    if keys:
-        httpx.post(f"{stack.cfg.url('router')}/expect", json=keys, timeout=5)
 
 
 def main() -> None:

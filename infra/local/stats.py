@@ -1,4 +1,4 @@
-"""Counts and ad-hoc queries over a tenant's dataset (used by `landline stats`, `landline query` and the demo).
+"""A tenant's counts (`landline stats` and the demo): an operator's view, never deployed.
 
 Every line read is accounted for: ``lines == events + user_property_rows + rejected_lines + duplicates``, and
 ``unaccounted`` is the difference, so a gap is printed rather than inferred. ``lines`` are the file ledger's lines
@@ -11,38 +11,9 @@ from a file whose ledger has no final count (an attempt that died and was never 
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from google.cloud import bigquery
-
-from shared.config import settings, tenants
-from shared.warehouse.client import bigquery_client, check_region
-
-
-def run_query(tenant_name: str, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Run ``sql`` with the tenant's dataset as default dataset, in the tenant's location."""
-    tenant = tenants().get(tenant_name)
-    client = bigquery_client()
-    check_region(client, tenant)
-    job_config = bigquery.QueryJobConfig(default_dataset=f"{settings().project}.{tenant.dataset}")
-    if params:
-        job_config.query_parameters = [bigquery.ScalarQueryParameter(k, _bq_type(v), v) for k, v in params.items()]
-    job = client.query(sql, job_config=job_config, location=tenant.region)
-    return [dict(row.items()) for row in job.result()]
-
-
-def _bq_type(value: Any) -> str:
-    if isinstance(value, datetime):
-        return "TIMESTAMP"
-    if isinstance(value, bool):
-        return "BOOL"
-    if isinstance(value, int):
-        return "INT64"
-    if isinstance(value, float):
-        return "FLOAT64"
-    return "STRING"
-
+from shared.warehouse.query import run_query
 
 # A line is identified by its position (origin, line_number): a redelivered batch stores the same positions again,
 # which must not count twice; the same event id at two positions is a duplicate.

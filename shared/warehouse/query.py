@@ -1,0 +1,46 @@
+"""Query jobs against one tenant's dataset: the send tick's candidates, backfill's ledger look-up, and the CLI.
+
+Every query runs with the tenant's dataset as its default dataset and in the tenant's location, after the region
+check, so an unqualified table name can only mean the tenant's own table.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from google.cloud import bigquery
+
+from shared.config import settings, tenants
+from shared.warehouse.client import bigquery_client, check_region
+
+
+def tenant_job_config(tenant_name: str, params: dict[str, Any] | None = None, **options: Any) -> bigquery.QueryJobConfig:
+    """A job config whose default dataset is the tenant's (``options``: more QueryJobConfig fields, e.g. dry_run)."""
+    job_config = bigquery.QueryJobConfig(
+        default_dataset=f"{settings().project}.{tenants().get(tenant_name).dataset}", **options
+    )
+    if params:
+        job_config.query_parameters = [bigquery.ScalarQueryParameter(k, _bq_type(v), v) for k, v in params.items()]
+    return job_config
+
+
+def run_query(tenant_name: str, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Run ``sql`` with the tenant's dataset as default dataset, in the tenant's location."""
+    tenant = tenants().get(tenant_name)
+    client = bigquery_client()
+    check_region(client, tenant)
+    job = client.query(sql, job_config=tenant_job_config(tenant_name, params), location=tenant.region)
+    return [dict(row.items()) for row in job.result()]
+
+
+def _bq_type(value: Any) -> str:
+    if isinstance(value, datetime):
+        return "TIMESTAMP"
+    if isinstance(value, bool):
+        return "BOOL"
+    if isinstance(value, int):
+        return "INT64"
+    if isinstance(value, float):
+        return "FLOAT64"
+    return "STRING"
