@@ -19,7 +19,7 @@ What the exporter writes (researched, not guessed):
   https://amplitude.com/docs/apis/analytics/identify
 * Cloud Storage export objects: ``{prefix}/{projectId}/{projectId}_{yyyy-MM-dd}_{H}#{partition}.json.gz`` (hour of
   ``server_upload_time``); the "merged Amplitude IDs" export writes ``{prefix}/-{orgId}/-{orgId}_...json.gz``,
-  which holds id merges, not events (``shared.ingest.layout`` ignores it).
+  which holds id merges, not events (ignored: ``AmplitudeFormat.locate``).
 
 Identity: contact_id = ``user_id`` (the customer's own id for a known user: the id the rest of the product, its
 schedules and its profiles, knows the person by), else ``device_id`` (the anonymous visitor, like Segment's
@@ -30,12 +30,29 @@ stored event, stable across re-exports) else a content hash.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter
 
-from shared.sources.common import NonBlankStr, RejectReason
+from shared.sources.common import (
+    NonBlankStr,
+    Rejection,
+    RejectReason,
+    content_hash,
+    present,
+    to_utc,
+    validate_export_record,
+)
+from shared.sources.format import NOT_EVENT_EXPORT, Format, ObjectLayout, event_row, ignored, text_value
+from shared.warehouse.rows import UserPropertiesRow
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from shared.sources.format import MappingContext, Row
+    from shared.warehouse.rows import Lineage
 
 IDENTIFY = "$identify"
 
@@ -118,3 +135,83 @@ def user_property_values(props: dict[str, Any]) -> dict[str, Any]:
 
 # Built once: constructing a TypeAdapter compiles the validator, far too slow to do per line.
 AMPLITUDE_ADAPTER: TypeAdapter[AmplitudeEvent] = TypeAdapter(AmplitudeEvent)
+
+
+class AmplitudeFormat(Format):
+    """Cloud Storage exports under ``amplitude/<project-id>/...`` (NDJSON, gzipped); the "merged Amplitude IDs"
+    export (``-<org-id>_<yyyy-MM-dd>_<H>.json.gz``) holds id merges, not events: ignored."""
+
+    name = "amplitude"
+    layout_root = "amplitude"
+
+    def locate(self, parts: Sequence[str]) -> ObjectLayout | None:
+        found = super().locate(parts)
+        if found is not None and parts[-1].startswith("-"):
+            return ignored(NOT_EVENT_EXPORT)
+        return found
+
+    def map(self, raw: bytes, lineage: Lineage, ctx: MappingContext) -> Row:
+        """One export line -> an event, or user properties for ``$identify``."""
+        msg: AmplitudeEvent = validate_export_record(AMPLITUDE_ADAPTER, raw, FIELD_REASONS)
+        iid = present(msg.insert_id) or present(msg.uuid)
+        contact = present(msg.user_id) or present(msg.device_id)
+        if contact is None:
+            raise Rejection(RejectReason.MISSING_IDENTITY, "neither user_id nor device_id is set", iid)
+        ts = msg.event_time or msg.client_event_time or msg.server_received_time or msg.server_upload_time
+        if ts is None:
+            raise Rejection(
+                RejectReason.MISSING_TIMESTAMP,
+                "none of event_time, client_event_time, server_received_time, server_upload_time is set",
+                iid,
+            )
+        ts = to_utc(ts)  # a naive export time is UTC
+        received = msg.server_received_time or msg.server_upload_time
+        ctx.check_future(ts, to_utc(received) if received is not None else lineage.received_at, iid)
+        if iid is None:
+            iid = content_hash(json.loads(raw))
+        if msg.event_type == IDENTIFY:
+            return _identify(msg, contact, ts, iid, lineage)
+        scrubber = ctx.scrubber
+        props = msg.event_properties
+        md = scrubber.scrub(props) if props else {}
+        d = msg.__dict__
+        context = {name: d[name] for name in CONTEXT_FIELDS if d[name] is not None}
+        if context:
+            context = scrubber.scrub(context)
+            if context:
+                md["context"] = context
+        return event_row(contact, ts, msg.event_type, iid, lineage, None, md)
+
+
+def _identify(msg: AmplitudeEvent, contact: str, ts: datetime, iid: str, lineage: Lineage) -> UserPropertiesRow:
+    """``$identify``: user properties, with the addresses pulled out as in Segment's identify mapping."""
+    traits = user_property_values(msg.user_properties or {})
+    found: dict[str, str | None] = {}
+    for column, keys in (
+        ("email", ("email",)),
+        ("phone", ("phone", "phone_number")),
+        ("timezone", ("timezone",)),
+        ("country", ("country",)),
+    ):
+        found[column] = None
+        for key in keys:
+            value = text_value(traits.get(key))
+            if value is not None:
+                del traits[key]
+                found[column] = value
+                break
+    return UserPropertiesRow(
+        contact_id=contact,
+        updated_at=ts,
+        event_instance_id=iid,
+        lineage=lineage,
+        country=found["country"] or present(msg.country),
+        timezone=found["timezone"],
+        push_token=None,
+        phone_number=found["phone"],
+        email_address=found["email"],
+        properties=traits,
+    )
+
+
+FORMAT = AmplitudeFormat()

@@ -20,12 +20,12 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AwareDatetime, Strict, StringConstraints
+from pydantic import AwareDatetime, Strict, StringConstraints, ValidationError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
-    from pydantic import ValidationError
+    from pydantic import TypeAdapter
 
 
 class RejectReason(StrEnum):
@@ -299,3 +299,68 @@ def reason_from_validation(raw: bytes, exc: ValidationError, kind_field: str) ->
         return RejectReason.INVALID_FIELD, str(exc)
     found.sort(key=lambda rm: _PRIORITY.index(rm[0]))
     return found[0]
+
+
+# -- one validate_json pass per line, and the reason when it fails ---------------------------------------------------
+def validate_record(adapter: TypeAdapter[Any], raw: bytes, kind_field: str) -> Any:
+    """``raw`` validated by ``adapter`` in one Rust pass, or ``Rejection`` naming the reason (``kind_field``: the
+    discriminator's name, for "unknown type" messages)."""
+    try:
+        value = adapter.validate_json(raw)
+    except ValidationError as exc:
+        raise invalid_record(raw, exc, kind_field) from None
+    if has_non_finite(raw):  # checked after parsing: a byte search, and the rare re-parse only on a hit
+        raise Rejection(RejectReason.INVALID_JSON, "NaN/Infinity are not JSON")
+    return value
+
+
+def invalid_record(raw: bytes, exc: ValidationError, kind_field: str) -> Rejection:
+    """The rejection of a line that failed ``validate_json`` (the slow diagnosis, for failed lines only)."""
+    reason, message = reason_from_validation(raw, exc, kind_field)
+    if reason is RejectReason.UNKNOWN_TYPE and not raw.lstrip().startswith(b"{"):
+        reason, message = RejectReason.NOT_AN_OBJECT, "top-level JSON value is not an object"
+    return Rejection(reason, message)
+
+
+def validate_export_record(
+    adapter: TypeAdapter[Any], raw: bytes, field_reasons: Mapping[tuple[str, ...], RejectReason]
+) -> Any:
+    """``validate_record`` for an exporter's line, whose fields sit at other places than Segment's: the format's
+    ``field_reasons`` table says which reason an error at a location means."""
+    try:
+        value = adapter.validate_json(raw)
+    except ValidationError as exc:
+        raise Rejection(*_export_reason(raw, exc, field_reasons)) from None
+    if has_non_finite(raw):
+        raise Rejection(RejectReason.INVALID_JSON, "NaN/Infinity are not JSON")
+    return value
+
+
+def _export_reason(
+    raw: bytes, exc: ValidationError, field_reasons: Mapping[tuple[str, ...], RejectReason]
+) -> tuple[RejectReason, str]:
+    """An exporter model's validation error -> one reason. The rules are ``reason_from_validation``'s: a missing,
+    null or blank name or id is ``missing_*``, one of the wrong type is ``invalid_field``. Anything the table does
+    not name is left to it."""
+    found: list[tuple[RejectReason, str]] = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(str(p) for p in err["loc"])
+        key = loc[:2] if loc[:2] in field_reasons else loc[:1]
+        reason = field_reasons.get(key)
+        if reason is None:
+            continue
+        etype = err["type"]
+        if reason in (RejectReason.MISSING_IDENTITY, RejectReason.MISSING_EVENT_NAME) and not (
+            etype in ("missing", "string_pattern_mismatch") or (etype == "string_type" and err.get("input") is None)
+        ):
+            reason = RejectReason.INVALID_FIELD
+        found.append((reason, f"{'.'.join(key)}: {err['msg']}"))
+    if not found:
+        return reason_from_validation(raw, exc, "event")
+    order = (
+        RejectReason.MISSING_IDENTITY,
+        RejectReason.MISSING_EVENT_NAME,
+        RejectReason.INVALID_TIMESTAMP,
+        RejectReason.INVALID_FIELD,
+    )
+    return min(found, key=lambda rm: order.index(rm[0]))

@@ -19,7 +19,14 @@ The rules (the README, "Other exporters", says the same to the people who write 
   ``invalid_csv``, as is a line whose field count differs from the header's.
 
 Records are validated by the native pydantic models (``shared.sources.native``), so timestamps follow the same rules
-(ISO-8601 with a zone) and ids the same non-blank rule. Mapping is ``shared.load.parse``'s.
+(ISO-8601 with a zone) and ids the same non-blank rule, and mapped as native records are (``native_row``).
+
+Framing (``CsvFormat.header``), the rule every stage follows: the header row is not a record. Ingest checks it before
+publishing anything (a bad one rejects the whole file, naming the columns) and sends it in front of every batch's
+payload, so each message is a small CSV file the loader reads alone; ``first_line``/``last_line`` number the data
+lines with their real line numbers; the ledger's ``lines`` count data lines only, so ``lines == events +
+user_property_rows + rejected_lines + duplicates`` keeps holding; a rejected line keeps the header in its payload,
+so a replay republishes a one-line CSV file.
 """
 
 from __future__ import annotations
@@ -28,12 +35,19 @@ import csv
 import json
 from collections import Counter
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from shared.sources.common import Rejection, RejectReason
-from shared.sources.native import NativeEvent, NativeUserProperties
+from pydantic import ValidationError
 
-__all__ = ["CsvHeader", "HeaderError", "parse_header", "split_line"]
+from shared.sources.common import Rejection, RejectReason, reason_from_validation
+from shared.sources.format import Format, HeaderError
+from shared.sources.native import NativeEvent, NativeUserProperties, native_row
+
+if TYPE_CHECKING:
+    from shared.sources.format import MappingContext, Row
+    from shared.warehouse.rows import Lineage
+
+__all__ = ["FORMAT", "CsvFormat", "CsvHeader", "HeaderError", "parse_header", "split_line"]
 
 EVENT_FIELDS = ("contact_id", "event_name", "timestamp", "event_instance_id", "timezone")
 EVENT_REQUIRED = ("contact_id", "event_name", "timestamp")
@@ -44,15 +58,6 @@ PROFILE_COLUMNS = ("country", "push_token", "phone_number", "email_address", "up
 MAX_HEADER_BYTES = 65_536
 
 Kind = Literal["event", "user_properties"]
-
-
-class HeaderError(ValueError):
-    """The header row cannot describe records: ``reason`` is machine-readable, the message names the columns."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 def _cells(text: str) -> list[str]:
@@ -146,3 +151,32 @@ def parse_header(raw: bytes) -> CsvHeader:
     if problems:
         raise HeaderError("invalid_csv_header", f"{'; '.join(problems)}; the header is: {', '.join(names)[:300]}")
     return CsvHeader(tuple(names), kind)
+
+
+class CsvFormat(Format):
+    """CSV files in the native data model under ``csv/<source>/...`` (plain or gzipped), header row first."""
+
+    name = "csv"
+    layout_root = "csv"
+    reader = "csv"
+    header = True
+
+    def read_header(self, raw: bytes) -> CsvHeader:
+        return parse_header(raw)
+
+    def map(self, raw: bytes, lineage: Lineage, ctx: MappingContext) -> Row:
+        """A data line -> the native record its header describes -> its row."""
+        header = ctx.header
+        if header is None:
+            raise Rejection(RejectReason.INVALID_CSV, ctx.header_problem or "no CSV header row came with this line")
+        try:
+            rec = header.record(raw)
+        except ValidationError as exc:
+            reason, message = reason_from_validation(raw, exc, "kind")
+            if any(e["type"] == "missing" and e["loc"] == ("timestamp",) for e in exc.errors(include_url=False)):
+                reason = RejectReason.MISSING_TIMESTAMP  # an empty timestamp cell: absent, not malformed
+            raise Rejection(reason, message) from None
+        return native_row(rec, lineage, ctx)
+
+
+FORMAT = CsvFormat()

@@ -19,7 +19,7 @@ What the exporter writes (researched, not guessed):
   ``complete`` object when a period is done. https://docs.mixpanel.com/docs/data-pipelines (overview: "Raw").
   Profile updates (``$set``) are a separate export (people), not in event files: not handled here.
 
-Mapping (done in ``shared.load.parse``): contact_id = ``$user_id`` (the identified user) else ``distinct_id``
+Mapping (``MixpanelFormat``): contact_id = ``$user_id`` (the identified user) else ``distinct_id``
 (Mixpanel's own "who did it", ``$device:<id>`` while anonymous); event_instance_id = ``$insert_id`` else a content
 hash; event_name = ``event``; metadata = the other properties, minus identity, device ids and location (dropped in
 both privacy modes), scrubbed by the tenant's policy.
@@ -27,12 +27,30 @@ both privacy modes), scrubbed by the tenant's policy.
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, TypeAdapter
 
-from shared.sources.common import NonBlankStr, RejectReason
+from shared.sources.common import (
+    NonBlankStr,
+    Rejection,
+    RejectReason,
+    content_hash,
+    present,
+    validate_export_record,
+)
+from shared.sources.format import EXPORT_MARKER, Format, ObjectLayout, event_row, ignored, short_repr
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from shared.sources.format import MappingContext, Row
+    from shared.warehouse.rows import Lineage
+
+MIXPANEL_COMPLETE_MARKER = "complete"
 
 # Epoch values at or above this are milliseconds: 1e11 s is the year 5138, 1e11 ms is March 1973.
 MS_THRESHOLD = 100_000_000_000
@@ -96,3 +114,52 @@ def epoch_to_utc(value: float) -> datetime | None:
 
 # Built once: constructing a TypeAdapter compiles the validator, far too slow to do per line.
 MIXPANEL_ADAPTER: TypeAdapter[MixpanelEvent] = TypeAdapter(MixpanelEvent)
+
+
+class MixpanelFormat(Format):
+    """Raw event exports under ``mixpanel/<project-id>/...`` (NDJSON, gzipped or not); the empty ``complete`` marker
+    of a finished period is ignored."""
+
+    name = "mixpanel"
+    layout_root = "mixpanel"
+
+    def locate(self, parts: Sequence[str]) -> ObjectLayout | None:
+        found = super().locate(parts)
+        if found is not None and parts[-1] == MIXPANEL_COMPLETE_MARKER:
+            return ignored(EXPORT_MARKER)
+        return found
+
+    def map(self, raw: bytes, lineage: Lineage, ctx: MappingContext) -> Row:
+        """One export line -> an event."""
+        msg: MixpanelEvent = validate_export_record(MIXPANEL_ADAPTER, raw, FIELD_REASONS)
+        props = msg.properties
+        if props is None:
+            raise Rejection(RejectReason.MISSING_IDENTITY, "no properties: neither $user_id nor distinct_id is set")
+        iid = present(props.insert_id)
+        contact = present(props.user_id) or present(props.distinct_id)
+        if contact is None:
+            raise Rejection(
+                RejectReason.MISSING_IDENTITY, "neither properties.$user_id nor properties.distinct_id is set", iid
+            )
+        if props.time is None:
+            raise Rejection(RejectReason.MISSING_TIMESTAMP, "properties.time is not set", iid)
+        ts = epoch_to_utc(props.time)
+        if ts is None:
+            raise Rejection(
+                RejectReason.INVALID_TIMESTAMP,
+                f"properties.time {short_repr(props.time)} is not a positive epoch in seconds or milliseconds",
+                iid,
+            )
+        # Mixpanel's processing time plays Segment's receivedAt: the same line always gets the same verdict.
+        processed = epoch_to_utc(props.processing_time_ms) if props.processing_time_ms is not None else None
+        ctx.check_future(ts, processed or lineage.received_at, iid)
+        if iid is None:
+            iid = content_hash(json.loads(raw))
+        extra = props.model_extra or {}
+        if not DROPPED_PROPERTIES.isdisjoint(extra):
+            extra = {k: v for k, v in extra.items() if k not in DROPPED_PROPERTIES}
+        md = ctx.scrubber.scrub(extra) if extra else {}
+        return event_row(contact, ts, msg.event, iid, lineage, present(props.timezone), md)
+
+
+FORMAT = MixpanelFormat()

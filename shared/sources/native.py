@@ -1,4 +1,6 @@
-"""The product's own data model, for publishers that write to ``raw-events`` directly (no Segment in between).
+"""The product's own data model (``native``), for publishers that write to ``raw-events`` directly (no Segment in
+between), and its mapping (``NativeFormat``; ``native_row`` also maps CSV files, which hold native records).
+Native records come only as messages, never as files in a bucket: the format has no layout root.
 
 Two record kinds share the topic, told apart by ``kind``. ``kind`` may be left out: a record with an ``event_name``
 is an event, one with only profile fields is a user-properties record, so simple publishers need not know it.
@@ -6,11 +8,17 @@ is an event, one with only profile fields is a user-properties record, so simple
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Tag, TypeAdapter
 
-from shared.sources.common import NonBlankStr, Timestamp, content_hash, to_utc
+from shared.sources.common import NonBlankStr, Timestamp, content_hash, to_utc, validate_record
+from shared.sources.format import Format
+from shared.warehouse.rows import EventRow, UserPropertiesRow
+
+if TYPE_CHECKING:
+    from shared.sources.format import MappingContext, Row
+    from shared.warehouse.rows import Lineage
 
 _PROFILE_FIELDS = ("country", "push_token", "phone_number", "email_address", "properties", "updated_at")
 
@@ -82,3 +90,43 @@ NativeRecord = Annotated[
     Discriminator(_native_kind),
 ]
 NATIVE_ADAPTER: TypeAdapter[NativeEvent | NativeUserProperties] = TypeAdapter(NativeRecord)
+
+
+def native_row(rec: NativeEvent | NativeUserProperties, lineage: Lineage, ctx: MappingContext) -> Row:
+    """A validated native record (a direct publisher's JSON or a CSV line) -> its row."""
+    if isinstance(rec, NativeEvent):
+        ts = to_utc(rec.timestamp)
+        iid = rec.instance_id
+        ctx.check_future(ts, lineage.received_at, iid)
+        md = ctx.scrubber.scrub(rec.metadata) if rec.metadata else {}
+        return EventRow(rec.contact_id, ts, rec.event_name, iid, lineage, rec.timezone, md)
+    updated = rec.updated_at
+    if updated is not None:
+        updated = to_utc(updated)
+        ctx.check_future(updated, lineage.received_at, None)
+    else:
+        updated = lineage.received_at or ctx.now
+    return UserPropertiesRow(
+        contact_id=rec.contact_id,
+        updated_at=updated,
+        event_instance_id=rec.instance_id,
+        lineage=lineage,
+        country=rec.country,
+        timezone=rec.timezone,
+        push_token=rec.push_token,
+        phone_number=rec.phone_number,
+        email_address=rec.email_address,
+        properties=rec.properties or {},
+    )
+
+
+class NativeFormat(Format):
+    """JSON records published to ``raw-events.<tenant>``; the default ``format`` of a message."""
+
+    name = "native"
+
+    def map(self, raw: bytes, lineage: Lineage, ctx: MappingContext) -> Row:
+        return native_row(validate_record(NATIVE_ADAPTER, raw, "kind"), lineage, ctx)
+
+
+FORMAT = NativeFormat()

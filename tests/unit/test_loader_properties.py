@@ -26,11 +26,12 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from shared.envelopes import PubSubMessage
-from shared.ingest.batching import attribute_line_numbers, int_attribute
 from shared.ingest.decode import OVERSIZED_HEAD_BYTES, FileRejected, open_lines
-from shared.load.parse import FORMATS, LineParser
+from shared.load.parse import LineParser
 from shared.load.pipeline import MAX_LINES_PER_MESSAGE, parse_message
+from shared.raw_events import attribute_line_numbers, int_attribute
 from shared.sources.common import RejectReason
+from shared.sources.registry import BUILT_IN
 from shared.warehouse.rows import EventRow, Lineage, RejectedRow, UserPropertiesRow
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -266,7 +267,7 @@ def record_bytes(fmt: str) -> st.SearchStrategy[bytes]:
     )
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", [f.name for f in BUILT_IN])
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), number=st.integers(min_value=1, max_value=10**12))
 def test_every_line_of_every_format_is_one_row_or_one_rejection(fmt: str, data: st.DataObject, number: int) -> None:

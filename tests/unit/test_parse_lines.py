@@ -209,13 +209,13 @@ def test_parse_lines_leaves_the_process_wide_collector_alone(monkeypatch: pytest
 
 
 def test_fast_row_builders_match_the_constructors() -> None:
-    from shared.load import parse as p
+    from shared.sources import format as f
 
     # GIVEN the slot-filling builders used on the hot path THEN they are active and build equal, complete rows
-    assert p._EVENT_SET is not None and p._LINEAGE_SET is not None
-    lineage = p._lineage("segment", "gs://b/o#1", 3, NOW)
+    assert f._EVENT_SET is not None and f._LINEAGE_SET is not None
+    lineage = f.line_lineage("segment", "gs://b/o#1", 3, NOW)
     assert lineage == Lineage("segment", "gs://b/o#1", 3, NOW)
-    row = p._event_row("c1", NOW, "ev", "id1", lineage, "Europe/Paris", {"k": 1})
+    row = f.event_row("c1", NOW, "ev", "id1", lineage, "Europe/Paris", {"k": 1})
     assert row == EventRow("c1", NOW, "ev", "id1", lineage, "Europe/Paris", {"k": 1})
     assert row.to_bq(NOW) == EventRow("c1", NOW, "ev", "id1", lineage, "Europe/Paris", {"k": 1}).to_bq(NOW)
     # AND the rows stay frozen
@@ -394,17 +394,18 @@ def test_a_bom_at_the_start_of_a_line_is_stripped() -> None:
 def test_any_exception_while_mapping_one_line_becomes_that_lines_internal_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from shared.load import parse as p
+    from shared.sources.format import MappingContext
+    from shared.sources.segment import SegmentFormat
 
     # GIVEN a mapping bug that raises on one particular line
-    real = p.LineParser._segment
+    real = SegmentFormat.map
 
-    def buggy(self: p.LineParser, raw: bytes, lineage: Lineage) -> Any:
+    def buggy(self: SegmentFormat, raw: bytes, lineage: Lineage, ctx: MappingContext) -> Any:
         if b"boom" in raw:
             raise KeyError("boom")
-        return real(self, raw, lineage)
+        return real(self, raw, lineage, ctx)
 
-    monkeypatch.setattr(p.LineParser, "_segment", buggy)
+    monkeypatch.setattr(SegmentFormat, "map", buggy)
     lines = [(n, json.dumps({**SEGMENT_OK, "event": f"e{n}"}).encode()) for n in range(1, 6)]
     lines[2] = (3, json.dumps({**SEGMENT_OK, "event": "boom"}).encode())
     # WHEN the batch is parsed
@@ -420,13 +421,14 @@ def test_any_exception_while_mapping_one_line_becomes_that_lines_internal_error(
 
 
 def test_memory_errors_are_not_turned_into_rejections(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared.load import parse as p
+    from shared.sources.format import MappingContext
+    from shared.sources.segment import SegmentFormat
 
     # GIVEN the process running out of memory while mapping (not the line's fault: a retry may succeed)
-    def oom(self: p.LineParser, raw: bytes, lineage: Lineage) -> Any:
+    def oom(self: SegmentFormat, raw: bytes, lineage: Lineage, ctx: MappingContext) -> Any:
         raise MemoryError
 
-    monkeypatch.setattr(p.LineParser, "_segment", oom)
+    monkeypatch.setattr(SegmentFormat, "map", oom)
     # THEN it propagates, so the message is retried instead of its lines being rejected for good
     with pytest.raises(MemoryError):
         parse_lines([(1, json.dumps(SEGMENT_OK).encode())], fmt="segment", lineage=LINEAGE, now=NOW)
