@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import SetupError
+from shared.push.names import ProviderName
 
 TENANT_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
 log = logging.getLogger("landline.config")
@@ -173,7 +174,7 @@ class Tenant(BaseModel):
     dataset: str
     # Optional prefix before ``segment-logs/`` in the bucket (Segment lets customers choose one).
     prefix: str = ""
-    push_provider: str | None = None
+    push_provider: ProviderName | None = None
     push_policy: PushPolicy = Field(default_factory=PushPolicy)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 

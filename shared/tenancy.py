@@ -36,12 +36,13 @@ from shared.config import (
     validation_message,
 )
 from shared.errors import SetupError
+from shared.push.names import PROVIDER_NAMES, ProviderName
 from shared.warehouse.client import bigquery_client, provision_dataset
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-PUSH_PROVIDERS = ("fcm", "apns", "onesignal", "braze", "expo")
+PUSH_PROVIDERS = PROVIDER_NAMES
 
 
 class TenantChangeRefused(SetupError):
@@ -219,7 +220,7 @@ def add_tenant(
     bucket: str | None = None,
     dataset: str | None = None,
     prefix: str = "",
-    push_provider: str | None = None,
+    push_provider: ProviderName | None = None,
     push_policy: dict[str, object] | None = None,
     privacy: dict[str, object] | None = None,
     cfg: Settings | None = None,

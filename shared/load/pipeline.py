@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from shared.config import Tenant
     from shared.envelopes import PubSubMessage
-    from shared.push.credentials import CredentialSource
+    from shared.secrets import SecretSource
 
 PROCESSOR = "landline.load"
 # Lines one message may carry (physical lines, blank ones included). Ingest batches carry at most 1,000; a direct
@@ -64,12 +64,12 @@ def _publish_time(message: PubSubMessage) -> datetime:
 
 
 @lru_cache(maxsize=4)
-def _secrets(secrets_file: Path | None, project: str) -> CredentialSource:
+def _secrets(secrets_file: Path | None, project: str) -> SecretSource:
     """One secret source per configuration, kept: Secret Manager values are cached inside it between messages.
-    Imported here: only hash-mode tenants need it, and shared.push is not otherwise part of the loader."""
-    from shared.push.credentials import credential_source
+    Imported here: only hash-mode tenants need it."""
+    from shared.secrets import secret_source
 
-    return credential_source(secrets_file, project)
+    return secret_source(secrets_file, project)
 
 
 def tenant_policy(tenant: Tenant) -> PrivacyPolicy:

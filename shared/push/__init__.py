@@ -1,11 +1,5 @@
-"""Push sending: provider adapters (``shared.push.providers``), credentials, retry and pacing.
+"""Push sending: send requests -> ``message_schedule`` (``schedule``), the scheduler tick (``tick``), policy, claims,
+typed provider credentials and one adapter per provider (``providers``).
 
-Scheduling, policy and claiming (issue 5's caller side) build on ``create_provider(...).send_many(...)``.
+Deliberately empty of imports: ``shared.config`` reads ``shared.push.names``, and must not load the adapters.
 """
-
-from __future__ import annotations
-
-from shared.push.credentials import credential_source, parse_credentials
-from shared.push.providers import Provider, PushMessage, SendOutcome, create_provider
-
-__all__ = ["Provider", "PushMessage", "SendOutcome", "create_provider", "credential_source", "parse_credentials"]

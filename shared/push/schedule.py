@@ -22,6 +22,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from shared import __version__
 from shared.config import Tenant, settings, tenant_of_topic, tenant_topic, tenants
 from shared.errors import SetupError
+from shared.push.names import ProviderName
 from shared.warehouse.client import bigquery_client
 from shared.warehouse.rows import Lineage, RejectedRow, ScheduleRow
 from shared.warehouse.writer import WriteResult, write_rows
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from shared.envelopes import PubSubMessage
 
 PROCESSOR = "landline.schedule"
-PROVIDERS = ("fcm", "apns", "onesignal", "braze", "expo")
 # A message id names the claim object (claims/<message_id>/<attempt>) and shows in logs: no "/", no control characters
 # (Cloud Storage refuses CR/LF in object names, which used to strand a whole chunk of claims).
 MESSAGE_ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
@@ -62,7 +62,7 @@ class SendRequest(BaseModel):
     title: str = Field(min_length=1, max_length=256)
     body: str = Field(min_length=1, max_length=2048)
     channel: Literal["push"] = "push"
-    provider: Literal["fcm", "apns", "onesignal", "braze", "expo"] | None = None
+    provider: ProviderName | None = None
     data: dict[str, str] = Field(default_factory=dict)
     deep_link: str | None = None
     send_at: AwareDatetime | None = None

@@ -44,14 +44,14 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
-from shared.config import Tenant, settings, tenants
+from shared.config import Tenant, tenants
 from shared.errors import LandlineError, SetupError
 from shared.push.claims import Claim, claim
-from shared.push.credentials import credential_source
-from shared.push.policy import ContactFacts, decide, zone
-from shared.push.providers import Provider, PushMessage, SendOutcome, create_provider
+from shared.push.policy import ContactFacts, zone
+from shared.push.policy import decide as decide_policy
+from shared.push.providers import Provider, PushMessage, Receipt, SendOutcome, create_provider, provider_class
 from shared.push.providers.base import ProviderAuthError
 from shared.push.schedule import (
     LOCAL_SEND_TIME_FORMAT,
@@ -61,8 +61,9 @@ from shared.push.schedule import (
     valid_message_id,
 )
 from shared.runtime import get_logger
-from shared.warehouse.query import run_query
+from shared.secrets import secret_source
 from shared.warehouse.client import bigquery_client
+from shared.warehouse.query import run_query
 from shared.warehouse.rows import InvalidTokenRow, SendRow
 from shared.warehouse.writer import write_rows
 
@@ -128,13 +129,13 @@ SELECT contact_id, at FROM message_sends
 WHERE status = 'sent' AND IFNULL(reason, '') NOT LIKE 'receipt%' AND at > @since
 """
 
-# Expo accepts a message with a ticket and tells the delivery result later, in a receipt (kept ~24 h): tickets of
-# earlier ticks only (this tick's are not ready yet).
+# A provider with receipts (Expo) accepts a message with a ticket and tells the delivery result later, in a receipt
+# (Expo keeps them ~24 h): tickets of earlier ticks only (this tick's are not ready yet).
 _UNRECEIPTED_SQL = """
 SELECT s.message_id, s.contact_id, s.provider_message_id, u.push_token
 FROM message_sends s
 LEFT JOIN users_latest u ON u.contact_id = s.contact_id
-WHERE s.provider = 'expo' AND s.status = 'sent' AND s.provider_message_id IS NOT NULL
+WHERE s.provider = @provider AND s.status = 'sent' AND s.provider_message_id IS NOT NULL
   AND s.at > @since AND s.at < @tick_started
   AND IFNULL(s.reason, '') NOT LIKE 'receipt%'
   AND s.message_id NOT IN (
@@ -189,7 +190,7 @@ def provider_for(tenant: Tenant, name: str) -> Provider:
         cached = _providers.get(key)
         if cached and time.monotonic() - cached[0] < _PROVIDER_TTL_S:
             return cached[1]
-    credentials = credential_source().get(tenant.name, name)  # SetupError naming the fix when missing
+    credentials = secret_source().get(tenant.name, name)  # SetupError naming the fix when missing
     loop = _event_loop()
 
     async def make() -> Provider:
@@ -218,18 +219,11 @@ def forget_provider(tenant: Tenant, name: str) -> None:
             log.warning("closing a provider failed", exc_info=True)
 
 
-def _secret_location(tenant: str, provider: str) -> str:
-    cfg = settings()
-    if cfg.secrets_file is not None:
-        return f'the "{tenant}": {{"{provider}": ...}} entry of {cfg.secrets_file}'
-    return f"Secret Manager secret landline-{tenant}-{provider} (add a new version)"
-
-
 def credentials_refused(tenant: Tenant, provider: str, reason: str) -> SetupError:
     return SetupError(
         f"{provider} refused the credentials or configuration of tenant {tenant.name!r} ({reason}); "
         "sending for this tenant is paused and its messages stay due",
-        f"put valid {provider} credentials in {_secret_location(tenant.name, provider)}; "
+        f"put valid {provider} credentials in {secret_source().where(tenant.name, provider)}; "
         "the next tick resumes sending",
     )
 
@@ -302,14 +296,56 @@ def _json(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+class Candidate(TypedDict):
+    """One row of ``_CANDIDATES_SQL``: a due, unsent schedule row with its contact's facts. A TypedDict rather than a
+    dataclass: rows stay the query's own dicts (no copy per row), and every key the tick reads is checked by mypy.
+    Values are not validated by the query; ``_consider`` treats anything unexpected as that row's failure."""
+
+    message_id: str
+    contact_id: str
+    provider: str | None
+    title: str
+    body: str
+    data: Any  # JSON (a dict, or its text)
+    deep_link: str | None
+    send_at: datetime | None
+    local_send_time: str | None
+    expires_at: datetime | None
+    collapse_key: str | None
+    priority: str | None
+    deferrals: int
+    policy_deferrals: int
+    push_token: str | None
+    timezone: str | None
+    properties: Any  # JSON (a dict, or its text)
+    token_dead: bool | None
+
+
+class _Unreceipted(TypedDict):
+    """One row of ``_UNRECEIPTED_SQL``: a send whose receipt has not been recorded yet."""
+
+    message_id: str
+    contact_id: str
+    provider_message_id: str
+    push_token: str | None
+
+
 @dataclass
 class _Due:
     """A candidate that passed policy: what to claim (``attempt``) and what to send."""
 
-    row: dict[str, Any]
+    row: Candidate
     attempt: int
     provider: str
     message: PushMessage
+
+    @property
+    def message_id(self) -> str:
+        return self.message.message_id
+
+    @property
+    def contact_id(self) -> str:
+        return self.message.contact_id
 
 
 def run_tick(
@@ -321,88 +357,99 @@ def run_tick(
     max_candidates: int = MAX_CANDIDATES,
     clock: Callable[[], float] = time.time,
 ) -> TickResult:
-    """One tenant's tick. ``deadline`` (a ``clock()`` value; else ``budget_s`` from now): no chunk is claimed after
-    it, and provider waits never pass it (those messages are deferred)."""
+    """One tenant's tick: decide (read candidates, apply policy), record what is decided, then claim, send and record
+    chunk by chunk, then poll receipts. ``deadline`` (a ``clock()`` value; else ``budget_s`` from now): no chunk is
+    claimed after it, and provider waits never pass it (those messages are deferred)."""
     deadline = deadline if deadline is not None else clock() + budget_s
     now = now or datetime.now(UTC)
     tick_id = uuid.uuid4().hex[:12]
-    policy = tenant.push_policy
     result = TickResult(tenant.name)
+    records, due = decide(tenant, _candidates(tenant, now, max_candidates), _recent_sends(tenant, now), now, tick_id)
+    _write(tenant, records, result)
+    if due:
+        _claim_and_send(tenant, due, tick_id, now, deadline, result, clock)
+    if result.paused is None:
+        _poll_receipts_safely(tenant, now, tick_id, result, deadline, clock)
+    return result
+
+
+# -- decide ------------------------------------------------------------------------------------------------------------
+def _candidates(tenant: Tenant, now: datetime, max_candidates: int) -> list[Candidate]:
     horizon = (now + LOCAL_TIME_HORIZON).strftime(LOCAL_SEND_TIME_FORMAT)
-    candidates = run_query(
+    rows = run_query(
         tenant.name, _CANDIDATES_SQL, {"now": now, "local_horizon": horizon, "max_candidates": max_candidates}
     )
-    since = now - timedelta(hours=policy.frequency_window_hours)
+    return cast("list[Candidate]", rows)
+
+
+def _recent_sends(tenant: Tenant, now: datetime) -> dict[str, list[datetime]]:
+    """Each contact's sends inside the tenant's frequency window (for the frequency cap)."""
+    since = now - timedelta(hours=tenant.push_policy.frequency_window_hours)
     recent: dict[str, list[datetime]] = defaultdict(list)
     for row in run_query(tenant.name, _RECENT_SENDS_SQL, {"since": since}):
         recent[row["contact_id"]].append(row["at"])
+    return recent
 
+
+def decide(
+    tenant: Tenant, candidates: Sequence[Candidate], recent: dict[str, list[datetime]], now: datetime, tick_id: str
+) -> tuple[list[SendRow], list[_Due]]:
+    """What to do with each candidate, without I/O: (rows to record now: skipped, deferred, failed; messages to claim
+    and send). A candidate not yet due in its contact's zone is in neither (a later tick). Each row is decided on its
+    own: one that breaks anything is recorded ``failed/invalid_row:<error>`` and the others go on."""
     records: list[SendRow] = []
     due: list[_Due] = []
     this_tick: Counter[str] = Counter()
-
-    def record(row: dict[str, Any], status: str, reason: str | None, **extra: Any) -> None:
-        records.append(
-            SendRow(
-                message_id=row["message_id"],
-                contact_id=row["contact_id"],
-                status=status,
-                attempt_id=tick_id,
-                at=now,
-                provider=row.get("provider") or tenant.push_provider,
-                reason=reason,
-                **extra,
-            )
-        )
-
     for row in candidates:
         try:
             verdict = _consider(tenant, row, now, recent, this_tick)
         except Exception as exc:  # one malformed row never stops the others
             log.warning("malformed schedule row", exc_info=True,
                         extra={"fields": {"tenant": tenant.name, "message_id": row.get("message_id")}})
-            verdict = ("failed", f"invalid_row:{type(exc).__name__}", {})
+            verdict = _Record("failed", f"invalid_row:{type(exc).__name__}")
         if verdict is None:
-            continue  # a local time not yet reached in the contact's zone: a later tick
+            continue
         if isinstance(verdict, _Due):
             this_tick[row["contact_id"]] += 1
             due.append(verdict)
             continue
-        status, reason, extra = verdict
-        record(row, status, reason, **extra)
-    _write(tenant, records, result)
-    if due:
-        _claim_and_send(tenant, due, tick_id, now, deadline, result, clock)
-    if tenant.push_provider == "expo" and result.paused is None:
-        _poll_expo_receipts_safely(tenant, now, tick_id, result, deadline, clock)
-    return result
+        records.append(SendRow(row["message_id"], row["contact_id"], verdict.status, tick_id, now,
+                               provider=row.get("provider") or tenant.push_provider, reason=verdict.reason,
+                               retry_at=verdict.retry_at))
+    return records, due
 
 
-_Verdict = tuple[str, str | None, dict[str, Any]] | _Due | None
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """A candidate's outcome without sending: skipped, deferred (until ``retry_at``) or failed."""
+
+    status: str
+    reason: str | None
+    retry_at: datetime | None = None
 
 
 def _consider(
-    tenant: Tenant, row: dict[str, Any], now: datetime, recent: dict[str, list[datetime]], this_tick: Counter[str]
-) -> _Verdict:
-    """What to do with one candidate: a record (status, reason, extra fields), a send, or None (not due yet)."""
+    tenant: Tenant, row: Candidate, now: datetime, recent: dict[str, list[datetime]], this_tick: Counter[str]
+) -> _Record | _Due | None:
+    """What to do with one candidate: a record, a send, or None (not due yet)."""
     policy = tenant.push_policy
     if not valid_message_id(row["message_id"]):
-        return "failed", "invalid_message_id", {}
+        return _Record("failed", "invalid_message_id")
     tz = zone(row["timezone"])
     if row["expires_at"] and row["expires_at"] <= now:
-        return "skipped", "expired", {}
+        return _Record("skipped", "expired")
     if row["local_send_time"]:
         try:
             local = parse_local_send_time(row["local_send_time"])
             if local.replace(tzinfo=tz).astimezone(UTC) > now:
                 return None
         except (ValueError, OverflowError):
-            return "failed", "invalid_local_send_time", {}
+            return _Record("failed", "invalid_local_send_time")
     if row["policy_deferrals"] >= policy.max_deferrals:
-        return "failed", "too_many_deferrals", {}
+        return _Record("failed", "too_many_deferrals")
     provider = row.get("provider") or tenant.push_provider
     if not provider:
-        return "failed", "no_provider", {}
+        return _Record("failed", "no_provider")
     facts = ContactFacts(
         contact_id=row["contact_id"],
         push_token=row["push_token"],
@@ -411,14 +458,32 @@ def _consider(
         properties=_json(row["properties"]),
         recent_sends=recent.get(row["contact_id"], []),
     )
-    decision = decide(facts, policy, now, this_tick[row["contact_id"]])
+    decision = decide_policy(facts, policy, now, this_tick[row["contact_id"]])
     if decision.action == "skip":
-        return "skipped", decision.reason, {}
+        return _Record("skipped", decision.reason)
     if decision.action == "defer":
-        return "deferred", decision.reason, {"retry_at": decision.until}
+        return _Record("deferred", decision.reason, decision.until)
     return _Due(row, int(row["deferrals"]), provider, _push_message(tenant, row))
 
 
+def _push_message(tenant: Tenant, row: Candidate) -> PushMessage:
+    data = {str(k): str(v) for k, v in _json(row["data"]).items()}
+    return PushMessage(
+        message_id=row["message_id"],
+        contact_id=row["contact_id"],
+        token=row["push_token"] or "",
+        title=row["title"],
+        body=row["body"],
+        data=data,
+        deep_link=row["deep_link"],
+        collapse_key=row["collapse_key"],
+        priority="normal" if row["priority"] == "normal" else "high",
+        expires_at=row["expires_at"],
+        idempotency_key=str(uuid.uuid5(uuid.NAMESPACE_URL, f"landline:{tenant.name}:{row['message_id']}")),
+    )
+
+
+# -- claim, send, record, chunk by chunk --------------------------------------------------------------------------------
 def _ready_providers(tenant: Tenant, names: set[str], result: TickResult) -> dict[str, Provider]:
     """The providers this tick needs, with credentials checked before anything is claimed."""
     ready: dict[str, Provider] = {}
@@ -465,56 +530,54 @@ def _claim_and_send(
 
 
 def _claim_all(tenant: Tenant, chunk: list[_Due], tick_id: str, now: datetime, result: TickResult) -> list[_Due]:
-    """Claim every message of the chunk; each claim on its own (one failing claim never strands the others)."""
+    """Claim every message of the chunk, each on its own (one failing claim never strands the others); record what
+    was not won; return what was."""
 
     def attempt(item: _Due) -> Claim | Exception:
         try:
-            return claim(tenant, item.row["message_id"], item.attempt, tick_id)
-        except Exception as exc:  # returned, recorded below
+            return claim(tenant, item.message_id, item.attempt, tick_id)
+        except Exception as exc:  # returned, settled below
             return exc
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         claims = list(pool.map(attempt, chunk))
-    won: list[_Due] = []
-    records: list[SendRow] = []
-    for item, c in zip(chunk, claims, strict=True):
-        row = item.row
-        if isinstance(c, Exception):
-            # Not sent by us. Deferring moves the message to its next attempt (a new claim object), so whether or not
-            # this claim was stored, the next tick can send it once.
-            records.append(SendRow(row["message_id"], row["contact_id"], "deferred", tick_id, now,
-                                   provider=item.provider, reason=f"claim_error:{type(c).__name__}"))
-            if isinstance(c, SetupError):
-                result.paused = result.paused or c
-            else:
-                log.warning("claim failed", extra={"fields": {"tenant": tenant.name, "message_id": row["message_id"],
-                                                              "error": str(c)[:300]}})
-        elif c.won:
-            won.append(item)
-        elif c.claimed_at is not None and now - c.claimed_at > CLAIM_LEASE:
-            records.append(SendRow(row["message_id"], row["contact_id"], "failed", tick_id, now,
-                                   provider=item.provider, reason="outcome_unknown"))
-        else:
-            result.counts["claimed_elsewhere"] += 1
+    won, records, paused = _settle_claims(tenant, chunk, claims, tick_id, now, result.counts)
+    result.paused = result.paused or paused
     _write(tenant, records, result)
     return won
 
 
-def _push_message(tenant: Tenant, row: dict[str, Any]) -> PushMessage:
-    data = {str(k): str(v) for k, v in _json(row["data"]).items()}
-    return PushMessage(
-        message_id=row["message_id"],
-        contact_id=row["contact_id"],
-        token=row["push_token"],
-        title=row["title"],
-        body=row["body"],
-        data=data,
-        deep_link=row["deep_link"],
-        collapse_key=row["collapse_key"],
-        priority="normal" if row["priority"] == "normal" else "high",
-        expires_at=row["expires_at"],
-        idempotency_key=str(uuid.uuid5(uuid.NAMESPACE_URL, f"landline:{tenant.name}:{row['message_id']}")),
-    )
+def _settle_claims(
+    tenant: Tenant,
+    chunk: list[_Due],
+    claims: list[Claim | Exception],
+    tick_id: str,
+    now: datetime,
+    counts: Counter[str],
+) -> tuple[list[_Due], list[SendRow], SetupError | None]:
+    """(won, rows to record, a setup error that pauses the tenant) from each message's claim or claim error."""
+    won: list[_Due] = []
+    records: list[SendRow] = []
+    paused: SetupError | None = None
+    for item, c in zip(chunk, claims, strict=True):
+        if isinstance(c, Exception):
+            # Not sent by us. Deferring moves the message to its next attempt (a new claim object), so whether or not
+            # this claim was stored, the next tick can send it once.
+            records.append(SendRow(item.message_id, item.contact_id, "deferred", tick_id, now,
+                                   provider=item.provider, reason=f"claim_error:{type(c).__name__}"))
+            if isinstance(c, SetupError):
+                paused = paused or c
+            else:
+                log.warning("claim failed", extra={"fields": {"tenant": tenant.name, "message_id": item.message_id,
+                                                              "error": str(c)[:300]}})
+        elif c.won:
+            won.append(item)
+        elif c.claimed_at is not None and now - c.claimed_at > CLAIM_LEASE:
+            records.append(SendRow(item.message_id, item.contact_id, "failed", tick_id, now,
+                                   provider=item.provider, reason="outcome_unknown"))
+        else:
+            counts["claimed_elsewhere"] += 1
+    return won, records, paused
 
 
 def _send(
@@ -527,6 +590,7 @@ def _send(
     result: TickResult,
     clock: Callable[[], float],
 ) -> None:
+    """Send claimed messages through one provider and record every outcome (and every dead token)."""
     messages = [item.message for item in items]
     try:
         outcomes: list[SendOutcome] = _event_loop().run(
@@ -539,7 +603,18 @@ def _send(
         _write(tenant, [SendRow(m.message_id, m.contact_id, "failed", tick_id, at, provider=provider_name,
                                 reason="outcome_unknown") for m in messages], result)
         raise
-    now = datetime.now(UTC)
+    sends, dead, refused = _outcome_rows(provider_name, messages, outcomes, tick_id, datetime.now(UTC))
+    _write_dead(tenant, dead)
+    _write(tenant, sends, result)
+    if refused is not None:
+        forget_provider(tenant, provider_name)
+        result.paused = result.paused or credentials_refused(tenant, provider_name, refused)
+
+
+def _outcome_rows(
+    provider_name: str, messages: list[PushMessage], outcomes: list[SendOutcome], tick_id: str, now: datetime
+) -> tuple[list[SendRow], list[InvalidTokenRow], str | None]:
+    """(message_sends rows, invalid_tokens rows, why the provider refused the credentials if it did)."""
     sends: list[SendRow] = []
     dead: list[InvalidTokenRow] = []
     refused: str | None = None
@@ -559,58 +634,69 @@ def _send(
             SendRow(msg.message_id, msg.contact_id, status, tick_id, now, provider=provider_name, reason=reason,
                     provider_message_id=outcome.provider_message_id, retry_at=retry_at)
         )
-    _write_dead(tenant, dead)
-    _write(tenant, sends, result)
-    if refused is not None:
-        forget_provider(tenant, provider_name)
-        result.paused = result.paused or credentials_refused(tenant, provider_name, refused)
+    return sends, dead, refused
 
 
-def _poll_expo_receipts_safely(
+# -- receipts ---------------------------------------------------------------------------------------------------------
+def _poll_receipts_safely(
     tenant: Tenant, now: datetime, tick_id: str, result: TickResult, deadline: float, clock: Callable[[], float]
 ) -> None:
-    """Receipts are bookkeeping: they run after sending, only with time left, and their failure is only logged."""
+    """Receipts are bookkeeping: polled only for a provider that has them (``Provider.has_receipts``), after sending,
+    only with time left, and their failure is only logged."""
+    name = tenant.push_provider
+    provider_cls = provider_class(name) if name else None
+    if name is None or provider_cls is None or not provider_cls.has_receipts:
+        return
     left = deadline - clock()
     if left <= 1:
         return
     try:
-        _poll_expo_receipts(tenant, now, tick_id, result, min(left, RECEIPT_POLL_MAX_S))
-    except Exception as exc:  # a later tick polls again (receipts are kept about a day)
+        _poll_receipts(tenant, name, now, tick_id, result, min(left, RECEIPT_POLL_MAX_S))
+    except Exception as exc:  # a later tick polls again (Expo keeps receipts about a day)
         result.counts["receipt_poll_failed"] += 1
-        log.warning("expo receipt poll failed; the next tick polls again",
+        log.warning("%s receipt poll failed; the next tick polls again", name,
                     extra={"fields": {"tenant": tenant.name, "error": f"{type(exc).__name__}: {exc}"[:300]}})
 
 
-def _poll_expo_receipts(tenant: Tenant, now: datetime, tick_id: str, result: TickResult, timeout: float) -> None:
-    """Record the receipts of earlier Expo tickets (status ``receipt``, reason ``ok`` or Expo's error; a dead token
+def _poll_receipts(
+    tenant: Tenant, provider_name: str, now: datetime, tick_id: str, result: TickResult, timeout: float
+) -> None:
+    """Record the receipts of earlier sends (status ``receipt``, reason ``ok`` or the provider's error; a dead token
     goes to invalid_tokens). A receipt is never a second ``sent`` or a ``failed`` beside the ``sent``."""
-    from shared.push.providers import ExpoProvider
-
-    pending = run_query(tenant.name, _UNRECEIPTED_SQL, {"since": now - timedelta(hours=24), "tick_started": now})
+    pending = cast("list[_Unreceipted]", run_query(
+        tenant.name, _UNRECEIPTED_SQL,
+        {"provider": provider_name, "since": now - timedelta(hours=24), "tick_started": now},
+    ))
     if not pending:
         return
-    provider = provider_for(tenant, "expo")
-    if not isinstance(provider, ExpoProvider):
-        return
+    provider = provider_for(tenant, provider_name)
     ids = [r["provider_message_id"] for r in pending]
     receipts = _event_loop().run(asyncio.wait_for(provider.fetch_receipts(ids), timeout), timeout=timeout + 5)
-    rows: list[SendRow] = []
-    dead: list[InvalidTokenRow] = []
-    for row in pending:
-        receipt = receipts.get(row["provider_message_id"])
-        if receipt is None:
-            continue  # not ready yet: the next tick asks again
-        rows.append(SendRow(row["message_id"], row["contact_id"], "receipt", tick_id, now, provider="expo",
-                            reason="ok" if receipt.status == "ok" else receipt.reason,
-                            provider_message_id=receipt.ticket_id))
-        if receipt.status == "invalid_token" and row["push_token"]:
-            dead.append(InvalidTokenRow(row["contact_id"], row["push_token"], "expo", receipt.reason or "", now))
+    rows, dead = _receipt_rows(provider_name, pending, receipts, tick_id, now)
     _write_dead(tenant, dead)
     if rows:
         write_rows(bigquery_client(), tenant, rows, processor=PROCESSOR)
         result.counts.update("receipt_ok" if r.reason == "ok" else "receipt_failed" for r in rows)
 
 
+def _receipt_rows(
+    provider_name: str, pending: list[_Unreceipted], receipts: dict[str, Receipt], tick_id: str, now: datetime
+) -> tuple[list[SendRow], list[InvalidTokenRow]]:
+    rows: list[SendRow] = []
+    dead: list[InvalidTokenRow] = []
+    for row in pending:
+        receipt = receipts.get(row["provider_message_id"])
+        if receipt is None:
+            continue  # not ready yet: the next tick asks again
+        rows.append(SendRow(row["message_id"], row["contact_id"], "receipt", tick_id, now, provider=provider_name,
+                            reason="ok" if receipt.status == "ok" else receipt.reason,
+                            provider_message_id=receipt.ticket_id))
+        if receipt.status == "invalid_token" and row["push_token"]:
+            dead.append(InvalidTokenRow(row["contact_id"], row["push_token"], provider_name, receipt.reason or "", now))
+    return rows, dead
+
+
+# -- record -----------------------------------------------------------------------------------------------------------
 def _write_dead(tenant: Tenant, rows: list[InvalidTokenRow]) -> None:
     if rows:
         write_rows(bigquery_client(), tenant, rows, processor=PROCESSOR)

@@ -25,9 +25,9 @@ from shared.push.credentials import (
     ExpoCredentials,
     FcmCredentials,
     OneSignalCredentials,
-    Secret,
 )
 from shared.push.retry import RetryPolicy
+from shared.secrets import Secret
 from tests.stack_support import free_port_base
 
 if TYPE_CHECKING:

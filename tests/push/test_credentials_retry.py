@@ -13,15 +13,11 @@ from typing import Any
 import pytest
 
 from shared.errors import SetupError
-from shared.push.credentials import (
-    ApnsCredentials,
-    FcmCredentials,
-    FileSecrets,
-    SecretManagerSecrets,
-    credential_source,
-)
+from shared.push.credentials import ApnsCredentials, FcmCredentials
 from shared.push.ratelimit import TokenBucket
 from shared.push.retry import Deferral, Retryable, RetryPolicy, call_with_retry
+from shared.secrets import FileSecrets, SecretManagerSecrets
+from shared.secrets import secret_source as credential_source
 
 SECRETS = {
     "acme": {

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from shared.push.providers.expo import ExpoProvider, ExpoReceipt
+from shared.push.providers.base import Receipt as ExpoReceipt
+from shared.push.providers.expo import ExpoProvider
 from tests.push.conftest import FAST_RETRY
 from tests.push.helpers import deadline, msg
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from shared.push.credentials import ApnsCredentials, ExpoCredentials, FcmCredentials, Secret
+from shared.push.credentials import ApnsCredentials, ExpoCredentials, FcmCredentials
 from shared.push.providers.apns import ApnsProvider, ProviderTokenCache
 from shared.push.providers.base import ProviderAuthError
 from shared.push.providers.braze import BrazeProvider
@@ -18,6 +18,7 @@ from shared.push.providers.expo import ExpoProvider
 from shared.push.providers.fcm import FcmProvider
 from shared.push.providers.onesignal import OneSignalProvider
 from shared.push.retry import MAX_DEFER_S
+from shared.secrets import Secret
 from tests.push.conftest import FAST_RETRY
 from tests.push.helpers import deadline, msg
 

@@ -6,9 +6,10 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
-from shared.push.credentials import FcmCredentials, Secret
+from shared.push.credentials import FcmCredentials
 from shared.push.providers.base import ProviderAuthError
 from shared.push.providers.fcm import FcmProvider
+from shared.secrets import Secret
 from tests.push.conftest import FAST_RETRY
 from tests.push.helpers import deadline, msg
 

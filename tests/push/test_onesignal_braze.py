@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from shared.push.credentials import BrazeCredentials, OneSignalCredentials, Secret
+from shared.push.credentials import BrazeCredentials, OneSignalCredentials
 from shared.push.providers.braze import BrazeProvider
 from shared.push.providers.onesignal import OneSignalProvider
+from shared.secrets import Secret
 from tests.push.conftest import FAST_RETRY
 from tests.push.helpers import deadline, msg
 

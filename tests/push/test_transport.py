@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from shared.push.credentials import ApnsCredentials, FcmCredentials, Secret
+from shared.push.credentials import ApnsCredentials, FcmCredentials
 from shared.push.providers.apns import ApnsProvider, ProviderTokenCache
 from shared.push.providers.base import RETRYABLE_EXCEPTIONS
 from shared.push.providers.fcm import FcmProvider
@@ -33,6 +33,7 @@ from shared.push.transport import (
     RequestTimeout,
     TransportError,
 )
+from shared.secrets import Secret
 from tests.push.conftest import FAST_RETRY, ROOT, FakeServer, _free_port_base, _pem, _public_pem, _uid
 from tests.push.h2server import MiniH2Server
 from tests.push.helpers import deadline, msg

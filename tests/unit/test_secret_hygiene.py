@@ -18,7 +18,8 @@ from infra.local.stack import StackConfig
 from shared.config import PrivacyConfig
 from shared.load import parse_lines
 from shared.privacy import policy_for
-from shared.push.credentials import PRIVACY_ENTRY, PROVIDERS, FileSecrets
+from shared.push.names import PROVIDER_NAMES as PROVIDERS
+from shared.secrets import PRIVACY_ENTRY, FileSecrets
 from shared.warehouse.rows import EventRow, Lineage
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ from shared.config import PrivacyConfig, Settings, Tenant, TenantRegistry, tenan
 from shared.dead_letters import dead_letter_topic, keep_subscription
 from shared.errors import SetupError
 from shared.push.claims import claims_bucket
-from shared.push.credentials import PRIVACY_ENTRY, SecretManagerSecrets
+from shared.secrets import PRIVACY_ENTRY, SecretManagerSecrets
 
 REPO = Path(__file__).resolve().parents[2]
 TF_DIR = REPO / "infra" / "terraform"

@@ -43,6 +43,8 @@ from urllib.parse import parse_qs
 
 import jwt
 
+from shared.push.names import PROVIDER_NAMES, ProviderName
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
@@ -50,7 +52,7 @@ if TYPE_CHECKING:
     Receive = Callable[[], Awaitable[dict[str, Any]]]
     Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-PROVIDERS = ("fcm", "apns", "onesignal", "braze", "expo")
+PROVIDERS = PROVIDER_NAMES  # one port each, in this order from --port-base
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 FCM_SCOPES = ("https://www.googleapis.com/auth/firebase.messaging", "https://www.googleapis.com/auth/cloud-platform")
@@ -202,7 +204,7 @@ EXPO_REQUEST_ERRORS: dict[str, Response] = {
 
 @dataclass
 class Rule:
-    provider: str
+    provider: ProviderName
     token: str | None
     response: Callable[[], Response] | None
     error: str | None
@@ -213,9 +215,9 @@ class Rule:
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> Rule:
-        provider = raw["provider"]
-        if provider not in PROVIDERS:
-            raise ValueError(f"unknown provider {provider!r}")
+        provider = next((name for name in PROVIDERS if name == raw["provider"]), None)
+        if provider is None:
+            raise ValueError(f"unknown provider {raw['provider']!r}")
         response: Callable[[], Response] | None = None
         headers = {k.lower(): str(v) for k, v in (raw.get("headers") or {}).items()}
         if "retry_after" in raw:

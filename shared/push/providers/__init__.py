@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.push.credentials import (
     ApnsCredentials,
@@ -13,24 +13,37 @@ from shared.push.credentials import (
     ProviderCredentials,
 )
 from shared.push.providers.apns import ApnsProvider
-from shared.push.providers.base import Provider, PushMessage, SendOutcome
+from shared.push.providers.base import Provider, PushMessage, Receipt, SendOutcome
 from shared.push.providers.braze import BrazeProvider
-from shared.push.providers.expo import ExpoProvider, ExpoReceipt
+from shared.push.providers.expo import ExpoProvider
 from shared.push.providers.fcm import FcmProvider
 from shared.push.providers.onesignal import OneSignalProvider
+
+if TYPE_CHECKING:
+    from shared.push.names import ProviderName
 
 __all__ = [
     "ApnsProvider",
     "BrazeProvider",
     "ExpoProvider",
-    "ExpoReceipt",
     "FcmProvider",
     "OneSignalProvider",
     "Provider",
     "PushMessage",
+    "Receipt",
     "SendOutcome",
     "create_provider",
+    "provider_class",
 ]
+
+_CLASSES: dict[str, type[Provider]] = {
+    cls.name: cls for cls in (FcmProvider, ApnsProvider, OneSignalProvider, BrazeProvider, ExpoProvider)
+}
+
+
+def provider_class(name: ProviderName | str) -> type[Provider] | None:
+    """The adapter class of a provider name (what it can do, e.g. ``has_receipts``), without its credentials."""
+    return _CLASSES.get(name)
 
 
 def create_provider(credentials: ProviderCredentials, *, base_url: str | None = None, **options: Any) -> Provider:

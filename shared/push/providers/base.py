@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import h2.exceptions
 import httpx
@@ -69,6 +69,17 @@ class SendOutcome:
     token_invalidated_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A delivery result that arrives after the provider accepted a send (Expo's receipts): ``ok`` (handed on),
+    ``invalid_token`` (the address is dead) or ``failed`` (``reason`` = the provider's error code). ``ticket_id`` is
+    the send's ``provider_message_id``."""
+
+    ticket_id: str
+    status: Literal["ok", "invalid_token", "failed"]
+    reason: str | None = None
+
+
 class ProviderAuthError(Exception):
     """The provider's credentials cannot work (a key that does not sign, a service account the token endpoint
     refuses): found before anything is claimed or sent. ``reason`` is a code, never a secret."""
@@ -85,6 +96,9 @@ class Provider(abc.ABC):
     # True when the provider drops a repeated request itself (an idempotency key): only then is a request that may
     # have reached it resent after a timeout or reset.
     idempotent: bool = False
+    # True when delivery results arrive later as receipts (``fetch_receipts``): the tick then polls the receipts of
+    # earlier sends after sending, with time to spare, and records them as rows of their own (status ``receipt``).
+    has_receipts: ClassVar[bool] = False
 
     async def preflight(self) -> None:  # noqa: B027 - optional hook; most providers can only tell by sending
         """Check what can be checked about the credentials without sending (raises ``ProviderAuthError``)."""
@@ -96,6 +110,11 @@ class Provider(abc.ABC):
         ``deadline`` is an absolute ``time.time()`` value: no wait (backoff, Retry-After, rate limit) extends past it;
         such messages come back ``deferred`` with ``retry_after``. Never raises for per-message failures.
         """
+
+    async def fetch_receipts(self, ticket_ids: Sequence[str]) -> dict[str, Receipt]:
+        """Receipts of earlier sends by ``provider_message_id``; an id without one yet is absent. Transport errors
+        raise (the caller polls again on a later tick). Providers without receipts have none."""
+        return {}
 
     @abc.abstractmethod
     async def aclose(self) -> None:

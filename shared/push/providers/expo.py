@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from shared.push.providers.base import (
@@ -17,6 +16,7 @@ from shared.push.providers.base import (
     RETRYABLE_EXCEPTIONS,
     HttpProvider,
     PushMessage,
+    Receipt,
     SendOutcome,
     json_object,
     retry_after_seconds,
@@ -36,18 +36,9 @@ MAX_RECEIPT_IDS = 300  # the service takes 1000; the Node SDK chunks at 300
 FAILED_ERRORS = {"MessageTooBig", "MismatchSenderId", "InvalidCredentials", "DeveloperError", "ProviderError"}
 
 
-@dataclass(frozen=True, slots=True)
-class ExpoReceipt:
-    """Delivery result of one ticket: ``ok`` (handed to APNs/FCM), ``invalid_token`` (DeviceNotRegistered) or
-    ``failed`` (reason = Expo's error code)."""
-
-    ticket_id: str
-    status: Literal["ok", "invalid_token", "failed"]
-    reason: str | None = None
-
-
 class ExpoProvider(HttpProvider):
     name = "expo"
+    has_receipts = True
 
     def __init__(
         self,
@@ -167,10 +158,10 @@ class ExpoProvider(HttpProvider):
                 done[m.message_id] = SendOutcome(m.message_id, "failed", error)
         return retry
 
-    async def fetch_receipts(self, ticket_ids: Sequence[str]) -> dict[str, ExpoReceipt]:
-        """Receipts for the given tickets; ids without a receipt yet (not ready, or older than ~24 h) are absent.
-        Transport errors raise: the caller polls again on a later tick."""
-        out: dict[str, ExpoReceipt] = {}
+    async def fetch_receipts(self, ticket_ids: Sequence[str]) -> dict[str, Receipt]:
+        """Receipts for the given tickets (``getReceipts``); ids without a receipt yet (not ready, or older than
+        ~24 h) are absent. Transport errors raise: the caller polls again on a later tick."""
+        out: dict[str, Receipt] = {}
         url = f"{self.base_url}/--/api/v2/push/getReceipts"
         for i in range(0, len(ticket_ids), MAX_RECEIPT_IDS):
             chunk = list(ticket_ids[i : i + MAX_RECEIPT_IDS])
@@ -179,13 +170,13 @@ class ExpoProvider(HttpProvider):
             receipts = json_object(resp).get("data") or {}
             for ticket_id, receipt in receipts.items():
                 if receipt.get("status") == "ok":
-                    out[ticket_id] = ExpoReceipt(ticket_id, "ok")
+                    out[ticket_id] = Receipt(ticket_id, "ok")
                     continue
                 error = (receipt.get("details") or {}).get("error") or "ExpoError"
                 status: Literal["invalid_token", "failed"] = (
                     "invalid_token" if error == "DeviceNotRegistered" else "failed"
                 )
-                out[ticket_id] = ExpoReceipt(ticket_id, status, error)
+                out[ticket_id] = Receipt(ticket_id, status, error)
         return out
 
 
