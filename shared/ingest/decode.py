@@ -31,6 +31,8 @@ from shared.errors import PermanentError
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from shared.sources.format import Reader
+
 __all__ = [
     "MAX_LINE_BYTES",
     "OVERSIZED_HEAD_BYTES",
@@ -411,6 +413,17 @@ def open_lines(stream: BinaryIO, chunk_size: int = 1 << 20, max_line_bytes: int 
     both the reads and each decompressed chunk, ``max_line_bytes`` what one line may hold, hence memory.
     """
     return LineReader(stream, chunk_size, max_line_bytes)
+
+
+# A format's ``reader`` (``shared.sources.format.Format.reader``) -> the class that checks and splits its files.
+READERS: dict[str, type[LineReader]] = {"ndjson": LineReader, "csv": CsvLineReader}
+
+
+def open_reader(
+    reader: Reader, stream: BinaryIO, chunk_size: int = 1 << 20, max_line_bytes: int = MAX_LINE_BYTES
+) -> LineReader:
+    """``open_lines`` for a format's kind of text: NDJSON (first non-blank byte ``{``) or CSV (text, no NUL)."""
+    return READERS[reader](stream, chunk_size, max_line_bytes)
 
 
 def _head(pieces: list[bytes], size: int) -> bytes:
