@@ -1,31 +1,57 @@
-"""`landline`: the command line for the local stack (and, where it makes sense, a real project).
+"""landline: the command line for the local stack.
 
-Every command that talks to the stack reads its endpoints from the state folder (``$LANDLINE_HOME``, default
-``.landline/`` in the repository), so scripts and tests can run several stacks side by side.
+Every command that talks to the stack reads its endpoints from the state folder (LANDLINE_HOME, default .landline/
+in the repository), so scripts and tests can run several stacks side by side. Errors are one line on stderr with a
+non-zero exit code (--debug shows the traceback); commands that print data take --json.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from infra.local.stack_ops import drop_files, expect, publish_tick, wait_idle
+from infra.local.cli_support import CliError, CliGroup, echo_json, fail, progress, status_line, table, warn
+from infra.local.stack_ops import expect, publish_tick, wait_idle
 
 if TYPE_CHECKING:
     from infra.local.stack import Stack
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-tenant_app = typer.Typer(no_args_is_help=True, help="Tenants: a bucket and a dataset pinned to one region.")
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(
+    cls=CliGroup, no_args_is_help=True, help=__doc__, context_settings=CONTEXT, rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)  # fmt: skip
+tenant_app = typer.Typer(
+    no_args_is_help=True, help="Tenants: a bucket and a dataset pinned to one region.", rich_markup_mode=None
+)
 app.add_typer(tenant_app, name="tenant")
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", envvar="LANDLINE_HOME", help="state folder of the stack")]
 TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="tenant name")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of text")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"landline {version('landline')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="show the traceback of an error")] = False,
+    _version_flag: Annotated[
+        bool, typer.Option("--version", "-V", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """landline: the command line for the local stack."""
+    ctx.obj = {"debug": debug}
 
 
 def _stack(home: Path | None, port_base: int | None = None) -> Stack:
@@ -39,32 +65,49 @@ def _running(home: Path | None) -> Stack:
 
     stack = _stack(home)
     if not stack.cfg.paths.config.exists() or stack.pid("pubsub") is None:
-        typer.echo("The local stack is not running: start it with `landline up`.", err=True)
-        raise typer.Exit(2)
+        fail("the local stack is not running: start it with `landline up`", 2)
     activate(stack.cfg)
     return stack
 
 
-def _echo_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, default=str))
+def _tenant(name: str) -> Any:
+    """The registered tenant (an unknown one is a setup error that says how to create it)."""
+    from shared.config import tenants
+
+    return tenants().get(name)
 
 
 @app.command()
 def up(
     home: HomeOpt = None,
     port_base: Annotated[int | None, typer.Option(help="first of the stack's ports", envvar="LANDLINE_PORT_BASE")] = None,
-    region: Annotated[str | None, typer.Option(help="region of the default tenant")] = None,
+    region: Annotated[str | None, typer.Option(help="region of the default tenant (when it is created)")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Start the local stack in the background (idempotent) and wait until it is healthy."""
+    """Start the local stack in the background (idempotent) and wait until it is healthy; re-provisions every
+    registered tenant (the emulators keep nothing across restarts, and it upgrades their tables)."""
     from infra.local.stack import StackError
+    from shared.config import region_problem
 
+    if region is not None and (problem := region_problem(region)):
+        fail(f"--region: {problem}", 2)
     stack = _stack(home, port_base)
     try:
-        seconds = stack.up(default_region=region)
+        with progress("starting the stack") as advance:
+            seconds = stack.up(
+                default_region=region,
+                on_tenant=lambda done, total, name: advance(
+                    1 if done else 0, total, f"re-provisioning tenant {name} ({done + 1}/{total})"
+                ),
+            )
     except StackError as exc:
-        typer.echo(f"landline up failed: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    typer.echo(f"local stack healthy in {seconds:.1f}s (state in {stack.home})")
+        fail(f"{exc}")
+    if as_json:
+        echo_json({"seconds": round(seconds, 1), "started": stack.started, "home": str(stack.home),
+                   "services": stack.status()})  # fmt: skip
+        return
+    what = f"started {', '.join(stack.started)}" if stack.started else "already running"
+    typer.echo(f"local stack healthy in {seconds:.1f}s ({what}; state in {stack.home})")
     _print_status(stack)
 
 
@@ -77,23 +120,66 @@ def down(home: HomeOpt = None) -> None:
 
 
 def _print_status(stack: Stack) -> None:
+    from rich.console import Console
+
+    console = Console(highlight=False, soft_wrap=True)  # colour on a terminal only; NO_COLOR is respected
     for row in stack.status():
         mark = "healthy" if row["healthy"] else ("UNHEALTHY" if row["pid"] else "stopped")
-        typer.echo(f"  {row['service']:<12} {mark:<10} port {row['port']!s:<6} pid {row['pid'] or '-'!s:<8} {row['log']}")
+        colour = {"healthy": "green", "UNHEALTHY": "red"}.get(mark, "yellow")
+        console.print(
+            f"  {row['service']:<12} [{colour}]{mark:<10}[/{colour}] port {row['port']!s:<6} "
+            f"pid {row['pid'] or '-'!s:<8} {row['log']}"
+        )
 
 
 @app.command()
-def status(home: HomeOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """What runs, where, and whether it is healthy."""
+def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """What runs, where, and whether it is healthy (exit code 1 if anything is not)."""
     stack = _stack(home)
     rows = stack.status()
     if as_json:
-        _echo_json(rows)
+        echo_json(rows)
     else:
         typer.echo(f"state folder: {stack.home}")
         _print_status(stack)
     if not all(r["healthy"] for r in rows):
         raise typer.Exit(1)
+
+
+@app.command()
+def logs(
+    service: Annotated[str | None, typer.Argument(help="one service (see `landline status`); default: all")] = None,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=1, help="how many of the last lines")] = 20,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines (one service)")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """The last lines of a service's log (or of every non-empty log), from the state folder."""
+    import time
+    from collections import deque
+
+    stack = _stack(home)
+    known = [row["service"] for row in stack.status()]
+    if service is not None and service not in known:
+        fail(f"unknown service {service!r}: use one of {', '.join(known)}", 2)
+    if follow and service is None:
+        fail("--follow needs one SERVICE", 2)
+    for name in [service] if service else known:
+        path = stack.cfg.paths.logs / f"{name}.log"
+        if not path.exists() or (service is None and path.stat().st_size == 0):
+            if service:
+                typer.echo(f"{path} is empty: the service has not written anything yet", err=True)
+            continue
+        with path.open(errors="replace") as handle:
+            tail = deque(handle, maxlen=lines)
+            if service is None:
+                typer.echo(f"==> {name} ({path}) <==")
+            typer.echo("".join(tail), nl=False)
+            while follow:
+                line = handle.readline()
+                if line:
+                    typer.echo(line, nl=False)
+                else:
+                    time.sleep(0.5)
 
 
 @tenant_app.command("add")
@@ -131,8 +217,9 @@ def tenant_add(
     stored, change only what is given, and upgrade its tables. On the local stack, a push provider gets generated
     credentials, and a hash-mode tenant a random salt, stored in the stack's secrets file."""
     from infra.local.secrets_file import ensure_local_privacy_salt
+    from shared.config import region_problem
     from shared.errors import SetupError
-    from shared.tenancy import plan_tenant, save_tenant
+    from shared.tenancy import PUSH_PROVIDERS, plan_tenant, save_tenant
 
     if privacy not in (None, "remove", "hash"):
         raise _tenant_error(f"--privacy must be 'remove' or 'hash', got {privacy!r}", 2)
@@ -144,11 +231,16 @@ def tenant_add(
                            ("rejected_retention_days", rejected_retention_days))
         if value is not None
     }  # fmt: skip
-    stack = _running(home)
+    if push_provider is not None and push_provider not in PUSH_PROVIDERS:
+        raise _tenant_error(f"--push-provider must be one of {', '.join(PUSH_PROVIDERS)}, got {push_provider!r}", 2)
+    if problem := region_problem(region.lower()):
+        raise _tenant_error(f"--region: {problem}", 2)
+    push_policy = _push_policy_given(quiet_hours, frequency_cap)
+    stack = _running(home)  # every value above is checked before the stack is even asked
     try:
         plan = plan_tenant(
             name, region, bucket=bucket, dataset=dataset, prefix=prefix, push_provider=push_provider,
-            push_policy=_push_policy_given(quiet_hours, frequency_cap), privacy=privacy_given,
+            push_policy=push_policy, privacy=privacy_given,
             add_pii_keys=pii_key or (), drop_pii_keys=drop_pii_key or (), allow_weaker_privacy=allow_weaker_privacy,
         )  # fmt: skip
     except SetupError as exc:
@@ -170,7 +262,7 @@ def tenant_add(
 
         generated = setup_local_push(stack.cfg, name, tenant.push_provider)  # keeps credentials it already has
     if as_json:
-        _echo_json(tenant.model_dump())
+        echo_json(tenant.model_dump())
         return
     push = tenant.push_provider or "none"
     keys = f" ({tenant.push_provider} credentials generated)" if generated else ""
@@ -184,10 +276,9 @@ def tenant_add(
                    "tables and views are up to date")  # fmt: skip
 
 
-def _tenant_error(message: str, code: int) -> typer.Exit:
-    """One line on stderr, and the exit to raise: `tenant add` refuses before it creates anything."""
-    typer.echo(f"landline tenant add: {message}", err=True)
-    return typer.Exit(code)
+def _tenant_error(message: str, code: int) -> CliError:
+    """The refusal to raise: `tenant add` refuses before it creates anything (one line, exit code ``code``)."""
+    return CliError(message, code)
 
 
 def _push_policy_given(quiet_hours: str | None, frequency_cap: int | None) -> dict[str, Any]:
@@ -215,11 +306,43 @@ def _push_policy_given(quiet_hours: str | None, frequency_cap: int | None) -> di
 
 
 @tenant_app.command("list")
-def tenant_list(home: HomeOpt = None) -> None:
-    from shared.config import tenants
+def tenant_list(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """The registered tenants as a table (--json: each one's whole configuration); unusable ones say why."""
+    from shared.config import parse_registry, settings
 
     _running(home)
-    _echo_json([t.model_dump() for t in tenants().all()])
+    path = settings().tenants_file
+    usable, problems = parse_registry(json.loads(path.read_text() or "{}") if path and path.exists() else {})
+    tenants = sorted(usable.values(), key=lambda t: t.name)
+    if as_json:
+        echo_json([t.model_dump() for t in tenants])
+        return
+    rows = [
+        {"name": t.name, "region": t.region, "push": t.push_provider, "privacy": t.privacy.mode,
+         "bucket": t.bucket, "dataset": t.dataset, "prefix": t.prefix or None}
+        for t in tenants
+    ]  # fmt: skip
+    typer.echo(table(rows, ["name", "region", "push", "privacy", "bucket", "dataset", "prefix"]))
+    for name, problem in sorted(problems.items()):
+        warn(f"tenant {name!r} is not usable: {problem}")
+
+
+@tenant_app.command("remove")
+def tenant_remove(
+    name: Annotated[str, typer.Argument(help="the tenant to remove")],
+    purge: Annotated[
+        bool, typer.Option("--purge", help="also delete its buckets, dataset and local keys (its data is gone)")
+    ] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Unregister a tenant: nothing is ingested, loaded or sent for it any more. Its bucket, dataset and keys stay
+    (`tenant add` with the same values brings it back) unless --purge deletes them."""
+    from infra.local.tenant_admin import remove_tenant
+
+    stack = _running(home)
+    removed = remove_tenant(stack.cfg, name, purge=purge)
+    kept = "" if purge else "; its bucket, dataset and keys are kept (--purge deletes them)"
+    typer.echo(f"removed tenant {name}{': deleted ' + ', '.join(removed) if removed else ''}{kept}")
 
 
 @app.command()
@@ -227,87 +350,195 @@ def drop(
     paths: Annotated[list[Path], typer.Argument(exists=True, help="files or directories to upload")],
     tenant: TenantOpt = "default",
     prefix: Annotated[str, typer.Option(help="object name prefix")] = "",
+    as_json: JsonOpt = False,
     home: HomeOpt = None,
 ) -> None:
-    """Upload files into the tenant's bucket: a file to PREFIX/<name>, a directory's files to PREFIX/<relative path>."""
+    """Upload files into the tenant's bucket: a file to PREFIX/<name>, a directory's files to PREFIX/<relative path>.
+    Prints one gs:// URL per file; warns about files whose names no layout recognises (they will be ignored)."""
+    from infra.local.stack_ops import plan_drop, upload
+
+    empty = [str(p) for p in paths if p.is_dir() and not any(f.is_file() for f in p.rglob("*"))]
+    if empty:
+        fail(f"no files under {', '.join(empty)}: nothing to upload")
     stack = _running(home)
-    for line in drop_files(stack.cfg, paths, tenant, prefix):
+    config = _tenant(tenant)
+    uploads = plan_drop(paths, prefix, config.prefix)
+    ignored = [u for u in uploads if not u.layout.is_data]
+    if ignored:
+        reasons = sorted({str(u.layout.reason) for u in ignored})
+        examples = ", ".join(u.name for u in ignored[:3]) + (", ..." if len(ignored) > 3 else "")
+        warn(f"{len(ignored)} of {len(uploads)} files will be ignored ({', '.join(reasons)}): {examples}. Data files "
+             "go under segment-logs/<source>/<day-ms>/, mixpanel/, amplitude/ or csv/<source>/"
+             f"{' after the tenant prefix ' + repr(config.prefix) if config.prefix else ''}: drop the folder that "
+             "holds them, or name the path with --prefix")  # fmt: skip
+    with progress(f"uploading to gs://{config.bucket}") as advance:
+        advance(0, len(uploads))
+        uploaded = upload(stack.cfg, uploads, tenant, on_file=lambda _item: advance(1))
+    if as_json:
+        echo_json({"tenant": tenant, "uploaded": uploaded, "ignored": [u.name for u in ignored]})
+        return
+    for line in uploaded:
         typer.echo(line)
+    size = sum(u.size for u in uploads)
+    typer.echo(f"uploaded {len(uploaded)} files ({size:,} bytes) to gs://{config.bucket}; "
+               f"`landline wait -t {tenant}` returns when they are loaded", err=True)  # fmt: skip
 
 
 @app.command()
-def wait(timeout: Annotated[float, typer.Option(help="seconds")] = 120.0, home: HomeOpt = None) -> None:
-    """Return when every delivered message is processed (no backlog); non-zero on timeout."""
+def wait(
+    timeout: Annotated[float, typer.Option(min=0, help="seconds to wait at most")] = 120.0,
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", "-t", help="wait only for this tenant's files and messages")
+    ] = None,
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+) -> None:
+    """Return when every delivered message is processed (no backlog); exit code 1 on timeout. Says which
+    deliveries failed while it waited, and where to look."""
+    from infra.local.stack_ops import router_stats
+
     stack = _running(home)
-    try:
-        stats = wait_idle(stack.cfg.url("router"), timeout)
-    except TimeoutError as exc:
-        typer.echo(f"still busy after {timeout:.0f}s: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    typer.echo(f"idle: delivered {stats['delivered']}, failures {stats['failures']}")
+    if tenant:
+        _tenant(tenant)
+    router = stack.cfg.url("router")
+    before = router_stats(router, tenant)
+    with status_line(f"waiting{' for ' + tenant if tenant else ''}") as update:
+        try:
+            stats = wait_idle(router, timeout, tenant=tenant, on_poll=lambda s: update(_busy_text(s)))
+        except TimeoutError as exc:
+            last = json.loads(str(exc))
+            fail(f"still busy after {timeout:g}s: {_busy_text(last)}; see `landline logs` and `landline status`")
+    failed = {k: n - before["failures"].get(k, 0) for k, n in stats["failures"].items() if n > before["failures"].get(k, 0)}
+    parked = stats["dead_lettered"] - before["dead_lettered"]
+    for function, n in sorted(failed.items()):
+        warn(f"{n} failed deliveries to {function} while waiting (retried by Pub/Sub): see "
+             f"{stack.cfg.paths.logs / (function + '.log')} or `landline logs {function}`")  # fmt: skip
+    if parked:
+        warn(f"{parked} messages were dead-lettered while waiting: `landline dead-letters -t {tenant or 'T'}` shows "
+             "them, `landline replay -t T --dead-letters` republishes them after a fix")  # fmt: skip
+    if as_json:
+        echo_json({**stats, "failed_while_waiting": failed, "dead_lettered_while_waiting": parked})
+        return
+    delivered = ", ".join(f"{k} {v}" for k, v in sorted(stats["delivered"].items())) or "none"
+    typer.echo(f"idle{' (tenant ' + tenant + ')' if tenant else ''}: delivered so far {delivered}; "
+               f"failed while waiting {sum(failed.values())}, dead-lettered {parked}")  # fmt: skip
+
+
+def _busy_text(stats: dict[str, Any]) -> str:
+    return (f"{stats['inflight']} deliveries in flight, {stats['awaiting_retry']} awaiting a retry, "
+            f"{len(stats['expected_objects'])} files or messages not yet handled")  # fmt: skip
 
 
 @app.command()
-def query(sql: str, tenant: TenantOpt = "default", home: HomeOpt = None) -> None:
-    """Run SQL against the tenant's dataset (unqualified table names resolve there); rows as JSON lines.
+def query(
+    sql: Annotated[str, typer.Argument(help="one SQL statement; unqualified table names are the tenant's")],
+    tenant: TenantOpt = "default",
+    write: Annotated[bool, typer.Option("--write", help="allow DDL, DML and scripts (they change or drop data)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON array instead of JSON lines")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Run SQL against the tenant's dataset; rows as JSON lines. Read-only unless --write: BigQuery checks the
+    statement first (a dry run), and only a SELECT of the tenant's own tables runs. `landline tables` lists them.
+    A guard against mistakes, not a boundary: it runs with your credentials."""
+    from infra.local.operator_query import run_guarded
 
-    An operator's tool, not a boundary: the SQL runs with the caller's own credentials, so it can do whatever those
-    credentials allow (other datasets, DDL); it grants nothing the caller does not already hold."""
-    from shared.warehouse.query import run_query
+    if not sql.strip():
+        fail('empty SQL: give one statement, e.g. landline query "SELECT * FROM files_latest"', 2)
+    _running(home)
+    result = run_guarded(tenant, sql, write=write)
+    if as_json:
+        echo_json(result.rows)
+    else:
+        for row in result.rows:
+            typer.echo(json.dumps(row, default=str))
+    if result.statement_type != "SELECT" and not result.rows:
+        typer.echo(result.summary(), err=True)
+
+
+@app.command()
+def tables(tenant: TenantOpt = "default", as_json: JsonOpt = False, home: HomeOpt = None) -> None:
+    """The tables and views of the tenant's dataset, and what each holds."""
+    from infra.local.operator_query import catalog, table_names
 
     _running(home)
-    for row in run_query(tenant, sql):
-        typer.echo(json.dumps(row, default=str))
+    present = set(table_names(tenant))
+    rows = [{**item, "present": item["name"] in present} for item in catalog()]
+    if as_json:
+        echo_json(rows)
+        return
+    typer.echo(table([{**r, "present": "yes" if r["present"] else "MISSING"} for r in rows],
+                     ["name", "kind", "present", "description"]))  # fmt: skip
+    if not all(r["present"] for r in rows):
+        region = _tenant(tenant).region
+        warn(f"tables are missing: re-create them with `landline tenant add {tenant} --region {region}`")
 
 
 @app.command()
-def stats(
-    tenant: TenantOpt = "default", as_json: Annotated[bool, typer.Option("--json")] = False, home: HomeOpt = None
-) -> None:
-    """Counts: files by status, lines, events, event_rows, duplicates, users, rejected by reason, sends by status,
-    and unaccounted lines (read, but neither rows, rejections nor duplicates: 0 when nothing is lost)."""
-    from infra.local.stats import tenant_stats
+def stats(tenant: TenantOpt = "default", as_json: JsonOpt = False, home: HomeOpt = None) -> None:
+    """Counts: files by status (and why files were ignored or rejected), lines, events, event_rows, duplicates,
+    users, rejected by reason, sends by status, and unaccounted lines (read, but neither rows, rejections nor
+    duplicates: 0 when nothing is lost)."""
+    from infra.local.stats import format_stats, tenant_stats
 
     _running(home)
     counts = tenant_stats(tenant)
-    if as_json:
-        typer.echo(json.dumps(counts, default=str))
-    else:
-        from infra.local.stats import format_stats
-
-        typer.echo(format_stats(tenant, counts))
+    typer.echo(json.dumps(counts, default=str) if as_json else format_stats(tenant, counts))
 
 
 @app.command()
 def tick(
-    tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="only this tenant")] = None,
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", "-t", help="only this tenant (or several, comma-separated)")
+    ] = None,
+    as_json: JsonOpt = False,
     home: HomeOpt = None,
 ) -> None:
-    """Publish one scheduler tick to send-ticks (what Cloud Scheduler does every few minutes)."""
+    """Publish one scheduler tick to send-ticks (what Cloud Scheduler does every few minutes); `landline wait`
+    returns once it was handled."""
     stack = _running(home)
-    typer.echo(f"tick published: {publish_tick(stack.cfg.url('router'), tenant)}")
+    names = [n.strip() for n in (tenant or "").split(",") if n.strip()]
+    for name in names:
+        if not _tenant(name).push_provider:
+            warn(f"tenant {name} has no push provider: the tick sends nothing for it "
+                 f"(set one with `landline tenant add {name} --region R --push-provider P`)")  # fmt: skip
+    message_id = publish_tick(stack.cfg.url("router"), tenant)
+    if as_json:
+        echo_json({"message_id": message_id, "tenants": names or "all"})
+    else:
+        typer.echo(f"tick published: {message_id} (message id on send-ticks, for {', '.join(names) or 'all tenants'})")
 
 
 @app.command("schedule")
 def schedule_cmd(
-    contact: Annotated[str, typer.Option(help="contact_id")],
-    title: Annotated[str, typer.Option()],
-    body: Annotated[str, typer.Option()],
+    contact: Annotated[str, typer.Option(help="contact_id of the recipient")],
+    title: Annotated[str, typer.Option(help="notification title")],
+    body: Annotated[str, typer.Option(help="notification text")],
     tenant: TenantOpt = "default",
-    at: Annotated[str | None, typer.Option(help="send time, ISO-8601 with offset (default: now)")] = None,
-    local_time: Annotated[str | None, typer.Option(help="YYYY-MM-DDTHH:MM in the contact's timezone")] = None,
+    at: Annotated[
+        str | None, typer.Option(help="send time, ISO-8601 with an offset, e.g. 2027-01-01T09:00Z (default: now)")
+    ] = None,
+    local_time: Annotated[
+        str | None, typer.Option(help="YYYY-MM-DDTHH:MM in the contact's timezone (instead of --at)")
+    ] = None,
     message_id: Annotated[str | None, typer.Option(help="idempotency key of the message (default: random)")] = None,
-    provider: Annotated[str | None, typer.Option(help="override the tenant's provider")] = None,
-    data: Annotated[str | None, typer.Option(help="JSON object of string values")] = None,
+    provider: Annotated[str | None, typer.Option(help="override the tenant's provider: fcm, apns, onesignal, braze, expo")] = None,
+    data: Annotated[str | None, typer.Option(help='JSON object of string values, e.g. {"campaign": "x"}')] = None,
+    as_json: JsonOpt = False,
     home: HomeOpt = None,
 ) -> None:
-    """Schedule one push (lands in message_schedule; the next tick sends it when due)."""
+    """Schedule one push (lands in message_schedule; the next tick sends it when due). Refuses what can never be
+    sent; warns about a contact with no push token yet. Prints the message id."""
     import uuid
 
-    from shared.config import tenants
+    from infra.local.schedule_checks import check_schedule_options, contact_has_token
     from shared.push.schedule import SendRequest, schedule
 
+    send_at, payload = check_schedule_options(at, local_time, provider, data, title, body)
     _running(home)
+    config = _tenant(tenant)
+    if not (provider or config.push_provider):
+        fail(f"tenant {tenant} has no push provider, so this message could never be sent: set one with "
+             f"`landline tenant add {tenant} --region {config.region} --push-provider P` (or pass --provider)")  # fmt: skip
     request = SendRequest.model_validate(
         {
             "message_id": message_id or uuid.uuid4().hex,
@@ -317,11 +548,20 @@ def schedule_cmd(
             "send_at": at,
             "local_send_time": local_time,
             "provider": provider,
-            "data": json.loads(data) if data else {},
+            "data": payload,
         }
     )
-    schedule(tenants().get(tenant), [request])
+    if not contact_has_token(tenant, contact):
+        warn(f"contact {contact!r} has no push token in tenant {tenant} yet (users_latest): unless one arrives, the "
+             "tick records it skipped / no_token")  # fmt: skip
+    schedule(config, [request])
+    when = f"{local_time} in the contact's timezone" if local_time else (send_at.isoformat() if send_at else "now")
+    if as_json:
+        echo_json({"message_id": request.message_id, "tenant": tenant, "contact_id": contact, "when": when})
+        return
     typer.echo(request.message_id)
+    typer.echo(f"scheduled {request.message_id} for {contact} at {when}; the next `landline tick -t {tenant}` sends "
+               "it when due", err=True)  # fmt: skip
 
 
 @app.command()
@@ -331,13 +571,12 @@ def demo(
 ) -> None:
     """Up, drop the bundled sample Segment files, wait, tick, wait, and print a readable summary."""
     from infra.local.demo import run_demo
+    from infra.local.stack_config import activate
 
     stack = _stack(home)
     typer.echo("starting the local stack ...")
     seconds = stack.up()
     typer.echo(f"stack healthy in {seconds:.1f}s")
-    from infra.local.stack_config import activate
-
     activate(stack.cfg)
     try:
         run_demo(stack.cfg, typer.echo)
@@ -358,7 +597,7 @@ def replay(
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="count what would be republished; publish nothing")] = False,
     batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="rows read and published per batch")] = 500,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOpt = False,
     home: HomeOpt = None,
 ) -> None:
     """Republish the tenant's rejected lines (deduplicated, optionally one reason) to its raw-events topic for another
@@ -371,29 +610,30 @@ def replay(
 
         result = replay_rejected(tenant, reason=reason, dry_run=dry_run, batch_size=batch_size)
         typer.echo(json.dumps(result.as_dict()) if as_json else result.summary())
+        if not dry_run and not as_json:
+            typer.echo(f"`landline wait -t {tenant} && landline stats -t {tenant}` shows what loaded this time "
+                       "(a line rejected again stays under rejected)", err=True)  # fmt: skip
         return
     if reason:
         raise typer.BadParameter("rejected lines only; dead letters are whole messages", param_hint="--reason")
     from shared.dead_letters import replay_dead_letters
 
-    with _progress("replaying dead letters") as advance:
-        replayed = _recovery("replay", lambda: replay_dead_letters(
+    with progress("replaying dead letters") as advance:
+        replayed = replay_dead_letters(
             tenant, dry_run=dry_run, fix_tenant=fix_tenant, on_letter=lambda _letter: advance(1)
-        ))
-    expect(stack.cfg.url("router"), [f"msg:{message_id}" for message_id in replayed.message_ids])
+        )
+    expect(stack.cfg.url("router"), [f"msg:{message_id}" for message_id in replayed.message_ids], tenant)
     typer.echo(json.dumps(replayed.as_dict()) if as_json else replayed.summary())
 
 
 @app.command("dead-letters")
-def dead_letters_cmd(
-    tenant: TenantOpt, as_json: Annotated[bool, typer.Option("--json")] = False, home: HomeOpt = None
-) -> None:
+def dead_letters_cmd(tenant: TenantOpt, as_json: JsonOpt = False, home: HomeOpt = None) -> None:
     """List what is parked in the tenant's dead-letter subscriptions, and why; nothing is consumed."""
     from shared.dead_letters import list_dead_letters
 
     _running(home)
-    with _progress("reading dead letters") as advance:
-        letters = _recovery("dead-letters", lambda: list_dead_letters(tenant, on_letter=lambda _letter: advance(1)))
+    with progress("reading dead letters") as advance:
+        letters = list_dead_letters(tenant, on_letter=lambda _letter: advance(1))
     if as_json:
         typer.echo(json.dumps([letter.as_dict() for letter in letters], default=str))
         return
@@ -418,7 +658,7 @@ def backfill(
         bool, typer.Option("--include-loaded", help="also files the ledger says are loaded (adds no duplicates)")
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="count what would be published; publish nothing")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOpt = False,
     home: HomeOpt = None,
 ) -> None:
     """Re-ingest objects already in the tenant's bucket (files that arrived before the tenant existed, or while ingest
@@ -435,58 +675,17 @@ def backfill(
             raise typer.BadParameter(f"not an ISO date or time: {since}", param_hint="--since") from exc
         start = start if start.tzinfo else start.replace(tzinfo=UTC)
     stack = _running(home)
-    with _progress("publishing notifications") as advance:
-        result = _recovery("backfill", lambda: run_backfill(
+    with progress("publishing notifications") as advance:
+        result = run_backfill(
             tenant, prefix=prefix, since=start, include_loaded=include_loaded, dry_run=dry_run,
             on_object=lambda _origin, _published: advance(1), on_total=lambda total: advance(0, total),
-        ))
-    expect(stack.cfg.url("router"), [f"msg:{message_id}" for message_id in result.message_ids])
+        )
+    expect(stack.cfg.url("router"), [f"msg:{message_id}" for message_id in result.message_ids], tenant)
     typer.echo(json.dumps(result.as_dict()) if as_json else result.summary())
 
 
-T = TypeVar("T")
-
-
-def _recovery(command: str, run: Callable[[], T]) -> T:
-    """Run a recovery tool: an error it can name is one line on stderr and exit code 1, not a traceback."""
-    from google.api_core import exceptions as gexc
-
-    from shared.errors import LandlineError
-
-    try:
-        return run()
-    except (LandlineError, gexc.GoogleAPIError) as exc:
-        typer.echo(f"landline {command}: {exc}", err=True)
-        raise typer.Exit(1) from exc
-
-
-@contextmanager
-def _progress(description: str) -> Iterator[Callable[..., None]]:
-    """A progress bar on stderr while a long job runs (none when stderr is not a terminal); yields
-    ``advance(done, total=None)``."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    columns = (
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-    )
-    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
-        task = progress.add_task(description, total=None)
-
-        def advance(done: int, total: int | None = None) -> None:
-            if total is not None:
-                progress.update(task, total=total)
-            progress.advance(task, done)
-
-        yield advance
-
-
 def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        sys.exit(130)
+    app()
 
 
 if __name__ == "__main__":

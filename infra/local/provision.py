@@ -23,6 +23,8 @@ from shared.config import TENANT_NAME_PATTERN, tenant_topic
 from shared.errors import SetupError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from infra.local.stack_config import StackConfig
     from infra.local.topology import Topology
 
@@ -120,9 +122,14 @@ def create_tenant_topics(cfg: StackConfig, topology: Topology, tenant: str) -> l
     return created
 
 
-def ensure_tenants(cfg: StackConfig, topology: Topology, default_region: str | None) -> None:
+def ensure_tenants(
+    cfg: StackConfig,
+    topology: Topology,
+    default_region: str | None,
+    on_tenant: Callable[[int, int, str], None] | None = None,
+) -> None:
     """Re-create every registered tenant's topics, bucket and dataset (the emulators keep them in memory only), and
-    the default tenant if it does not exist yet."""
+    the default tenant if it does not exist yet; ``on_tenant(done, total, name)`` before each (for progress)."""
     import json
 
     from shared.config import parse_registry
@@ -131,7 +138,9 @@ def ensure_tenants(cfg: StackConfig, topology: Topology, default_region: str | N
     for name, problem in problems.items():  # an unusable tenant must not keep the stack, or the others, down
         print(f"warning: tenant {name!r} is not usable: {problem}", file=sys.stderr)
     registered = list(usable.values())
-    for tenant in registered:
+    for done, tenant in enumerate(registered):
+        if on_tenant:
+            on_tenant(done, len(registered), tenant.name)
         create_tenant_topics(cfg, topology, tenant.name)
         try:
             add_local_tenant(

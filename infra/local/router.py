@@ -28,10 +28,11 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from shared.config import tenant_topic
+from shared.config import TENANT_TOPIC_SEPARATOR, tenant_topic
 from shared.envelopes import PUBSUB_PUBLISHED
 
 log = logging.getLogger("landline.router")
@@ -43,44 +44,69 @@ class RouterState:
 
     def __init__(self, max_delivery_attempts: int) -> None:
         self.lock = threading.Lock()
-        self.inflight = 0
-        self.last_activity = time.monotonic()
+        self.inflight: dict[str | None, int] = {}  # tenant (None: no tenant, e.g. a tick) -> deliveries running
+        self.last_activity: dict[str | None, float] = {None: time.monotonic()}  # None: any tenant
         self.max_attempts = max_delivery_attempts
         self.failing: dict[str, int] = {}  # message id -> failed attempts, until it succeeds or is dead-lettered
-        self.dead_lettered = 0
-        # "bucket/object#generation" dropped and not yet ingested, "msg:<id>" published and not yet processed
-        self.expected: set[str] = set()
+        # "bucket/object#generation" dropped and not yet ingested, "msg:<id>" published and not yet processed; each
+        # with its tenant when the announcer or the topic says which (for `landline wait --tenant`)
+        self.expected: dict[str, str | None] = {}
         # Keys already settled (ingested, processed or dead-lettered): an /expect that arrives after its object was
         # already handled (a small file can be ingested before `drop` reports it) must not wait for it forever.
         self.settled: dict[str, None] = {}
-        self.delivered: dict[str, int] = {}
-        self.failures: dict[str, int] = {}
+        self.tenant_of: dict[str, str | None] = {}  # message id -> tenant, while it is failing
+        self.counts: dict[tuple[str, str | None, str], int] = {}  # (delivered|failures|dead_lettered, tenant, name)
 
     def settle(self, *keys: str | None) -> None:
         """Call with the lock held: these keys will not be delivered again."""
         for key in keys:
             if key:
-                self.expected.discard(key)
+                self.expected.pop(key, None)
                 self.settled[key] = None
         while len(self.settled) > _SETTLED_LIMIT:  # oldest first (dicts keep insertion order)
             del self.settled[next(iter(self.settled))]
 
-    def expect(self, keys: list[str]) -> None:
+    def expect(self, keys: list[str], tenant: str | None = None) -> None:
         """``landline drop``/``tick`` announce what they started; what already settled is not waited for."""
         with self.lock:
-            self.expected.update(key for key in keys if key not in self.settled)
-            self.last_activity = time.monotonic()
+            for key in keys:
+                if key not in self.settled:
+                    self.expected[key] = tenant or self.expected.get(key)
+            self.touch(tenant)
 
-    def snapshot(self) -> dict[str, Any]:
+    def touch(self, tenant: str | None) -> None:
+        """Call with the lock held: something happened (for the tenant, if known)."""
+        now = time.monotonic()
+        self.last_activity[None] = now
+        if tenant:
+            self.last_activity[tenant] = now
+
+    def count(self, kind: str, tenant: str | None, name: str) -> None:
+        """Call with the lock held."""
+        self.counts[kind, tenant, name] = self.counts.get((kind, tenant, name), 0) + 1
+
+    def snapshot(self, tenant: str | None = None) -> dict[str, Any]:
+        """What `landline wait` polls: for the whole stack, or only what is known to be ``tenant``'s."""
         with self.lock:
+            mine = (lambda t: True) if tenant is None else (lambda t: t == tenant)
+
+            def counted(kind: str) -> dict[str, int]:
+                out: dict[str, int] = {}
+                for (k, t, name), n in self.counts.items():
+                    if k == kind and mine(t):
+                        out[name] = out.get(name, 0) + n
+                return out
+
+            last = self.last_activity.get(tenant, 0.0) if tenant else self.last_activity[None]
             return {
-                "inflight": self.inflight,
-                "idle_seconds": round(time.monotonic() - self.last_activity, 3),
-                "awaiting_retry": len(self.failing),
-                "dead_lettered": self.dead_lettered,
-                "expected_objects": sorted(self.expected),
-                "delivered": dict(self.delivered),
-                "failures": dict(self.failures),
+                "tenant": tenant,
+                "inflight": sum(n for t, n in self.inflight.items() if mine(t)),
+                "idle_seconds": round(time.monotonic() - last, 3),
+                "awaiting_retry": sum(1 for m in self.failing if mine(self.tenant_of.get(m))),
+                "dead_lettered": sum(counted("dead_lettered").values()),
+                "expected_objects": sorted(k for k, t in self.expected.items() if mine(t)),
+                "delivered": counted("delivered"),
+                "failures": counted("failures"),
             }
 
 
@@ -173,18 +199,20 @@ def make_handler(
             return self.rfile.read(int(self.headers.get("content-length") or 0))
 
         def do_GET(self) -> None:
-            if self.path == "/healthz":
+            url = urlsplit(self.path)
+            if url.path == "/healthz":
                 self._reply(200, {"ok": True})
-            elif self.path == "/stats":
-                self._reply(200, state.snapshot())
+            elif url.path == "/stats":
+                self._reply(200, state.snapshot(parse_qs(url.query).get("tenant", [""])[0] or None))
             else:
                 self._reply(404, {"error": "not found"})
 
         def do_POST(self) -> None:
-            if self.path == "/expect":
-                objects = json.loads(self._body() or b"[]")
-                state.expect(objects)
-                self._reply(200, {"expected": len(objects)})
+            if self.path == "/expect":  # a list of keys, or {"tenant": T, "keys": [...]}
+                body = json.loads(self._body() or b"[]")
+                keys, tenant = (body, None) if isinstance(body, list) else (body.get("keys", []), body.get("tenant"))
+                state.expect(keys, tenant)
+                self._reply(200, {"expected": len(keys)})
                 return
             parts = self.path.strip("/").split("/")
             # /push/<function>/projects/<P>/topics/<T> or /notifications/projects/<P>/topics/<T>
@@ -204,7 +232,8 @@ def make_handler(
             headers, payload = _pubsub_event(body, project, topic)
             status = 500
             with _Delivery(
-                state, function, str(message.get("messageId") or ""), object_key(message.get("attributes") or {})
+                state, function, str(message.get("messageId") or ""), object_key(message.get("attributes") or {}),
+                tenant=topic_tenant(topic),
             ) as delivery:
                 try:
                     status = client.post(target, content=payload, headers=headers).status_code
@@ -221,12 +250,13 @@ def make_handler(
                 self._reply(200, {"ignored": "no notification config for this bucket and event type"})
                 return
             key = object_key(message.get("attributes") or {})
+            tenant = topic_tenant(target)
             with _Delivery(
-                state, "notifications", str(message.get("messageId") or ""), key, settle_key=False
+                state, "notifications", str(message.get("messageId") or ""), key, settle_key=False, tenant=tenant
             ) as delivery:
                 try:
                     published = republisher.publish(target, message)
-                    state.expect([f"msg:{published}"])
+                    state.expect([f"msg:{published}", *([key] if key else [])], tenant)
                     delivery.ok = True
                 except (httpx.HTTPError, KeyError, ValueError) as exc:
                     log.warning("republishing a notification to %s failed: %s", target, exc)
@@ -235,39 +265,52 @@ def make_handler(
     return Handler
 
 
+def topic_tenant(topic: str) -> str | None:
+    """The tenant of a per-tenant topic (``raw-events.acme`` -> ``acme``); None for a shared one (``send-ticks``)."""
+    _base, separator, tenant = topic.partition(TENANT_TOPIC_SEPARATOR)
+    return tenant if separator and tenant else None
+
+
 class _Delivery:
     """Bookkeeping around one push delivery: in flight while it runs, then settled, or counted towards dead-lettering
     (after the subscription's last attempt the emulator moves it to the dead-letter topic: nothing more will come).
     ``settle_key=False``: success passes the object on (to its tenant's topic), so it is still expected."""
 
-    def __init__(self, state: RouterState, name: str, message_id: str, key: str | None, *, settle_key: bool = True):
+    def __init__(
+        self, state: RouterState, name: str, message_id: str, key: str | None, *, settle_key: bool = True,
+        tenant: str | None = None,
+    ) -> None:  # fmt: skip
         self.state, self.name, self.message_id, self.key, self.settle_key = state, name, message_id, key, settle_key
+        self.tenant = tenant
         self.ok = False
 
     def __enter__(self) -> _Delivery:
         with self.state.lock:
-            self.state.inflight += 1
-            self.state.last_activity = time.monotonic()
+            self.state.inflight[self.tenant] = self.state.inflight.get(self.tenant, 0) + 1
+            self.state.touch(self.tenant)
         return self
 
     def __exit__(self, *exc: object) -> None:
         state = self.state
         with state.lock:
-            state.inflight -= 1
-            state.last_activity = time.monotonic()
+            state.inflight[self.tenant] -= 1
+            state.touch(self.tenant)
             if self.ok:
-                state.delivered[self.name] = state.delivered.get(self.name, 0) + 1
+                state.count("delivered", self.tenant, self.name)
                 state.failing.pop(self.message_id, None)
+                state.tenant_of.pop(self.message_id, None)
                 state.settle(f"msg:{self.message_id}", self.key if self.settle_key else None)
                 return
-            state.failures[self.name] = state.failures.get(self.name, 0) + 1
+            state.count("failures", self.tenant, self.name)
             attempts = state.failing.get(self.message_id, 0) + 1
             if attempts >= state.max_attempts:
                 state.failing.pop(self.message_id, None)
-                state.dead_lettered += 1
+                state.tenant_of.pop(self.message_id, None)
+                state.count("dead_lettered", self.tenant, self.name)
                 state.settle(f"msg:{self.message_id}", self.key)
             else:
                 state.failing[self.message_id] = attempts
+                state.tenant_of[self.message_id] = self.tenant
 
 
 def main() -> None:

@@ -202,6 +202,7 @@ class Stack:
             base = port_base if port_base is not None else int(os.environ.get("LANDLINE_PORT_BASE", DEFAULT_PORT_BASE))
             self.cfg = StackConfig(home=self.home, project=project or DEFAULT_PROJECT, port_base=base)
         self.cfg.ports = {name: self.cfg.port_base + offset for name, offset in self.topology.local.ports.items()}
+        self.started: list[str] = []  # what the last `up` (re)started
 
     # -- process bookkeeping --------------------------------------------------------------------------------
     def _pidfile(self, name: str) -> Path:
@@ -244,9 +245,16 @@ class Stack:
         )
         self._pidfile(svc.name).write_text(str(proc.pid))
 
-    def up(self, timeout: float = 60.0, default_region: str | None = None) -> float:
-        """Start whatever is not running and healthy; returns seconds taken."""
+    def up(
+        self,
+        timeout: float = 60.0,
+        default_region: str | None = None,
+        on_tenant: Callable[[int, int, str], None] | None = None,
+    ) -> float:
+        """Start whatever is not running and healthy (``started`` says what), then re-provision every tenant
+        (``on_tenant(done, total, name)`` before each); returns seconds taken."""
         t0 = time.monotonic()
+        self.started = []
         make_private_dir(self.home)  # 0700: it holds keys, the warehouse's files and logs with personal data
         self.cfg.paths.bigquery_data.mkdir(parents=True, exist_ok=True)
         if not self.cfg.paths.tenants.exists():
@@ -261,13 +269,14 @@ class Stack:
             if self.pid(svc.name):
                 self._stop(svc.name)
             self._start(svc)
+            self.started.append(svc.name)
             if svc is first[0]:
                 self._wait_healthy([svc], t0 + timeout)
                 create_topology(self.cfg, self.topology, pubsub_only=True)
         self.cfg.save()
         self._wait_healthy(svcs, t0 + timeout)
         create_topology(self.cfg, self.topology)
-        ensure_tenants(self.cfg, self.topology, default_region)
+        ensure_tenants(self.cfg, self.topology, default_region, on_tenant)
         return time.monotonic() - t0
 
     def _wait_healthy(self, svcs: list[Service], deadline: float) -> None:

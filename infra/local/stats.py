@@ -47,8 +47,36 @@ WHERE loaded.origin IS NULL
 """
 
 
+# Why files were not loaded: the ledger's error starts with its reason code (``not_segment_layout``, ``unsupported_encoding:
+# ...``).
+_FILE_REASONS = """
+SELECT status, IFNULL(SPLIT(error, ':')[SAFE_OFFSET(0)], 'unknown') AS reason, COUNT(*) AS n FROM files_latest
+WHERE status NOT IN ('loaded', 'started') GROUP BY status, reason
+"""
+
+
 def tenant_stats(tenant_name: str) -> dict[str, Any]:
+    """The counts of `landline stats`; a missing table is a setup error that names the fix."""
+    from google.api_core import exceptions as gexc
+
+    from shared.config import tenants
+    from shared.errors import SetupError
+
+    try:
+        return _tenant_stats(tenant_name)
+    except gexc.NotFound as exc:
+        region = tenants().get(tenant_name).region
+        raise SetupError(
+            f"a table or view of tenant {tenant_name} is missing ({exc.message.split(' in location')[0]})",
+            f"re-create its tables and views with `landline tenant add {tenant_name} --region {region}`",
+        ) from exc
+
+
+def _tenant_stats(tenant_name: str) -> dict[str, Any]:
     counts = run_query(tenant_name, _COUNTS_SQL.format(open_rejections=_OPEN_REJECTIONS))[0]
+    reasons: dict[str, dict[str, int]] = {}
+    for row in run_query(tenant_name, _FILE_REASONS):
+        reasons.setdefault(row["status"], {})[row["reason"]] = row["n"]
     files = run_query(
         tenant_name, "SELECT status, COUNT(*) AS n, SUM(lines) AS lines FROM files_latest GROUP BY status"
     )
@@ -65,6 +93,7 @@ def tenant_stats(tenant_name: str) -> dict[str, Any]:
     return {
         "tenant": tenant_name,
         "files": {r["status"]: r["n"] for r in files},
+        "file_reasons": reasons,
         "lines": lines,
         "file_lines": file_lines,
         "direct_lines": int(counts["direct_lines"]),
@@ -81,7 +110,14 @@ def tenant_stats(tenant_name: str) -> dict[str, Any]:
 
 
 def format_stats(tenant_name: str, s: dict[str, Any]) -> str:
-    files = ", ".join(f"{k} {v}" for k, v in sorted(s["files"].items())) or "none"
+    """The counts as aligned lines; files not loaded say why (ignored: not_segment_layout 6)."""
+    reasons = s.get("file_reasons") or {}
+
+    def why(status: str) -> str:
+        found = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.get(status, {}).items()))
+        return f" ({found})" if found else ""
+
+    files = ", ".join(f"{k} {v}{why(k)}" for k, v in sorted(s["files"].items())) or "none"
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(s["rejected"].items())) or "none"
     sends = ", ".join(f"{k} {v}" for k, v in sorted(s["sends"].items())) or "none"
     return "\n".join(
@@ -89,7 +125,7 @@ def format_stats(tenant_name: str, s: dict[str, Any]) -> str:
             f"tenant {tenant_name}",
             f"  files        {files}",
             f"  lines read   {s['lines']} ({s['file_lines']} from files, {s['direct_lines']} published directly)",
-            f"  events       {s['events']} unique ({s['event_rows']} rows stored)",
+            f"  events       {s['events']} unique ({s['event_rows']} rows stored; events_deduped has one per event)",
             f"  user props   {s['user_property_rows']} records for {s['users']} contacts",
             f"  duplicates   {s['duplicates']}",
             f"  rejected     {s['rejected_lines']} ({rejected})",

@@ -208,7 +208,7 @@ def crossed(local_stack: StackHandle, publisher: pubsub_v1.PublisherClient) -> d
     """Publishes, at once, the messages of the isolation scenarios (each on its own subscription), then waits until
     every delivery attempt has failed."""
     victim = local_stack.add_tenant()  # "B": the tenant the publishers try to reach
-    buckets = {t["name"]: t["bucket"] for t in json.loads(local_stack.cli("tenant", "list").stdout)}
+    buckets = {t["name"]: t["bucket"] for t in json.loads(local_stack.cli("tenant", "list", "--json").stdout)}
     out: dict[str, Crossed] = {}
 
     def publish(case: str, owner: str | None, topic: str, **attributes: str) -> None:

@@ -47,7 +47,7 @@ def cli_json(stack: StackHandle, *args: str) -> Any:
 
 
 def region_of(stack: StackHandle, tenant: str) -> str:
-    return str(next(t["region"] for t in json.loads(stack.cli("tenant", "list").stdout) if t["name"] == tenant))
+    return str(next(t["region"] for t in json.loads(stack.cli("tenant", "list", "--json").stdout) if t["name"] == tenant))
 
 
 @dataclass

@@ -1,0 +1,55 @@
+"""`landline tenant remove`: unregister a tenant on the local stack, and with ``purge`` delete what it owned.
+
+The registry entry goes first (under the registry's lock): from then on the functions refuse the tenant's messages
+as an unknown tenant's, so nothing is half-removed while its data is deleted.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from google.api_core import exceptions as gexc
+
+from infra.local.cli_support import fail
+
+if TYPE_CHECKING:
+    from infra.local.stack_config import StackConfig
+
+
+def remove_tenant(cfg: StackConfig, name: str, *, purge: bool = False) -> list[str]:
+    """Remove ``name`` from the registry; with ``purge`` also its buckets, dataset and local keys. Returns what was
+    deleted."""
+    from infra.local.secrets_file import locked, write_private_file
+    from shared.clients import storage_client
+    from shared.config import CLAIMS_BUCKET_SUFFIX, settings, tenants
+    from shared.tenancy import _locked as registry_locked
+    from shared.warehouse.client import bigquery_client
+
+    path = cfg.paths.tenants
+    with registry_locked(path):
+        registry = json.loads(path.read_text() or "{}") if path.exists() else {}
+        entry = registry.pop(name, None)
+        if entry is None:
+            fail(f"unknown tenant {name!r}: `landline tenant list` shows the registered ones")
+        path.write_text(json.dumps(registry, indent=2, sort_keys=True))
+    tenants.cache_clear()
+    if not purge:
+        return []
+    deleted = []
+    client = storage_client()
+    for bucket in (entry.get("bucket"), f"{entry.get('bucket')}{CLAIMS_BUCKET_SUFFIX}"):
+        try:
+            client.bucket(bucket).delete(force=True)
+            deleted.append(f"gs://{bucket}")
+        except gexc.NotFound:
+            pass
+    dataset = f"{settings().project}.{entry.get('dataset')}"
+    bigquery_client().delete_dataset(dataset, delete_contents=True, not_found_ok=True)
+    deleted.append(f"dataset {entry.get('dataset')}")
+    with locked(cfg.paths.secrets):
+        secrets = json.loads(cfg.paths.secrets.read_text() or "{}") if cfg.paths.secrets.exists() else {}
+        if secrets.pop(name, None) is not None:
+            write_private_file(cfg.paths.secrets, json.dumps(secrets, indent=2))
+            deleted.append("local keys")
+    return deleted
