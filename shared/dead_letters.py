@@ -31,6 +31,7 @@ from google.api_core import exceptions as gexc
 
 from shared.config import Tenant, settings, tenant_topic, tenants
 from shared.errors import TransientError
+from shared.raw_events import DEAD_LETTER_ID, ORIGIN, direct_publish_origin, origin_bucket
 
 if TYPE_CHECKING:
     from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 DEAD_LETTER_ATTRIBUTE_PREFIX = "CloudPubSubDeadLetter"
 DELIVERY_COUNT = "CloudPubSubDeadLetterSourceDeliveryCount"
 SOURCE_PUBLISH_TIME = "CloudPubSubDeadLetterSourceTopicPublishTime"
-REPLAY_ATTRIBUTE = "dead_letter_id"  # the dead letter a republished message came from (lineage in logs)
+REPLAY_ATTRIBUTE = DEAD_LETTER_ID  # the dead letter a republished message came from (lineage in logs)
 HEAD_CHARS = 300
 PULL_BATCH = 100
 HOLD_SECONDS = 600  # how long a listed or skipped message stays leased to us while the rest are read
@@ -77,12 +78,13 @@ class DeadLetter:
     skip: str | None = None  # why a replay leaves it parked, or None
 
     def replay_attributes(self, *, fix_tenant: bool = False) -> dict[str, str]:
-        """The attributes a replay publishes with (see the module docstring)."""
+        """The attributes a replay publishes with (see the module docstring): the publisher's own, verbatim (a
+        raw-events message's unknown or malformed ones too, which the loader ignores as it did the first time)."""
         attributes = dict(self.attributes)
         if fix_tenant:
             attributes.pop("tenant", None)
-        if self.base == settings().raw_events_topic and not attributes.get("origin"):
-            attributes["origin"] = f"pubsub://{self.topic}/{self.message_id}"
+        if self.base == settings().raw_events_topic and not attributes.get(ORIGIN):
+            attributes[ORIGIN] = direct_publish_origin(self.topic, self.message_id)
         attributes[REPLAY_ATTRIBUTE] = self.message_id
         return attributes
 
@@ -133,8 +135,7 @@ def _other_tenant(
         return NAMES_OTHER_TENANT, f"it names tenant {named!r} on {letter.topic}"
     bucket = None
     if letter.base == settings().raw_events_topic:
-        origin = letter.attributes.get("origin", "")
-        bucket = origin.removeprefix("gs://").partition("/")[0] if origin.startswith("gs://") else None
+        bucket = origin_bucket(letter.attributes.get(ORIGIN))
     elif letter.base == settings().object_notifications_topic:
         bucket = letter.attributes.get("bucketId")
     if bucket and bucket != tenant.bucket:

@@ -26,6 +26,7 @@ from google.cloud import bigquery
 
 from shared.config import settings, tenant_topic, tenants
 from shared.load.parse import MAX_PAYLOAD_BYTES
+from shared.raw_events import MAX_NUMBER, LineSpan, RawEventsMessage, split_framing
 from shared.warehouse.client import bigquery_client, check_region
 
 if TYPE_CHECKING:
@@ -103,18 +104,25 @@ def skip_reason(row: dict[str, Any]) -> str | None:
     return None
 
 
-def replay_attributes(row: dict[str, Any]) -> dict[str, str]:
-    """Attributes that make the loader treat the payload as the original line at its original position."""
-    attributes = {
-        "format": str(row.get("source_format") or "segment"),
-        "replayed_from": str(row["rejected_id"]),
-    }
-    if row.get("origin"):
-        attributes["origin"] = str(row["origin"])
-    if row.get("line_number") is not None:
-        line = str(int(row["line_number"]))
-        attributes.update(first_line=line, last_line=line, line_count="1")
-    return attributes
+def replay_message(row: dict[str, Any]) -> RawEventsMessage:
+    """The stored payload as a raw-events message the loader treats as the original line at its original position
+    (a CSV line's stored payload is its header row and the line: a one-line CSV message)."""
+    fmt = str(row.get("source_format") or "segment")
+    header, payload = split_framing(str(row["payload"]).encode("utf-8", "surrogatepass"), fmt)
+    line = int(row["line_number"]) if row.get("line_number") is not None else None
+    # A stored payload is one line, so a span of its one number fits it; one that could not (a payload of several
+    # lines, a number no file has) would be ignored by the loader anyway: the lines are then numbered from 1.
+    span = None
+    if line is not None and 1 <= line <= MAX_NUMBER and b"\n" not in payload:
+        span = LineSpan(line, line)
+    return RawEventsMessage(
+        payload=payload,
+        format=fmt,
+        header=header,
+        origin=str(row["origin"]) if row.get("origin") else None,
+        span=span,
+        replayed_from=str(row["rejected_id"]),
+    )
 
 
 def _rows(tenant_name: str, reason: str | None, page_size: int) -> Iterator[list[dict[str, Any]]]:
@@ -157,8 +165,8 @@ def replay_rejected(
                 continue
             result.republished += 1
             if client is not None:
-                data = str(row["payload"]).encode("utf-8", "surrogatepass")
-                pending.append(client.publish(topic, data, **replay_attributes(row)))
+                data, attributes = replay_message(row).encode()
+                pending.append(client.publish(topic, data, **attributes))
         # Every publish of a batch is confirmed before the next batch is read (a failure raises here).
         futures.wait(pending)
         result.message_ids += [f.result() for f in pending]

@@ -5,7 +5,7 @@ uncompressed Segment file), so we measure, on the same cached file and in the sa
 
 * ``inflate``  zlib inflate only, output discarded (the ceiling);
 * ``json``     a plain ``json.loads`` loop over the lines (what naive per-line parsing would cost);
-* ``ingest``   open_lines + batch_lines + encode_batch + batch_attributes (publishing NOT included).
+* ``ingest``   open_lines + batch_lines + batch_message(...).encode() (publishing NOT included).
 
 Each measurement runs in a fresh subprocess so its peak RSS (``ru_maxrss`` from ``os.wait4``) is its own. Rates are
 lines/s per core (CPU time, single process) and wall lines/s. The last line printed is the ingest/inflate ratio.
@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from shared.ingest.batching import batch_attributes, batch_lines, encode_batch
+from shared.ingest.batching import batch_lines, batch_message
 from shared.ingest.decode import open_lines
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,8 +154,7 @@ def measure_ingest(path: Path) -> tuple[int, int]:
     with path.open("rb") as f:
         reader = open_lines(f)
         for batch in batch_lines(reader):
-            payload = encode_batch(batch)
-            attrs = batch_attributes(batch, tenant="bench", origin=origin)
+            payload, attrs = batch_message(batch, tenant="bench", origin=origin).encode()
             assert len(payload) == batch.payload_bytes and attrs  # keep both alive: the publish would use them
             lines += len(batch.lines)
         assert not reader.truncated
@@ -206,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
             pass
     print(f"file: {path.relative_to(ROOT)}  compressed {path.stat().st_size / 1e6:.1f} MB")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print("ingest = open_lines + batch_lines + encode_batch + batch_attributes (publishing not included)")
+    print("ingest = open_lines + batch_lines + batch_message(...).encode() (publishing not included)")
     best: dict[str, dict[str, Any]] = {}
     for _ in range(args.repeats):
         for stage in STAGES:

@@ -11,29 +11,27 @@ Why it looks like this:
 * A line bigger than ``max_bytes`` is still published, alone and flagged ``oversized``, so the caller can reject it
   with a reason instead of dropping it; a line the decoder cut to its head (longer than its cap) too, with its full
   length in ``original_bytes``. A truncated file's broken last line is published marked ``partial_line``.
-* The loader trusts none of these attributes: any publisher can set them. ``attribute_line_numbers`` checks that
-  they describe exactly the payload's lines (``last - first + 1 - skipped == lines``) *before* building any list,
-  and says ``None`` (number from 1) for anything malformed, inconsistent or huge; ``int_attribute`` reads one
-  number or ``None``.
+* :func:`batch_message` makes a batch the typed raw-events message (``shared.raw_events``: the wire format and what
+  the loader trusts of it, which is nothing it cannot check).
 * CSV files (``format=csv``): the first line is the header row. :func:`split_csv_header` takes it off the line
-  stream, and :func:`encode_batch` puts it in front of *every* batch's payload, so each message is a small CSV file
-  the loader can read alone (no 1024-byte attribute limit on the header). ``first_line``/``last_line`` still number
-  the data lines with their real line numbers in the file; the header is not a data line and is not counted.
+  stream, and every batch's message carries it in front of its lines, so each message is a small CSV file the loader
+  can read alone (no 1024-byte attribute limit on the header). Its line numbers still number the data lines with
+  their real line numbers in the file; the header is not a data line and is not counted.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from itertools import accumulate, chain
 from typing import TYPE_CHECKING
 
 from shared.ingest.decode import MAX_LINE_BYTES, CsvLineReader, LineChunk, LineReader, RawLine
+from shared.raw_events import LineSpan, RawEventsMessage
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Iterable, Iterator
     from typing import BinaryIO
 
 __all__ = [
@@ -41,13 +39,10 @@ __all__ = [
     "DEFAULT_MAX_LINES",
     "Batch",
     "CsvLineReader",
-    "attribute_line_numbers",
-    "batch_attributes",
     "batch_chunks",
     "batch_id",
     "batch_lines",
-    "encode_batch",
-    "int_attribute",
+    "batch_message",
     "open_csv_lines",
     "split_csv_header",
 ]
@@ -65,7 +60,7 @@ _plus1 = (1).__add__
 
 @dataclass(slots=True)
 class Batch:
-    """Consecutive non-blank lines of one object; ``payload_bytes == len(encode_batch(batch))``."""
+    """Consecutive non-blank lines of one object; ``payload_bytes`` is the bytes of its lines joined by newlines."""
 
     index: int
     first_line: int
@@ -81,19 +76,14 @@ class Batch:
     def line_count(self) -> int:
         return len(self.lines)
 
+    @property
+    def span(self) -> LineSpan:
+        """The physical line numbers of ``lines``."""
+        return LineSpan(self.first_line, self.last_line, tuple(self.skipped))
+
     def line_numbers(self) -> list[int]:
         """Physical line number of each entry of ``lines``."""
-        return _numbers(self.first_line, self.last_line, self.skipped)
-
-
-def _numbers(first: int, last: int, skipped: Iterable[tuple[int, int]]) -> list[int]:
-    out: list[int] = []
-    start = first
-    for lo, hi in skipped:
-        out.extend(range(start, lo))
-        start = hi + 1
-    out.extend(range(start, last + 1))
-    return out
+        return self.span.numbers()
 
 
 class _Open:
@@ -241,14 +231,6 @@ def batch_id(origin: str, index: int) -> str:
     return hashlib.sha256(f"{origin}\n{index}".encode()).hexdigest()[:32]
 
 
-def encode_batch(batch: Batch, header: bytes | None = None) -> bytes:
-    """The Pub/Sub payload: the raw lines joined by ``\\n`` (NDJSON, no trailing newline); a CSV file's ``header``
-    row comes first."""
-    if header is not None:
-        return b"\n".join([header, *batch.lines])
-    return b"\n".join(batch.lines)
-
-
 # -- csv ------------------------------------------------------------------------------------------------------------
 
 
@@ -278,66 +260,28 @@ def split_csv_header(chunks: Iterable[LineChunk]) -> tuple[RawLine | None, Itera
     return None, iter(())
 
 
-def _ranges(skipped: Iterable[tuple[int, int]]) -> str:
-    return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in skipped)
-
-
-def batch_attributes(batch: Batch, *, tenant: str, origin: str, fmt: str = "segment") -> dict[str, str]:
-    """Pub/Sub attributes of a batch; the loader needs them to name lines and to reject partial/oversized ones."""
-    attrs = {
-        "tenant": tenant,
-        "format": fmt,
-        "origin": origin,
-        "batch_index": str(batch.index),
-        "batch_id": batch_id(origin, batch.index),
-        "first_line": str(batch.first_line),
-        "last_line": str(batch.last_line),
-        "line_count": str(len(batch.lines)),
-    }
-    if batch.skipped:
-        attrs["skipped_lines"] = _ranges(batch.skipped)
-    if batch.partial_line is not None:
-        attrs["partial_line"] = str(batch.partial_line)
-    if batch.oversized:
-        attrs["oversized"] = "true"
-    if batch.original_bytes is not None:
-        attrs["original_bytes"] = str(batch.original_bytes)
-    return attrs
-
-
-_NUMBER_ATTRIBUTE = re.compile(r"[0-9]{1,15}")  # a line number or a size: far beyond any real file, never huge
-
-
-def int_attribute(value: str | None) -> int | None:
-    """A non-negative integer attribute as sent by any publisher, or ``None`` if absent or malformed (``x``, ``1e9``,
-    ``-3``, a thousand digits): the caller falls back to what it can tell from the payload."""
-    if value is None or not _NUMBER_ATTRIBUTE.fullmatch(value):
-        return None
-    return int(value)
-
-
-def attribute_line_numbers(attrs: Mapping[str, str], count: int) -> list[int] | None:
-    """Line number of each of the ``count`` payload lines, from :func:`batch_attributes` output (for the loader's
-    rejections); ``None`` if the attributes are absent, malformed or do not describe exactly ``count`` lines.
-
-    The range is checked before any list is built, so ``first_line=1, last_line=1000000000`` costs nothing."""
-    first, last = int_attribute(attrs.get("first_line")), int_attribute(attrs.get("last_line"))
-    if first is None or last is None or not 1 <= first <= last:
-        return None
-    declared = attrs.get("line_count")
-    if declared is not None and int_attribute(declared) != count:
-        return None
-    skipped: list[tuple[int, int]] = []
-    blank = 0
-    previous = first  # each range lies strictly inside first..last, after the previous one
-    for part in filter(None, attrs.get("skipped_lines", "").split(",")):
-        lo_text, _, hi_text = part.partition("-")
-        lo, hi = int_attribute(lo_text), int_attribute(hi_text or lo_text)
-        if lo is None or hi is None or not previous < lo <= hi < last:
-            return None
-        skipped.append((lo, hi))
-        blank += hi - lo + 1
-        previous = hi + 1
-    if last - first + 1 - blank != count:
-        return None
-    return _numbers(first, last, skipped)
+def batch_message(
+    batch: Batch,
+    *,
+    tenant: str,
+    origin: str,
+    fmt: str = "segment",
+    header: bytes | None = None,
+    source_id: str | None = None,
+) -> RawEventsMessage:
+    """The raw-events message of a batch: its lines (after a CSV file's ``header`` row), where they are in the file,
+    and whether one is partial or oversized, so the loader can name and reject them."""
+    return RawEventsMessage(
+        payload=b"\n".join(batch.lines),
+        format=fmt,
+        header=header,
+        origin=origin,
+        tenant=tenant,
+        span=batch.span,
+        partial_line=batch.partial_line,
+        oversized=batch.oversized,
+        original_bytes=batch.original_bytes,
+        batch_index=batch.index,
+        batch_id=batch_id(origin, batch.index),
+        source_id=source_id,
+    )

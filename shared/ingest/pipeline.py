@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -37,14 +37,7 @@ from google.resumable_media import common as media_errors
 from shared.clients import publisher, storage_client, topic_path
 from shared.config import Tenant, settings, tenant_of_topic, tenant_topic, tenants
 from shared.errors import PermanentError, SetupError, TransientError
-from shared.ingest.batching import (
-    batch_attributes,
-    batch_chunks,
-    batch_lines,
-    encode_batch,
-    open_csv_lines,
-    split_csv_header,
-)
+from shared.ingest.batching import batch_chunks, batch_lines, batch_message, open_csv_lines, split_csv_header
 from shared.ingest.decode import FileRejected, LineReader, open_lines
 from shared.ingest.layout import classify_object
 from shared.runtime import get_logger
@@ -243,14 +236,16 @@ def _publish_object(
                 batches_of = batch_lines(reader, cfg.batch_max_lines, cfg.batch_max_bytes)
             for batch in batches_of:
                 # the layout's kind is the loader's format: segment, mixpanel, amplitude or csv
-                attributes = batch_attributes(batch, tenant=tenant.name, origin=origin, fmt=fmt)
-                if source_id:
-                    attributes["source_id"] = source_id[:256]
-                payload = encode_batch(batch, header)
-                if batch.oversized and len(payload) > MAX_MESSAGE_BYTES:
+                message = batch_message(
+                    batch, tenant=tenant.name, origin=origin, fmt=fmt, header=header,
+                    source_id=source_id[:256] if source_id else None,
+                )
+                if message.oversized and message.size > MAX_MESSAGE_BYTES:
                     # One line bigger than a Pub/Sub message: send its head so the loader rejects it with a reason.
-                    attributes["original_bytes"] = str(len(payload))
-                    payload = payload[:OVERSIZED_KEEP_BYTES]
+                    message = replace(
+                        message, payload=message.payload[:OVERSIZED_KEEP_BYTES], original_bytes=len(message.payload)
+                    )
+                payload, attributes = message.encode()
                 pending.append((publisher().publish(topic, payload, **attributes), batch.line_count))
                 batches += 1
                 while pending and (pending[0][0].done() or len(pending) > MAX_PENDING_PUBLISHES):
@@ -297,7 +292,7 @@ def _csv_header(chunks: Iterable[LineChunk]) -> tuple[bytes | None, Iterator[Lin
         return None, rest
     if header.partial:
         raise FileRejected("invalid_csv_header", "the file ends inside its header row (truncated gzip)")
-    data = header.data.removeprefix(b"\xef\xbb\xbf")
+    data = header.data.removeprefix(b"\xef\xbb\xbf").rstrip(b"\r")  # a message's header row holds no line ending
     try:
         parse_header(data)
     except HeaderError as exc:

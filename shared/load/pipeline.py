@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 from shared.config import settings, tenant_of_topic, tenants
 from shared.errors import SetupError
-from shared.ingest.batching import attribute_line_numbers, int_attribute
 from shared.load.parse import MAX_PAYLOAD_BYTES, ParsedBatch, parse_lines, rejected_row
 from shared.privacy import DEFAULT_POLICY, PrivacyPolicy, policy_for
+from shared.raw_events import RawEventsMessage, direct_publish_origin
 from shared.sources.common import RejectReason
 from shared.warehouse.client import bigquery_client
 from shared.warehouse.rows import Lineage, RejectedRow
@@ -45,13 +45,6 @@ class LoadResult:
     lines: int
     written: dict[str, int]
     rejected: dict[str, int]
-
-
-def _line_numbers(attributes: dict[str, str], count: int) -> list[int]:
-    """The payload lines' numbers in their file; from 1 for a direct publish, or when the attributes (any publisher's)
-    are malformed or do not describe exactly these lines (``attribute_line_numbers`` checks before building)."""
-    numbers = attribute_line_numbers(attributes, count)
-    return numbers if numbers is not None else list(range(1, count + 1))
 
 
 def _publish_time(message: PubSubMessage) -> datetime:
@@ -85,14 +78,18 @@ def parse_message(
     message: PubSubMessage, topic: str | None = None, policy: PrivacyPolicy = DEFAULT_POLICY
 ) -> ParsedBatch:
     """Message -> rows and rejections (no I/O)."""
-    attributes = message.attributes
-    fmt = attributes.get("format", "native")
-    origin = attributes.get("origin") or f"pubsub://{topic or settings().raw_events_topic}/{message.message_id}"
-    payload = message.decoded()
-    csv_header: bytes | None = None
-    if fmt == "csv":
-        csv_header, _, payload = payload.partition(b"\n")
-        csv_header = csv_header.removesuffix(b"\r")
+    return parse_raw(RawEventsMessage.from_pubsub(message), message, topic, policy)
+
+
+def parse_raw(
+    raw: RawEventsMessage, message: PubSubMessage, topic: str | None = None, policy: PrivacyPolicy = DEFAULT_POLICY
+) -> ParsedBatch:
+    """A decoded message (``message``: its envelope, for the id and publish time) -> rows and rejections. Its
+    attributes were any publisher's: ``RawEventsMessage`` kept only what is well formed, and the lines are numbered
+    from 1 unless the declared numbers fit them exactly."""
+    fmt = raw.format
+    origin = raw.origin or direct_publish_origin(topic or settings().raw_events_topic, message.message_id)
+    payload, csv_header = raw.payload, raw.header
     lineage = Lineage(fmt, origin, None, _publish_time(message))
     # counted in C before any per-line object exists; a final "\n" ends the last line, it does not start another
     physical_lines = payload.count(b"\n") + (not payload.endswith(b"\n"))
@@ -100,8 +97,8 @@ def parse_message(
         return _too_many_lines(payload, lineage, physical_lines, message.message_id)
     # A direct publisher may end its NDJSON with a newline or leave blank lines: they are not records.
     lines = [line.removesuffix(b"\r") for line in payload.split(b"\n")]
-    numbered = [(n, line) for n, line in zip(_line_numbers(attributes, len(lines)), lines, strict=True) if line.strip()]
-    partial = int_attribute(attributes.get("partial_line"))  # malformed: ignored, like any bad attribute
+    numbered = [(n, line) for n, line in zip(raw.line_numbers(len(lines)), lines, strict=True) if line.strip()]
+    partial = raw.partial_line
     truncated: list[RejectedRow] = []
     if partial is not None:
         for n, line in numbered:
@@ -115,8 +112,8 @@ def parse_message(
                     )
                 )
         numbered = [(n, line) for n, line in numbered if n != partial]
-    if attributes.get("oversized") == "true":
-        size = int_attribute(attributes.get("original_bytes")) or sum(len(line) for _, line in numbered)
+    if raw.oversized:
+        size = raw.original_bytes or sum(len(line) for _, line in numbered)
         parsed_oversized = ParsedBatch()
         parsed_oversized.rejected.extend(
             rejected_row(line, Lineage(fmt, origin, n, lineage.received_at), RejectReason.LINE_TOO_LARGE,
@@ -163,24 +160,26 @@ def _with_header(row: RejectedRow, header: bytes) -> RejectedRow:
     return replace(row, payload=cut)
 
 
-def _check_origin_belongs_to(tenant: Tenant, message: PubSubMessage) -> None:
+def _check_origin_belongs_to(tenant: Tenant, message: RawEventsMessage, message_id: str) -> None:
     """A message whose origin is another bucket than the tenant's would copy one tenant's file into another tenant's
     dataset (a publisher allowed on this tenant's topic replaying another tenant's file, a replay sent to the wrong
     tenant): nothing is written, not even rejected rows (they would hold the other tenant's payload), and the message
     goes to the dead-letter topic."""
-    origin = message.attributes.get("origin") or ""
-    if not origin.startswith("gs://"):
-        return
-    bucket = origin.removeprefix("gs://").partition("/")[0]
-    if bucket != tenant.bucket:
+    bucket = message.origin_bucket
+    if bucket is not None and bucket != tenant.bucket:
         raise SetupError(
-            f"message {message.message_id} of tenant {tenant.name!r} has its origin in bucket {bucket!r}, "
+            f"message {message_id} of tenant {tenant.name!r} has its origin in bucket {bucket!r}, "
             f"not in the tenant's bucket {tenant.bucket!r}; nothing was written",
             "publish it to the topic of the tenant that owns the bucket (it is kept in the dead-letter topic)",
         )
 
 
 def message_tenant(message: PubSubMessage, topic: str | None) -> Tenant:
+    """The tenant of a delivered message (see :func:`topic_tenant`)."""
+    return topic_tenant(RawEventsMessage.from_pubsub(message), topic, message.message_id)
+
+
+def topic_tenant(message: RawEventsMessage, topic: str | None, message_id: str) -> Tenant:
     """The tenant of the ``raw-events.<tenant>`` topic the message was delivered from (infrastructure says which; IAM
     on that topic says who may publish as the tenant). A ``tenant`` attribute is optional, and one that names another
     tenant means a mislabelled or forged publish: nothing is written and the message is dead-lettered. A message on
@@ -189,15 +188,15 @@ def message_tenant(message: PubSubMessage, topic: str | None) -> Tenant:
     name = tenant_of_topic(base, topic)
     if name is None:
         raise SetupError(
-            f"message {message.message_id} was published to {topic or 'an unknown topic'!r}, not to a tenant's own "
+            f"message {message_id} was published to {topic or 'an unknown topic'!r}, not to a tenant's own "
             f"{base} topic; nothing was written",
             f"publish to {base}.<tenant> (the tenant's topic, which IAM lets you publish to), not to the shared "
             f"{base}; the message is kept in the dead-letter topic",
         )
-    claimed = message.attributes.get("tenant")
+    claimed = message.tenant
     if claimed is not None and claimed != name:
         raise SetupError(
-            f"message {message.message_id} on {topic} (tenant {name!r}) names tenant {claimed!r}; nothing was "
+            f"message {message_id} on {topic} (tenant {name!r}) names tenant {claimed!r}; nothing was "
             "written",
             f"publish tenant {claimed!r}'s events to {base}.{claimed}, or leave the tenant attribute out (the topic "
             "names the tenant); the message is kept in the dead-letter topic",
@@ -206,9 +205,10 @@ def message_tenant(message: PubSubMessage, topic: str | None) -> Tenant:
 
 
 def load_message(message: PubSubMessage, topic: str | None = None) -> LoadResult:
-    tenant = message_tenant(message, topic)
-    _check_origin_belongs_to(tenant, message)
-    parsed = parse_message(message, topic, tenant_policy(tenant))
+    raw = RawEventsMessage.from_pubsub(message)  # decoded once; every check below reads the typed message
+    tenant = topic_tenant(raw, topic, message.message_id)
+    _check_origin_belongs_to(tenant, raw, message.message_id)
+    parsed = parse_raw(raw, message, topic, tenant_policy(tenant))
     result = write_rows(bigquery_client(), tenant, [*parsed.rows, *parsed.rejected], processor=PROCESSOR)
     rejected = parsed.reasons()
     if result.invalid:

@@ -1,4 +1,5 @@
-"""shared.ingest.batching: bounds, determinism, line numbers, partial and oversized lines."""
+"""shared.ingest.batching: bounds, determinism, line numbers, partial and oversized lines, and the raw-events message
+of a batch (the wire format itself is tests/unit/test_raw_events.py's)."""
 
 from __future__ import annotations
 
@@ -12,19 +13,22 @@ import pytest
 from shared.ingest.batching import (
     MAX_SKIPPED_RANGES,
     Batch,
-    attribute_line_numbers,
-    batch_attributes,
     batch_chunks,
     batch_id,
     batch_lines,
-    encode_batch,
-    int_attribute,
+    batch_message,
     open_csv_lines,
     split_csv_header,
 )
 from shared.ingest.decode import FileRejected, RawLine, open_lines
+from shared.raw_events import RawEventsMessage, attribute_line_numbers
 
 ORIGIN = "gs://acme-raw/segment-logs/src1/1714521600000/part-0001.gz#1714560000123456"
+
+
+def encoded(batch: Batch, tenant: str = "t", origin: str = ORIGIN) -> tuple[bytes, dict[str, str]]:
+    """(data, attributes) ingest publishes for ``batch`` of a Segment file."""
+    return batch_message(batch, tenant=tenant, origin=origin).encode()
 
 
 def reference_batches(lines: list[RawLine], max_lines: int, max_bytes: int) -> list[tuple[int, int, list[bytes], bool]]:
@@ -64,7 +68,7 @@ def check_invariants(batches: list[Batch], lines: list[RawLine], max_lines: int,
     assert [line for b in batches for line in b.lines] == [r.data for r in lines]
     assert [n for b in batches for n in b.line_numbers()] == [r.number for r in lines]
     for b in batches:
-        assert b.payload_bytes == len(encode_batch(b))
+        assert b.payload_bytes == len(encoded(b)[0])
         assert len(b.lines) <= max_lines
         if b.oversized:
             assert len(b.lines) == 1 and b.payload_bytes > max_bytes
@@ -116,8 +120,8 @@ def test_oversized_line_goes_alone_and_is_flagged() -> None:
     batches = list(batch_lines(lines, max_lines=10, max_bytes=100))
     # THEN it is alone in its batch, flagged, and so are its attributes
     assert [(b.lines, b.oversized) for b in batches] == [([b"{1}"], False), ([lines[1].data], True), ([b"{3}"], False)]
-    assert batch_attributes(batches[1], tenant="t", origin=ORIGIN)["oversized"] == "true"
-    assert "oversized" not in batch_attributes(batches[0], tenant="t", origin=ORIGIN)
+    assert encoded(batches[1])[1]["oversized"] == "true"
+    assert "oversized" not in encoded(batches[0])[1]
 
 
 def test_line_exactly_max_bytes_fits() -> None:
@@ -133,12 +137,12 @@ def test_batches_are_deterministic_and_independent_of_read_chunks(chunk_size: in
     text = b"".join(json.dumps({"i": i, "pad": "y" * (i % 97)}).encode() + b"\n" for i in range(3000))
     data = gzip.compress(text)
     base = [
-        (encode_batch(b), batch_attributes(b, tenant="t", origin=ORIGIN))
+        encoded(b)
         for b in batch_lines(open_lines(io.BytesIO(data)), max_lines=100, max_bytes=5000)
     ]
     # WHEN batched again
     again = [
-        (encode_batch(b), batch_attributes(b, tenant="t", origin=ORIGIN))
+        encoded(b)
         for b in batch_lines(open_lines(io.BytesIO(data), chunk_size=chunk_size), max_lines=100, max_bytes=5000)
     ]
     # THEN payloads and attributes (batch ids included) are identical
@@ -162,55 +166,11 @@ def test_blank_lines_are_reported_so_the_loader_can_number_lines() -> None:
     data = b'{"a":1}\n\n\n{"b":2}\n \n{"c":3}\n'
     # WHEN batched
     [batch] = batch_lines(open_lines(io.BytesIO(data)), 100, 10_000)
-    attrs = batch_attributes(batch, tenant="acme", origin=ORIGIN)
+    _, attrs = encoded(batch, tenant="acme")
     # THEN the attributes list the skipped ranges and give back each line's physical number
     assert (attrs["first_line"], attrs["last_line"], attrs["line_count"]) == ("1", "6", "3")
     assert attrs["skipped_lines"] == "2-3,5"
     assert attribute_line_numbers(attrs, 3) == [1, 4, 6] == batch.line_numbers()
-
-
-GOOD = {"first_line": "5", "last_line": "12", "line_count": "5", "skipped_lines": "6-7,10"}
-
-
-@pytest.mark.parametrize(
-    "changes",
-    [
-        {"first_line": "x"},
-        {"last_line": "1e9"},
-        {"last_line": "1000000000"},  # a billion numbers, were the list built before the check
-        {"last_line": "9" * 5000},
-        {"first_line": "-3"},
-        {"first_line": "13"},  # after last_line
-        {"first_line": "0", "last_line": "7", "skipped_lines": "3-5"},  # lines start at 1
-        {"line_count": "4"},
-        {"line_count": "five"},
-        {"skipped_lines": "6-7,10,"},  # a trailing comma is tolerated: see the assertion below
-        {"skipped_lines": "7-6,10"},
-        {"skipped_lines": "6-7,7"},  # overlapping
-        {"skipped_lines": "5-7,10"},  # the first line cannot be blank
-        {"skipped_lines": "6-7,12"},  # nor the last
-        {"skipped_lines": "6-7-8,10"},
-        {"skipped_lines": "zz"},
-        {"skipped_lines": "6-7"},  # one range short of the count
-    ],
-)
-def test_attribute_line_numbers_are_checked_before_any_list_is_built(changes: dict[str, str]) -> None:
-    # GIVEN attributes any publisher may have set, malformed or inconsistent with the 5 lines of the payload
-    attrs = {**GOOD, **changes}
-    # WHEN the loader asks for the numbers of those 5 lines
-    numbers = attribute_line_numbers(attrs, 5)
-    # THEN it gets them only if the attributes describe exactly 5 lines; otherwise None (the loader numbers from 1)
-    if changes == {"skipped_lines": "6-7,10,"}:
-        assert numbers == [5, 8, 9, 11, 12]
-    else:
-        assert numbers is None
-    assert attribute_line_numbers(GOOD, 5) == [5, 8, 9, 11, 12]
-    assert attribute_line_numbers({}, 5) is None
-
-
-def test_int_attribute_reads_only_plain_bounded_numbers() -> None:
-    assert [int_attribute(v) for v in ("0", "17", "000123", "123456789012345")] == [0, 17, 123, 123456789012345]
-    assert [int_attribute(v) for v in (None, "", "x", "1e9", "-1", " 7", "7 ", "1.0", "1" * 16, "\u0667")] == [None] * 10
 
 
 def test_a_line_the_decoder_cut_goes_alone_flagged_with_its_real_size() -> None:
@@ -223,9 +183,9 @@ def test_a_line_the_decoder_cut_goes_alone_flagged_with_its_real_size() -> None:
     assert [(b.first_line, b.last_line, b.oversized, b.original_bytes) for b in batches] == [
         (1, 2, False, None), (3, 3, True, 5010), (4, 4, False, None)
     ]
-    attrs = batch_attributes(batches[1], tenant="t", origin=ORIGIN)
+    data, attrs = encoded(batches[1])
     assert (attrs["oversized"], attrs["original_bytes"], attrs["line_count"]) == ("true", "5010", "1")
-    assert len(encode_batch(batches[1])) == 1000
+    assert len(data) == 1000
     # AND the RawLine path batches it the same way
     again = list(batch_lines(list(open_lines(io.BytesIO(gzip.compress(text)), max_line_bytes=1000)), 100, 1 << 20))
     assert again == batches
@@ -238,7 +198,7 @@ def test_many_gaps_split_the_batch_to_keep_attributes_small() -> None:
     batches = list(batch_lines(open_lines(io.BytesIO(data), chunk_size=64), 1000, 1 << 20))
     # THEN each batch lists at most MAX_SKIPPED_RANGES gaps and the attribute stays far below 1024 bytes
     assert all(len(b.skipped) <= MAX_SKIPPED_RANGES for b in batches)
-    assert all(len(batch_attributes(b, tenant="t", origin="o").get("skipped_lines", "")) < 1024 for b in batches)
+    assert all(len(encoded(b, origin="o")[1].get("skipped_lines", "")) < 1024 for b in batches)
     assert [n for b in batches for n in b.line_numbers()] == list(range(1, 1000, 2))
 
 
@@ -251,14 +211,14 @@ def test_partial_line_of_truncated_file_is_published_and_marked() -> None:
     # THEN the broken line is published, and only its batch names it
     assert reader.truncated
     assert [b.lines for b in batches] == [[b'{"a":1}', b'{"b":2}'], [b'{"c":3']]
-    attrs = [batch_attributes(b, tenant="t", origin=ORIGIN) for b in batches]
+    attrs = [encoded(b)[1] for b in batches]
     assert "partial_line" not in attrs[0] and attrs[1]["partial_line"] == "3"
 
 
 def test_attributes_have_every_key_as_strings() -> None:
     # GIVEN a batch WHEN its attributes are built THEN all documented keys are present, all strings
     [batch] = batch_lines([RawLine(1, b'{"a":1}'), RawLine(2, b'{"b":2}')], 10, 100)
-    attrs = batch_attributes(batch, tenant="acme", origin=ORIGIN, fmt="segment")
+    data, attrs = batch_message(batch, tenant="acme", origin=ORIGIN, fmt="segment", source_id="src1").encode()
     assert attrs == {
         "tenant": "acme",
         "format": "segment",
@@ -268,8 +228,13 @@ def test_attributes_have_every_key_as_strings() -> None:
         "first_line": "1",
         "last_line": "2",
         "line_count": "2",
+        "source_id": "src1",
     }
-    assert encode_batch(batch) == b'{"a":1}\n{"b":2}'
+    assert data == b'{"a":1}\n{"b":2}'
+    # AND the loader reads the same message back
+    assert RawEventsMessage.decode(data, attrs) == batch_message(
+        batch, tenant="acme", origin=ORIGIN, fmt="segment", source_id="src1"
+    )
 
 
 def test_batch_id_is_stable_hex_and_distinct() -> None:
@@ -308,7 +273,8 @@ def test_csv_header_goes_in_front_of_every_batch_and_lines_keep_their_numbers(co
     assert [n for b in batches for n in b.line_numbers()] == [3, 4, 5, 7, 8, 9, 10]
     # AND every payload is a small CSV file: the header, then the batch's lines
     for b in batches:
-        assert encode_batch(b, header.data).split(b"\n") == [CSV_HEADER, *b.lines]
+        data, _ = batch_message(b, tenant="t", origin=ORIGIN, fmt="csv", header=header.data).encode()
+        assert data.split(b"\n") == [CSV_HEADER, *b.lines]
     # AND the reader counted the header too: the ingest's ledger subtracts it
     assert reader.lines == len(CSV_ROWS) + 1
 
