@@ -20,7 +20,7 @@ Any publisher can set any attribute (reliability findings 5b, 18), so :meth:`Raw
 attributes: a malformed number is absent, malformed or inconsistent line numbers are absent (lines are numbered
 from 1), and :meth:`RawEventsMessage.line_numbers` checks that the declared numbers describe exactly the payload's
 lines before it builds any list. The ``tenant`` attribute is only what the publisher claims; the delivering topic
-names the tenant (``shared.load.pipeline.message_tenant``). The one unusable message is one whose data is not base64
+names the tenant (``shared.load.pipeline.topic_tenant``). The one unusable message is one whose data is not base64
 (:class:`UnusableMessage`, a bug-class failure: retried, then dead-lettered, as before).
 """
 
