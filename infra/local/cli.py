@@ -247,6 +247,7 @@ def tenant_add(
         raise _tenant_error(str(exc), 1) from exc
     except ValueError as exc:
         raise _tenant_error(str(exc), 2) from exc
+    _check_shares_nothing(plan.tenant)
     if plan.tenant.privacy.mode == "hash":
         ensure_local_privacy_salt(stack.cfg, name)  # before the tenant exists, so no message finds it without one
     from infra.local.provision import create_tenant_topics
@@ -274,6 +275,18 @@ def tenant_add(
     else:
         typer.echo(f"tenant {name} unchanged ({tenant.region}, privacy {tenant.privacy.mode}, push {push}){keys}; "
                    "tables and views are up to date")  # fmt: skip
+
+
+def _check_shares_nothing(tenant: Any) -> None:
+    """Refuse, before anything is created, a bucket or dataset another tenant already has (the registry's own rule,
+    ``parse_registry``, applied to the registry with this tenant in it)."""
+    from shared.config import parse_registry, settings
+
+    path = settings().tenants_file
+    registry = json.loads(path.read_text() or "{}") if path and path.exists() else {}
+    _usable, problems = parse_registry({**registry, tenant.name: tenant.model_dump(mode="json")})
+    if tenant.name in problems:
+        raise _tenant_error(f"tenant {tenant.name!r} {problems[tenant.name]}: give it its own (--bucket, --dataset)", 1)
 
 
 def _tenant_error(message: str, code: int) -> CliError:
@@ -609,8 +622,11 @@ def replay(
         from shared.replay import replay_rejected
 
         result = replay_rejected(tenant, reason=reason, dry_run=dry_run, batch_size=batch_size)
+        expect(stack.cfg.url("router"), [f"msg:{message_id}" for message_id in result.message_ids], tenant)
         typer.echo(json.dumps(result.as_dict()) if as_json else result.summary())
-        if not dry_run and not as_json:
+        if result.selected == 0:
+            _nothing_to_replay(tenant, reason)
+        elif not dry_run and not as_json:
             typer.echo(f"`landline wait -t {tenant} && landline stats -t {tenant}` shows what loaded this time "
                        "(a line rejected again stays under rejected)", err=True)  # fmt: skip
         return
@@ -624,6 +640,18 @@ def replay(
         )
     expect(stack.cfg.url("router"), [f"msg:{message_id}" for message_id in replayed.message_ids], tenant)
     typer.echo(json.dumps(replayed.as_dict()) if as_json else replayed.summary())
+
+
+def _nothing_to_replay(tenant: str, reason: str | None) -> None:
+    """Say so, and for a reason the tenant has no lines of, which reasons it has."""
+    from shared.warehouse.query import run_query
+
+    if reason is None:
+        warn(f"tenant {tenant} has no rejected lines: nothing to replay")
+        return
+    rows = run_query(tenant, "SELECT DISTINCT reason_code FROM rejected_deduped ORDER BY reason_code")
+    known = ", ".join(str(r["reason_code"]) for r in rows) or "none"
+    warn(f"tenant {tenant} has no rejected lines with reason {reason!r}; its reasons: {known}")
 
 
 @app.command("dead-letters")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -217,3 +218,18 @@ def test_the_readme_lists_every_table_and_view() -> None:
     assert rows == {**{t.name: "table" for t in TABLES}, **dict.fromkeys(VIEWS, "view")}
     assert set(VIEW_DESCRIPTIONS) == set(VIEWS)
     assert all(item["description"] for item in catalog())
+
+
+def test_a_bucket_another_tenant_has_is_refused_before_anything_is_created(registry: Path) -> None:
+    # GIVEN a registered tenant
+    registry.write_text(json.dumps({"acme": {"name": "acme", "region": "europe-west1", "bucket": "b-acme",
+                                             "dataset": "landline_acme"}}))  # fmt: skip
+    before = registry.read_text()
+    # WHEN another tenant is added with its bucket (the stack is never touched: `_running` gives no stack)
+    result = runner.invoke(app, ["tenant", "add", "globex", "--region", "europe-west1", "--bucket", "b-acme"])
+    # THEN it is refused in one line, and the registry is as it was
+    assert result.exit_code == 1
+    line = result.stderr.strip()
+    assert line.startswith("landline tenant add: tenant 'globex' shares bucket 'b-acme")  # or its claims bucket
+    assert line.endswith("with tenant acme: give it its own (--bucket, --dataset)") and "\n" not in line
+    assert registry.read_text() == before
