@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 DEAD_LETTER_ATTRIBUTE_PREFIX = "CloudPubSubDeadLetter"
 DELIVERY_COUNT = "CloudPubSubDeadLetterSourceDeliveryCount"
 SOURCE_PUBLISH_TIME = "CloudPubSubDeadLetterSourceTopicPublishTime"
-REPLAY_ATTRIBUTE = DEAD_LETTER_ID  # the dead letter a republished message came from (lineage in logs)
 HEAD_CHARS = 300
 PULL_BATCH = 100
 HOLD_SECONDS = 600  # how long a listed or skipped message stays leased to us while the rest are read
@@ -85,7 +84,7 @@ class DeadLetter:
             attributes.pop("tenant", None)
         if self.base == settings().raw_events_topic and not attributes.get(ORIGIN):
             attributes[ORIGIN] = direct_publish_origin(self.topic, self.message_id)
-        attributes[REPLAY_ATTRIBUTE] = self.message_id
+        attributes[DEAD_LETTER_ID] = self.message_id  # the dead letter it came from (lineage in logs)
         return attributes
 
     def as_dict(self) -> dict[str, Any]:
