@@ -32,7 +32,8 @@ def remove_tenant(cfg: StackConfig, name: str, *, purge: bool = False) -> list[s
         entry = registry.pop(name, None)
         if entry is None:
             fail(f"unknown tenant {name!r}: `landline tenant list` shows the registered ones")
-        path.write_text(json.dumps(registry, indent=2, sort_keys=True))
+        write_private_file(path, json.dumps(registry, indent=2, sort_keys=True))  # atomic: functions re-read it
+        path.chmod(0o644)  # as shared.tenancy writes it: it holds no secret
     tenants.cache_clear()
     if not purge:
         return []
