@@ -1,17 +1,21 @@
 """parse_message: every Pub/Sub input is bounded (review findings 5b, 5c, 18). Attributes come from any publisher, so
 malformed or huge ones are ignored (lines numbered from 1) instead of raising or building huge lists, and a message
-of more lines than one message may carry is one recorded rejection, not gigabytes of Python objects."""
+of more lines than one message may carry is one recorded rejection, not gigabytes of Python objects. And what
+load_message refuses before it parses or writes anything: a message naming another tenant, or its bucket."""
 
 from __future__ import annotations
 
 import base64
 import json
 import tracemalloc
+from collections.abc import Iterator
 
 import pytest
 
+from shared import config
 from shared.envelopes import PubSubMessage
-from shared.load.pipeline import MAX_LINES_PER_MESSAGE, parse_message
+from shared.errors import SetupError
+from shared.load.pipeline import MAX_LINES_PER_MESSAGE, load_message, parse_message
 from shared.sources.common import RejectReason
 from shared.warehouse.rows import EventRow
 
@@ -108,3 +112,34 @@ def test_a_10_mb_message_of_tiny_lines_is_one_rejection_with_bounded_memory() ->
     assert peak < 3 * len(payload), f"peak {peak / 2**20:.1f} MiB for a {len(payload) / 2**20:.1f} MiB payload"
     # AND its id is stable (a redelivery writes the same rejected row)
     assert parse_message(msg).rejected[0].rejected_id == bad.rejected_id
+
+
+@pytest.fixture
+def two_tenants(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    tenants = {
+        "acme": {"name": "acme", "region": "europe-west1", "bucket": "b-acme", "dataset": "landline_acme"},
+        "globex": {"name": "globex", "region": "us-central1", "bucket": "b-globex", "dataset": "landline_globex"},
+    }
+    monkeypatch.setenv("LANDLINE_TENANTS_JSON", json.dumps(tenants))
+    config.settings.cache_clear()
+    config.tenants.cache_clear()
+    yield
+    config.settings.cache_clear()
+    config.tenants.cache_clear()
+
+
+@pytest.mark.usefixtures("two_tenants")
+@pytest.mark.parametrize(
+    ("attributes", "refused"),
+    [
+        ({"tenant": "globex"}, "names tenant 'globex'"),
+        ({"origin": "gs://b-globex/segment-logs/s/1/f.gz#1"}, "origin in bucket 'b-globex'"),
+        ({"tenant": "acme", "origin": "gs://b-globex/csv/s/f.csv#1", "format": "csv"}, "origin in bucket 'b-globex'"),
+    ],
+)
+def test_a_message_naming_another_tenant_or_its_bucket_writes_nothing(attributes: dict[str, str], refused: str) -> None:
+    # GIVEN a message on acme's topic that names globex, or carries a file of globex's bucket
+    msg = message(ndjson(2), **attributes)
+    # WHEN loaded THEN it is a setup error before anything is parsed or written (no BigQuery client is needed)
+    with pytest.raises(SetupError, match=refused):
+        load_message(msg, "raw-events.acme")
