@@ -4,11 +4,10 @@ Idempotent on ``gs://bucket/object#generation``: batches are cut from the line s
 origin + index, so a second delivery (or a redelivery after a crash mid-file) publishes identical batches, and the
 loader's stable event ids keep the deduplicated views exact. An overwrite is a new generation, hence a new file.
 
-CSV files (``format=csv``): the first line is the header row. It is checked before anything is published (a header
-missing a required column, or with a duplicate or empty name, rejects the whole file with a reason naming the
-columns, and nothing is published), then travels in front of every batch's payload (``shared.ingest.batching``).
-The ledger's ``lines`` of a CSV file counts its data lines only -- the header is not a record -- so
-``lines == events + user_property_rows + rejected_lines + duplicates`` keeps holding.
+How a file is read is its format's (``shared.sources.registry``): its line reader, and for a format with a header
+row (CSV) the header, checked before anything is published (a bad one rejects the whole file with a reason naming
+the columns) and sent in front of every batch; ``shared.sources.csv_export`` states the rule (the ledger's ``lines``
+count data lines only).
 
 Failure classes: a bad file (unreadable encoding) is recorded as ``rejected`` and acked; a non-data object is
 recorded as ``ignored`` and acked; Pub/Sub or Storage hiccups raise ``TransientError`` (the event is redelivered);
@@ -37,11 +36,12 @@ from google.resumable_media import common as media_errors
 from shared.clients import publisher, storage_client, topic_path
 from shared.config import Tenant, settings, tenant_of_topic, tenant_topic, tenants
 from shared.errors import PermanentError, SetupError, TransientError
-from shared.ingest.batching import batch_chunks, batch_lines, batch_message, open_csv_lines, split_csv_header
-from shared.ingest.decode import FileRejected, LineReader, open_lines
+from shared.ingest.batching import batch_chunks, batch_lines, batch_message, split_csv_header
+from shared.ingest.decode import FileRejected, LineReader, open_reader
 from shared.ingest.layout import classify_object
 from shared.runtime import get_logger
-from shared.sources.csv_export import HeaderError, parse_header
+from shared.sources import registry
+from shared.sources.format import HeaderError
 from shared.warehouse.client import bigquery_client
 from shared.warehouse.rows import FileLedgerRow
 from shared.warehouse.writer import write_rows
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
     from shared.envelopes import StorageObjectData
     from shared.ingest.decode import LineChunk
+    from shared.sources.format import Format
 
 PROCESSOR = "landline.ingest"
 READ_CHUNK_BYTES = 4 * 1024 * 1024  # bytes per ranged GET from Cloud Storage; bounds memory with the decoder's chunk
@@ -226,16 +227,15 @@ def _publish_object(
     try:
         # raw_download: the stored bytes, even for objects with Content-Encoding: gzip; the decoder sniffs them.
         with blob.open("rb", chunk_size=READ_CHUNK_BYTES, raw_download=True) as raw:
-            if fmt == "csv":
-                reader = open_csv_lines(raw)
-                header, rest = _csv_header(reader.iter_chunks_of_lines())
+            source = registry.formats()[fmt]  # the layout's kind is a registered format's name
+            reader = open_reader(source.reader, raw)
+            if source.header:
+                header, rest = _header_row(source, reader.iter_chunks_of_lines())
                 extra = len(header) + 1 if header is not None else 0
                 batches_of = batch_chunks(rest, cfg.batch_max_lines, max(1, cfg.batch_max_bytes - extra))
             else:
-                reader = open_lines(raw)
                 batches_of = batch_lines(reader, cfg.batch_max_lines, cfg.batch_max_bytes)
             for batch in batches_of:
-                # the layout's kind is the loader's format: segment, mixpanel, amplitude or csv
                 message = batch_message(
                     batch, tenant=tenant.name, origin=origin, fmt=fmt, header=header,
                     source_id=source_id[:256] if source_id else None,
@@ -266,7 +266,7 @@ def _publish_object(
     except (gexc.GoogleAPICallError, media_errors.InvalidResponse, ConnectionError, TimeoutError) as exc:
         raise TransientError(f"ingesting {origin} failed: {exc}") from exc
     status = "truncated" if reader.truncated else "loaded"
-    lines = reader.lines - 1 if header is not None else reader.lines  # a CSV header row is not a record
+    lines = reader.lines - 1 if header is not None else reader.lines  # a header row is not a record
     result = IngestResult(origin, status, lines=lines, batches=batches, bytes_read=reader.bytes_in, reason=reader.error)
     return result, reader.encoding
 
@@ -284,17 +284,17 @@ def _object_gone(blob: storage.Blob, exc: gexc.NotFound) -> bool:
     return False
 
 
-def _csv_header(chunks: Iterable[LineChunk]) -> tuple[bytes | None, Iterator[LineChunk]]:
-    """Take a CSV file's header row off its lines and check it; ``FileRejected`` (naming the columns) if it is bad.
-    ``None`` for a file without lines."""
+def _header_row(source: Format, chunks: Iterable[LineChunk]) -> tuple[bytes | None, Iterator[LineChunk]]:
+    """Take a header-framed file's header row off its lines and check it (``Format.read_header``); ``FileRejected``
+    (naming the columns) if it is bad. ``None`` for a file without lines."""
     header, rest = split_csv_header(chunks)
     if header is None:
         return None, rest
     if header.partial:
-        raise FileRejected("invalid_csv_header", "the file ends inside its header row (truncated gzip)")
+        raise FileRejected(f"invalid_{source.name}_header", "the file ends inside its header row (truncated gzip)")
     data = header.data.removeprefix(b"\xef\xbb\xbf").rstrip(b"\r")  # a message's header row holds no line ending
     try:
-        parse_header(data)
+        source.read_header(data)
     except HeaderError as exc:
         raise FileRejected(exc.reason, f"line {header.number}: {exc.message}") from None
     return data, rest
