@@ -1,5 +1,10 @@
 """Typed rows, one class per table. Producers (ingest ledger, loader, push) build these; the writer serialises them.
 
+Each row type lists its table's columns once (``columns``: name, BigQuery type, mode, where the value comes from):
+the BigQuery schema (``shared/warehouse/schema.py``) and ``to_bq`` derive from that list. The two hot rows (events,
+user_properties: once per input line) keep a hand-unrolled ``to_bq``; tests/unit/test_warehouse_rows.py proves it
+equals the derived one.
+
 Plain slotted dataclasses rather than pydantic models: they are built once per input line on the hot path, after
 validation already happened, so a second validation pass would only cost time.
 """
@@ -9,7 +14,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from operator import attrgetter
+from typing import Any, ClassVar, Literal
 
 BAD_ROW_SCHEMA_VERSION = "1-0-0"
 
@@ -29,6 +35,49 @@ def _ts(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).isoformat()
 
 
+BigQueryType = Literal["STRING", "INT64", "INTEGER", "TIMESTAMP", "JSON"]
+WRITTEN_AT = "<written at>"  # a column's source: the time the writer writes the row (``to_bq``'s ``loaded_at``)
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column of a table. ``source`` is the row attribute (dotted path) holding its value, by default ``name``;
+    ``WRITTEN_AT`` for the write time. TIMESTAMP values are written as UTC ISO strings, all others as they are."""
+
+    name: str
+    type: BigQueryType
+    required: bool = False
+    description: str = ""
+    source: str | None = None
+
+    def value(self, row: object, written_at: datetime) -> Any:
+        path = self.source or self.name
+        value = written_at if path == WRITTEN_AT else attrgetter(path)(row)
+        return _ts(value) if self.type == "TIMESTAMP" else value
+
+
+def _lineage_columns() -> tuple[Column, ...]:
+    return (
+        Column("source_format", "STRING", source="lineage.source_format"),
+        Column("origin", "STRING", description="gs://bucket/object#generation, or pubsub://topic/message-id",
+               source="lineage.origin"),
+        Column("line_number", "INT64", source="lineage.line_number"),
+        Column("received_at", "TIMESTAMP", source="lineage.received_at"),
+    )
+
+
+class Row:
+    """What every row type has: its table, its columns, and ``to_bq`` derived from them."""
+
+    __slots__ = ()
+    table: str  # set on each class; an instance attribute to the writer's Row protocol
+    columns: ClassVar[tuple[Column, ...]]
+
+    def to_bq(self, loaded_at: datetime) -> dict[str, Any]:
+        """The row as the BigQuery JSON the writer sends: one key per column, in table order."""
+        return {column.name: column.value(self, loaded_at) for column in self.columns}
+
+
 @dataclass(slots=True, frozen=True)
 class Lineage:
     """Where a row came from: ``origin`` = ``gs://bucket/object#generation`` (or ``pubsub://topic/message-id``)."""
@@ -40,7 +89,7 @@ class Lineage:
 
 
 @dataclass(slots=True, frozen=True)
-class EventRow:
+class EventRow(Row):
     contact_id: str
     timestamp: datetime
     event_name: str
@@ -50,13 +99,24 @@ class EventRow:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     table = "events"
+    columns = (
+        Column("contact_id", "STRING", required=True),
+        Column("timestamp", "TIMESTAMP", required=True),
+        Column("event_name", "STRING", required=True),
+        Column("event_instance_id", "STRING"),
+        Column("timezone", "STRING"),
+        Column("metadata", "JSON"),
+        *_lineage_columns(),
+        Column("loaded_at", "TIMESTAMP", source=WRITTEN_AT),
+    )
 
     @property
     def insert_id(self) -> str:
         return position_insert_id(self.event_instance_id, self.lineage)
 
     def to_bq(self, loaded_at: datetime) -> dict[str, Any]:
-        # Hot path (once per event): times the loader built are already in datetime.UTC, so skip astimezone.
+        # Hot path (once per event): ``Row.to_bq`` unrolled (a test proves them equal); times the loader built are
+        # already in datetime.UTC, so skip astimezone.
         lineage = self.lineage
         ts = self.timestamp
         received = lineage.received_at
@@ -76,7 +136,7 @@ class EventRow:
 
 
 @dataclass(slots=True, frozen=True)
-class UserPropertiesRow:
+class UserPropertiesRow(Row):
     contact_id: str
     updated_at: datetime
     event_instance_id: str
@@ -89,25 +149,39 @@ class UserPropertiesRow:
     properties: dict[str, Any] = field(default_factory=dict)
 
     table = "user_properties"
+    columns = (
+        Column("contact_id", "STRING", required=True),
+        Column("country", "STRING"),
+        Column("timezone", "STRING"),
+        Column("push_token", "STRING"),
+        Column("phone_number", "STRING"),
+        Column("email_address", "STRING"),
+        Column("properties", "JSON"),
+        Column("updated_at", "TIMESTAMP"),
+        Column("event_instance_id", "STRING"),
+        *_lineage_columns(),
+        Column("loaded_at", "TIMESTAMP", source=WRITTEN_AT),
+    )
 
     @property
     def insert_id(self) -> str:
         return position_insert_id(self.event_instance_id, self.lineage)
 
     def to_bq(self, loaded_at: datetime) -> dict[str, Any]:
+        # Hot path (once per identify): ``Row.to_bq`` unrolled, as in EventRow.
         lineage = self.lineage
         ts = self.updated_at
         received = lineage.received_at
         return {
             "contact_id": self.contact_id,
-            "updated_at": ts.isoformat() if ts.tzinfo is UTC else _ts(ts),
-            "event_instance_id": self.event_instance_id,
             "country": self.country,
             "timezone": self.timezone,
             "push_token": self.push_token,
             "phone_number": self.phone_number,
             "email_address": self.email_address,
             "properties": self.properties,
+            "updated_at": ts.isoformat() if ts.tzinfo is UTC else _ts(ts),
+            "event_instance_id": self.event_instance_id,
             "source_format": lineage.source_format,
             "origin": lineage.origin,
             "line_number": lineage.line_number,
@@ -117,7 +191,7 @@ class UserPropertiesRow:
 
 
 @dataclass(slots=True, frozen=True)
-class RejectedRow:
+class RejectedRow(Row):
     """Snowplow-style versioned bad-row envelope: why, who rejected it, where it came from, and the payload."""
 
     rejected_id: str
@@ -130,30 +204,25 @@ class RejectedRow:
     schema_version: str = BAD_ROW_SCHEMA_VERSION
 
     table = "rejected"
+    columns = (
+        Column("rejected_id", "STRING", required=True),
+        Column("schema_version", "STRING"),
+        Column("reason_code", "STRING", required=True),
+        Column("message", "STRING"),
+        Column("processor_name", "STRING"),
+        Column("processor_version", "STRING"),
+        Column("payload", "STRING"),
+        *_lineage_columns(),
+        Column("rejected_at", "TIMESTAMP", source=WRITTEN_AT),
+    )
 
     @property
     def insert_id(self) -> str:
         return self.rejected_id
 
-    def to_bq(self, loaded_at: datetime) -> dict[str, Any]:
-        return {
-            "rejected_id": self.rejected_id,
-            "schema_version": self.schema_version,
-            "reason_code": self.reason_code,
-            "message": self.message,
-            "processor_name": self.processor_name,
-            "processor_version": self.processor_version,
-            "payload": self.payload,
-            "source_format": self.lineage.source_format,
-            "origin": self.lineage.origin,
-            "line_number": self.lineage.line_number,
-            "received_at": _ts(self.lineage.received_at),
-            "rejected_at": _ts(loaded_at),
-        }
-
 
 @dataclass(slots=True, frozen=True)
-class FileLedgerRow:
+class FileLedgerRow(Row):
     """One state change of one object generation (append-only; ``files_latest`` shows the newest per file)."""
 
     origin: str
@@ -171,32 +240,30 @@ class FileLedgerRow:
     finished_at: datetime | None = None
 
     table = "files"
+    columns = (
+        Column("origin", "STRING", required=True),
+        Column("bucket", "STRING"),
+        Column("object_name", "STRING"),
+        Column("generation", "STRING"),
+        Column("status", "STRING", required=True),
+        Column("attempt_id", "STRING"),
+        Column("bytes_read", "INT64"),
+        Column("lines", "INT64"),
+        Column("batches", "INT64"),
+        Column("encoding", "STRING"),
+        Column("error", "STRING"),
+        Column("started_at", "TIMESTAMP"),
+        Column("finished_at", "TIMESTAMP"),
+        Column("recorded_at", "TIMESTAMP", source=WRITTEN_AT),
+    )
 
     @property
     def insert_id(self) -> str:
         return f"{self.origin}/{self.attempt_id}/{self.status}"
 
-    def to_bq(self, loaded_at: datetime) -> dict[str, Any]:
-        return {
-            "origin": self.origin,
-            "bucket": self.bucket,
-            "object_name": self.object_name,
-            "generation": self.generation,
-            "status": self.status,
-            "attempt_id": self.attempt_id,
-            "bytes_read": self.bytes_read,
-            "lines": self.lines,
-            "batches": self.batches,
-            "encoding": self.encoding,
-            "error": self.error,
-            "started_at": _ts(self.started_at),
-            "finished_at": _ts(self.finished_at),
-            "recorded_at": _ts(loaded_at),
-        }
-
 
 @dataclass(slots=True, frozen=True)
-class ScheduleRow:
+class ScheduleRow(Row):
     """One message to send (``message_schedule``); the newest row per message_id wins."""
 
     message_id: str
@@ -219,34 +286,32 @@ class ScheduleRow:
     request_line: int = 0
 
     table = "message_schedule"
+    columns = (
+        Column("message_id", "STRING", required=True),
+        Column("contact_id", "STRING", required=True),
+        Column("channel", "STRING"),
+        Column("provider", "STRING"),
+        Column("title", "STRING"),
+        Column("body", "STRING"),
+        Column("data", "JSON"),
+        Column("deep_link", "STRING"),
+        Column("send_at", "TIMESTAMP"),
+        Column("local_send_time", "STRING", description="YYYY-MM-DDTHH:MM in the contact's timezone"),
+        Column("expires_at", "TIMESTAMP"),
+        Column("collapse_key", "STRING"),
+        Column("priority", "STRING"),
+        Column("created_at", "TIMESTAMP"),
+        Column("requested_at", "TIMESTAMP", description="Pub/Sub publish time of the request: the newest one wins"),
+        Column("request_line", "INTEGER", description="line of the request in its message: a later line wins"),
+    )
 
     @property
     def insert_id(self) -> str:
         return f"{self.message_id}|{_ts(self.requested_at or self.created_at)}|{self.request_line}"
 
-    def to_bq(self, loaded_at: datetime) -> dict[str, Any]:
-        return {
-            "message_id": self.message_id,
-            "contact_id": self.contact_id,
-            "channel": self.channel,
-            "provider": self.provider,
-            "title": self.title,
-            "body": self.body,
-            "data": self.data,
-            "deep_link": self.deep_link,
-            "send_at": _ts(self.send_at),
-            "local_send_time": self.local_send_time,
-            "expires_at": _ts(self.expires_at),
-            "collapse_key": self.collapse_key,
-            "priority": self.priority,
-            "created_at": _ts(self.created_at),
-            "requested_at": _ts(self.requested_at),
-            "request_line": self.request_line,
-        }
-
 
 @dataclass(slots=True, frozen=True)
-class SendRow:
+class SendRow(Row):
     """One attempt's outcome (``message_sends``): sent, failed, deferred or skipped."""
 
     message_id: str
@@ -260,27 +325,25 @@ class SendRow:
     retry_at: datetime | None = None
 
     table = "message_sends"
+    columns = (
+        Column("message_id", "STRING", required=True),
+        Column("contact_id", "STRING"),
+        Column("provider", "STRING"),
+        Column("status", "STRING", required=True),
+        Column("reason", "STRING"),
+        Column("provider_message_id", "STRING"),
+        Column("attempt_id", "STRING"),
+        Column("retry_at", "TIMESTAMP"),
+        Column("at", "TIMESTAMP"),
+    )
 
     @property
     def insert_id(self) -> str:
         return f"{self.message_id}|{self.attempt_id}|{self.status}"
 
-    def to_bq(self, loaded_at: datetime) -> dict[str, Any]:
-        return {
-            "message_id": self.message_id,
-            "contact_id": self.contact_id,
-            "provider": self.provider,
-            "status": self.status,
-            "reason": self.reason,
-            "provider_message_id": self.provider_message_id,
-            "attempt_id": self.attempt_id,
-            "retry_at": _ts(self.retry_at),
-            "at": _ts(self.at),
-        }
-
 
 @dataclass(slots=True, frozen=True)
-class InvalidTokenRow:
+class InvalidTokenRow(Row):
     """A token the provider reported dead; it is not used again unless the contact sends it anew later."""
 
     contact_id: str
@@ -290,16 +353,20 @@ class InvalidTokenRow:
     invalidated_at: datetime
 
     table = "invalid_tokens"
+    columns = (
+        Column("contact_id", "STRING", required=True),
+        Column("push_token", "STRING", required=True),
+        Column("provider", "STRING"),
+        Column("reason", "STRING"),
+        Column("invalidated_at", "TIMESTAMP"),
+    )
 
     @property
     def insert_id(self) -> str:
         return hashlib.sha256(f"{self.contact_id}|{self.push_token}|{self.provider}".encode()).hexdigest()[:40]
 
-    def to_bq(self, loaded_at: datetime) -> dict[str, Any]:
-        return {
-            "contact_id": self.contact_id,
-            "push_token": self.push_token,
-            "provider": self.provider,
-            "reason": self.reason,
-            "invalidated_at": _ts(self.invalidated_at),
-        }
+
+# Every table the writer writes, in the dataset's order.
+ROW_TYPES: tuple[type[Row], ...] = (
+    EventRow, UserPropertiesRow, RejectedRow, FileLedgerRow, ScheduleRow, SendRow, InvalidTokenRow,
+)
