@@ -140,7 +140,9 @@ def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         echo_json(rows)
     else:
-        typer.echo(f"state folder: {stack.home}")
+        registry = stack.cfg.paths.tenants
+        count = len(json.loads(registry.read_text() or "{}")) if registry.exists() else 0
+        typer.echo(f"state folder: {stack.home} ({count} tenants registered: `landline tenant list`)")
         _print_status(stack)
     if not all(r["healthy"] for r in rows):
         raise typer.Exit(1)

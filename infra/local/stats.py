@@ -55,6 +55,14 @@ WHERE status NOT IN ('loaded', 'started') GROUP BY status, reason
 """
 
 
+# Scheduled messages, and those without any outcome yet (not due, or waiting for a tick).
+_SCHEDULED_SQL = """
+SELECT COUNT(DISTINCT s.message_id) AS scheduled,
+       COUNT(DISTINCT IF(o.message_id IS NULL, s.message_id, NULL)) AS unsent
+FROM message_schedule s LEFT JOIN (SELECT DISTINCT message_id FROM message_sends) o ON o.message_id = s.message_id
+"""
+
+
 def tenant_stats(tenant_name: str) -> dict[str, Any]:
     """The counts of `landline stats`; a missing table is a setup error that names the fix."""
     from google.api_core import exceptions as gexc
@@ -84,6 +92,7 @@ def _tenant_stats(tenant_name: str) -> dict[str, Any]:
         tenant_name, f"SELECT reason_code, COUNT(*) AS n FROM ({_OPEN_REJECTIONS}) GROUP BY reason_code"
     )
     sends = run_query(tenant_name, "SELECT status, COUNT(DISTINCT message_id) AS n FROM message_sends GROUP BY status")
+    [schedule] = run_query(tenant_name, _SCHEDULED_SQL)
     duplicates = (counts["event_lines"] - counts["events"]) + (
         counts["user_property_lines"] - counts["user_property_rows"]
     )
@@ -106,6 +115,8 @@ def _tenant_stats(tenant_name: str) -> dict[str, Any]:
         "rejected_lines": counts["rejected_lines"],
         "rejected": {r["reason_code"]: r["n"] for r in rejected},
         "sends": {r["status"]: r["n"] for r in sends},
+        "scheduled": int(schedule["scheduled"]),
+        "unsent": int(schedule["unsent"]),
     }
 
 
@@ -129,7 +140,7 @@ def format_stats(tenant_name: str, s: dict[str, Any]) -> str:
             f"  user props   {s['user_property_rows']} records for {s['users']} contacts",
             f"  duplicates   {s['duplicates']}",
             f"  rejected     {s['rejected_lines']} ({rejected})",
-            f"  sends        {sends}",
+            f"  sends        {sends} ({s.get('scheduled', 0)} scheduled, {s.get('unsent', 0)} without an outcome yet)",
             f"  unaccounted  {s['unaccounted']}" + ("" if s["unaccounted"] == 0 else _UNACCOUNTED_HINT),
         ]
     )

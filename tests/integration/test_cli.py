@@ -109,6 +109,8 @@ def test_schedule_and_tick_refuse_what_can_never_be_sent(local_stack: StackHandl
     result = local_stack.cli("schedule", "-t", sender, *args, "--json")
     assert json.loads(result.stdout)["contact_id"] == "u1"
     assert "has no push token" in result.stderr
+    # AND stats counts it as scheduled, without an outcome until a tick handles it
+    assert (local_stack.stats(sender)["scheduled"], local_stack.stats(sender)["unsent"]) == (1, 1)
 
 
 def test_tenant_list_is_a_table_and_remove_unregisters(local_stack: StackHandle) -> None:
