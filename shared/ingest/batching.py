@@ -13,10 +13,9 @@ Why it looks like this:
   length in ``original_bytes``. A truncated file's broken last line is published marked ``partial_line``.
 * :func:`batch_message` makes a batch the typed raw-events message (``shared.raw_events``: the wire format and what
   the loader trusts of it, which is nothing it cannot check).
-* CSV files (``format=csv``): the first line is the header row. :func:`split_csv_header` takes it off the line
-  stream, and every batch's message carries it in front of its lines, so each message is a small CSV file the loader
-  can read alone (no 1024-byte attribute limit on the header). Its line numbers still number the data lines with
-  their real line numbers in the file; the header is not a data line and is not counted.
+* A format with a header row (CSV; ``shared.sources.csv_export`` states the rule): :func:`split_header_row` takes it
+  off the line stream, and every batch's message carries it in front of its lines, so each message is a small file
+  the loader can read alone (no 1024-byte attribute limit on the header).
 """
 
 from __future__ import annotations
@@ -27,24 +26,21 @@ from dataclasses import dataclass, field
 from itertools import accumulate, chain
 from typing import TYPE_CHECKING
 
-from shared.ingest.decode import MAX_LINE_BYTES, CsvLineReader, LineChunk, LineReader, RawLine
+from shared.ingest.decode import LineChunk, LineReader, RawLine
 from shared.raw_events import LineSpan, RawEventsMessage
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
-    from typing import BinaryIO
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_LINES",
     "Batch",
-    "CsvLineReader",
     "batch_chunks",
     "batch_id",
     "batch_lines",
     "batch_message",
-    "open_csv_lines",
-    "split_csv_header",
+    "split_header_row",
 ]
 
 # ~700-byte Segment lines -> ~700 KB messages: far below Pub/Sub's 10 MB message cap and small enough for one
@@ -231,16 +227,11 @@ def batch_id(origin: str, index: int) -> str:
     return hashlib.sha256(f"{origin}\n{index}".encode()).hexdigest()[:32]
 
 
-# -- csv ------------------------------------------------------------------------------------------------------------
+# -- header rows ----------------------------------------------------------------------------------------------------
 
 
-def open_csv_lines(stream: BinaryIO, chunk_size: int = 1 << 20, max_line_bytes: int = MAX_LINE_BYTES) -> CsvLineReader:
-    """Like :func:`shared.ingest.decode.open_lines`, for a CSV file (header row first, then one record a line)."""
-    return CsvLineReader(stream, chunk_size, max_line_bytes)
-
-
-def split_csv_header(chunks: Iterable[LineChunk]) -> tuple[RawLine | None, Iterator[LineChunk]]:
-    """The first non-blank line (a CSV file's header row) and the chunks of every line after it.
+def split_header_row(chunks: Iterable[LineChunk]) -> tuple[RawLine | None, Iterator[LineChunk]]:
+    """The first non-blank line (the header row of a format that has one, CSV) and the chunks of every line after it.
 
     ``None`` for a file without lines. The header is ``partial`` if the file ends (truncated) inside it.
     """

@@ -36,7 +36,7 @@ from google.resumable_media import common as media_errors
 from shared.clients import publisher, storage_client, topic_path
 from shared.config import Tenant, settings, tenant_of_topic, tenant_topic, tenants
 from shared.errors import PermanentError, SetupError, TransientError
-from shared.ingest.batching import batch_chunks, batch_lines, batch_message, split_csv_header
+from shared.ingest.batching import batch_chunks, batch_lines, batch_message, split_header_row
 from shared.ingest.decode import FileRejected, LineReader, open_reader
 from shared.ingest.layout import classify_object
 from shared.runtime import get_logger
@@ -287,7 +287,7 @@ def _object_gone(blob: storage.Blob, exc: gexc.NotFound) -> bool:
 def _header_row(source: Format, chunks: Iterable[LineChunk]) -> tuple[bytes | None, Iterator[LineChunk]]:
     """Take a header-framed file's header row off its lines and check it (``Format.read_header``); ``FileRejected``
     (naming the columns) if it is bad. ``None`` for a file without lines."""
-    header, rest = split_csv_header(chunks)
+    header, rest = split_header_row(chunks)
     if header is None:
         return None, rest
     if header.partial:

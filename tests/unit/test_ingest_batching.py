@@ -17,10 +17,9 @@ from shared.ingest.batching import (
     batch_id,
     batch_lines,
     batch_message,
-    open_csv_lines,
-    split_csv_header,
+    split_header_row,
 )
-from shared.ingest.decode import FileRejected, RawLine, open_lines
+from shared.ingest.decode import FileRejected, RawLine, open_lines, open_reader
 from shared.raw_events import RawEventsMessage, attribute_line_numbers
 
 ORIGIN = "gs://acme-raw/segment-logs/src1/1714521600000/part-0001.gz#1714560000123456"
@@ -262,9 +261,9 @@ def test_csv_header_goes_in_front_of_every_batch_and_lines_keep_their_numbers(co
     # GIVEN a CSV file (BOM, CRLF, a blank line before the header and one among the rows), plain or gzipped
     text = b"\xef\xbb\xbf\r\n" + CSV_HEADER + b"\r\n" + b"\r\n".join(CSV_ROWS[:3]) + b"\r\n\r\n"
     text += b"\r\n".join(CSV_ROWS[3:]) + b"\r\n"
-    reader = open_csv_lines(io.BytesIO(gzip.compress(text) if compress else text), chunk_size=chunk_size)
+    reader = open_reader("csv", io.BytesIO(gzip.compress(text) if compress else text), chunk_size=chunk_size)
     # WHEN the header is taken off and the rest is batched
-    header, rest = split_csv_header(reader.iter_chunks_of_lines())
+    header, rest = split_header_row(reader.iter_chunks_of_lines())
     batches = list(batch_chunks(rest, 3, 10_000))
     # THEN the header is line 2, without BOM or CR, and not in any batch
     assert header == RawLine(2, CSV_HEADER)
@@ -280,15 +279,15 @@ def test_csv_header_goes_in_front_of_every_batch_and_lines_keep_their_numbers(co
 
 
 def test_csv_header_only_and_empty_files() -> None:
-    header, rest = split_csv_header(open_csv_lines(io.BytesIO(CSV_HEADER + b"\n")).iter_chunks_of_lines())
+    header, rest = split_header_row(open_reader("csv", io.BytesIO(CSV_HEADER + b"\n")).iter_chunks_of_lines())
     assert header == RawLine(1, CSV_HEADER) and list(rest) == []
-    header, rest = split_csv_header(open_csv_lines(io.BytesIO(b"")).iter_chunks_of_lines())
+    header, rest = split_header_row(open_reader("csv", io.BytesIO(b"")).iter_chunks_of_lines())
     assert header is None and list(rest) == []
 
 
 def test_csv_header_of_a_truncated_file_is_partial() -> None:
-    reader = open_csv_lines(io.BytesIO(gzip.compress(CSV_HEADER)[:-8]))
-    header, _ = split_csv_header(reader.iter_chunks_of_lines())
+    reader = open_reader("csv", io.BytesIO(gzip.compress(CSV_HEADER)[:-8]))
+    header, _ = split_header_row(reader.iter_chunks_of_lines())
     assert header is not None and header.partial
 
 
@@ -302,5 +301,5 @@ def test_csv_header_of_a_truncated_file_is_partial() -> None:
 )
 def test_csv_reader_rejects_binary_content(data: bytes, reason: str) -> None:
     with pytest.raises(FileRejected) as info:
-        open_csv_lines(io.BytesIO(data))
+        open_reader("csv", io.BytesIO(data))
     assert info.value.reason == reason
