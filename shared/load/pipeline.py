@@ -1,10 +1,10 @@
 """Load one raw-events message: validate every line, map it to rows, write rows and rejections to the tenant's dataset.
 
 A message is either a batch from ``ingest_file`` (attributes name the origin and the line numbers) or a direct
-publisher's message (one native event, or NDJSON; ``format`` defaults to ``native``). A ``csv`` message is a small
-CSV file: its first line is the header row, the data lines follow (``first_line``/``last_line`` number the data lines
-only); a rejected CSV line keeps the header in its payload, so a replay republishes a one-line CSV message. Every line comes out as exactly
-one row or one rejected row; after they are written the message is acked. The tenant is the one whose
+publisher's message (one native event, or NDJSON; ``format`` defaults to ``native``). A message of a format with a
+header row (CSV; ``shared.sources.csv_export`` states the rule) starts with it, and a rejected line of it keeps the
+header in its payload, so a replay republishes a one-line file. Every line comes out as exactly one row or one
+rejected row; after they are written the message is acked. The tenant is the one whose
 ``raw-events.<tenant>`` topic delivered the message (``message_tenant``); a message on another topic, naming another
 tenant, or for an unknown tenant is a setup error: it is retried and, after the subscription's attempts, kept in the
 dead-letter topic.
@@ -154,7 +154,7 @@ def _too_many_lines(payload: bytes, lineage: Lineage, count: int, message_id: st
 
 
 def _with_header(row: RejectedRow, header: bytes) -> RejectedRow:
-    """A rejected CSV line's payload is its header row and the line: readable on its own, and replayable as is."""
+    """A rejected line's payload is its file's header row and the line: readable on its own, and replayable as is."""
     text = header.decode("utf-8", errors="replace") + "\n" + row.payload
     cut = text.encode("utf-8", "surrogatepass")[:MAX_PAYLOAD_BYTES].decode("utf-8", errors="ignore")
     return replace(row, payload=cut)
