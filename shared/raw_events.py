@@ -116,6 +116,7 @@ class LineSpan:
         return self.last - self.first + 1 - sum(hi - lo + 1 for lo, hi in self.skipped)
 
     def numbers(self) -> list[int]:
+        """Every number, in order: ``count`` of them (compare ``count`` first when the span is any publisher's)."""
         out: list[int] = []
         start = self.first
         for lo, hi in self.skipped:
@@ -135,18 +136,19 @@ class LineSpan:
         """The span the attributes declare, or ``None`` if any part is absent, malformed or out of order, or the
         declared ``line_count`` disagrees (the cost is bounded by the attributes' size, never by their numbers)."""
         first, last = int_attribute(attributes.get(FIRST_LINE)), int_attribute(attributes.get(LAST_LINE))
-        if first is None or last is None or not 1 <= first <= last:
+        if first is None or last is None:
             return None
         skipped: list[tuple[int, int]] = []
-        previous = first
         for part in filter(None, attributes.get(SKIPPED_LINES, "").split(",")):
             lo_text, _, hi_text = part.partition("-")
             lo, hi = int_attribute(lo_text), int_attribute(hi_text or lo_text)
-            if lo is None or hi is None or not previous < lo <= hi < last:
+            if lo is None or hi is None:
                 return None
             skipped.append((lo, hi))
-            previous = hi + 1
-        span = cls(first, last, tuple(skipped))
+        try:
+            span = cls(first, last, tuple(skipped))
+        except ValueError:  # out of order: the same rules a producer's span must follow
+            return None
         declared = attributes.get(LINE_COUNT)
         if declared is not None and int_attribute(declared) != span.count:
             return None
