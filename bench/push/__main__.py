@@ -86,9 +86,10 @@ def tokens(n: int, prefix: str) -> list[str]:
 
 
 def run_landline(sa: dict[str, Any], fake_url: str, n: int) -> tuple[float, float, int]:
-    from shared.push.credentials import FcmCredentials, Secret
+    from shared.push.credentials import FcmCredentials
     from shared.push.providers.base import PushMessage
     from shared.push.providers.fcm import FcmProvider
+    from shared.secrets import Secret
 
     def messages(toks: list[str]) -> list[PushMessage]:
         return [

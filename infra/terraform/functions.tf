@@ -76,7 +76,7 @@ resource "google_project_iam_member" "job_users" {
 }
 
 # send_due reads provider credentials from Secret Manager: one secret per tenant and provider, named as
-# shared/push/credentials.py expects (landline-<tenant>-<provider>); the values are added out of band, never by
+# shared/secrets.py expects (landline-<tenant>-<provider>); the values are added out of band, never by
 # Terraform (they would land in its state).
 resource "google_secret_manager_secret" "push_credentials" {
   for_each  = { for name, t in var.tenants : name => t if t.push_provider != null }

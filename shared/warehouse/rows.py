@@ -14,8 +14,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from operator import attrgetter
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 BAD_ROW_SCHEMA_VERSION = "1-0-0"
 
@@ -50,10 +54,14 @@ class Column:
     description: str = ""
     source: str | None = None
 
-    def value(self, row: object, written_at: datetime) -> Any:
-        path = self.source or self.name
-        value = written_at if path == WRITTEN_AT else attrgetter(path)(row)
-        return _ts(value) if self.type == "TIMESTAMP" else value
+
+@cache
+def _plan(columns: tuple[Column, ...]) -> tuple[tuple[str, Callable[[Any], Any] | None, bool], ...]:
+    """A table's columns compiled once for ``Row.to_bq``: (name, getter or None for the write time, is a TIMESTAMP)."""
+    return tuple(
+        (c.name, None if c.source == WRITTEN_AT else attrgetter(c.source or c.name), c.type == "TIMESTAMP")
+        for c in columns
+    )
 
 
 def _lineage_columns() -> tuple[Column, ...]:
@@ -75,7 +83,11 @@ class Row:
 
     def to_bq(self, loaded_at: datetime) -> dict[str, Any]:
         """The row as the BigQuery JSON the writer sends: one key per column, in table order."""
-        return {column.name: column.value(self, loaded_at) for column in self.columns}
+        out: dict[str, Any] = {}
+        for name, get, is_time in _plan(self.columns):
+            value = loaded_at if get is None else get(self)
+            out[name] = _ts(value) if is_time else value
+        return out
 
 
 @dataclass(slots=True, frozen=True)
