@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from shared.privacy import DEFAULT_POLICY, PrivacyPolicy, Scrubber
@@ -42,7 +42,7 @@ class ObjectLayout:
 
     kind: str
     source_id: str | None = None
-    day: Any = None  # datetime.date of a Segment file
+    day: date | None = None
     reason: str | None = None
 
     @property
