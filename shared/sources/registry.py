@@ -82,7 +82,3 @@ def locate(parts: Sequence[str]) -> ObjectLayout | None:
             return found
     return None
 
-
-def layout_roots() -> tuple[str, ...]:
-    """The bucket folders data files live under (for messages that say where to put files)."""
-    return tuple(fmt.layout_root for fmt in formats().values() if fmt.layout_root is not None)
