@@ -27,8 +27,13 @@ Order of operations, and why:
    refuses the tenant's credentials the affected messages are deferred (not failed), and no further chunk is claimed.
 6. Blast radius: every tenant of an invocation runs isolated (an exception is logged with its fix and the next
    tenant goes on), and all of them share one deadline, so the invocation never runs past the function timeout; each
-   tenant gets a fair share of what is left, in a rotating order, so none starves. Expo receipts are polled last,
-   only with time to spare, and a failing poll never touches sending.
+   tenant gets a fair share of what is left, in a rotating order, so none starves. Receipts (for a provider that has
+   them, ``Provider.has_receipts``: Expo) are polled last, only with time to spare, and a failing poll never touches
+   sending.
+
+``run_tick`` runs these as stages with plain inputs and outputs: ``decide`` (candidates -> rows to record and
+messages to send, no I/O), then per chunk claim (``_claim_all``), send (``_send``) and record (``_write``), then
+receipts (``_poll_receipts_safely``).
 """
 
 from __future__ import annotations
@@ -348,6 +353,15 @@ class _Due:
         return self.message.contact_id
 
 
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """A candidate's outcome without sending: skipped, deferred (until ``retry_at``) or failed."""
+
+    status: str
+    reason: str | None
+    retry_at: datetime | None = None
+
+
 def run_tick(
     tenant: Tenant,
     *,
@@ -417,15 +431,6 @@ def decide(
                                provider=row.get("provider") or tenant.push_provider, reason=verdict.reason,
                                retry_at=verdict.retry_at))
     return records, due
-
-
-@dataclass(frozen=True, slots=True)
-class _Record:
-    """A candidate's outcome without sending: skipped, deferred (until ``retry_at``) or failed."""
-
-    status: str
-    reason: str | None
-    retry_at: datetime | None = None
 
 
 def _consider(

@@ -26,6 +26,7 @@ from shared.push.credentials import (
     FcmCredentials,
     OneSignalCredentials,
 )
+from shared.push.names import PROVIDER_NAMES
 from shared.push.retry import RetryPolicy
 from shared.secrets import Secret
 from tests.stack_support import free_port_base
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
-PROVIDERS = ("fcm", "apns", "onesignal", "braze", "expo")
+PROVIDERS = PROVIDER_NAMES  # the fakes listen on one port each, in this order
 FAST_RETRY = RetryPolicy(max_attempts=4, initial=0.05, maximum=0.5, jitter=0.05)
 
 
