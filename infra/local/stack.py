@@ -153,7 +153,8 @@ def services(cfg: StackConfig, topology: Topology) -> list[Service]:
         Service(
             "bigquery",
             [
-                str(bq_venv / "bin/local-bigquery"),
+                str(bq_venv / "bin/python"),
+                str(REPO / "infra/local/bqemu_serve.py"),  # local-bigquery with its insertAll dedup made thread-safe
                 "serve",
                 "--host", "127.0.0.1",
                 "--port", str(cfg.port("bigquery")),
