@@ -129,9 +129,11 @@ def services(cfg: StackConfig, topology: Topology) -> list[Service]:
             "pubsub",
             [_pubsub_launcher(), "--host=127.0.0.1", f"--port={cfg.port('pubsub')}"],
             _http_ok(f"{cfg.url('pubsub')}/v1/projects/{cfg.project}/topics", lambda r: r.status_code == 200),
-            # The emulator keeps every unacked message in its heap: a backlog of big batches (a 1 GB file waiting for
-            # the loader) needs more than the 256 MB that is plenty when idle.
-            env={"JAVA_OPTS": os.environ.get("LANDLINE_PUBSUB_JAVA_OPTS", "-Xmx1g")},
+            # The emulator keeps every unacked message in its heap: a backlog of big batches needs more than the 256 MB
+            # that is plenty when idle. At 1 GB, 200 Segment files of 5,000 lines dropped at once (~1,000 batches,
+            # ~0.7 GB of lines) ran it out of heap and it silently stopped pushing (`python -m bench.pipeline_load`);
+            # the cap is a ceiling, not a reservation: the JVM takes only what the backlog needs.
+            env={"JAVA_OPTS": os.environ.get("LANDLINE_PUBSUB_JAVA_OPTS", "-Xmx4g")},
         ),
         Service(
             "storage",
