@@ -13,17 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from shared.ingest.layout import ObjectLayout
-
 if TYPE_CHECKING:
     from infra.local.stack_config import StackConfig
+    from shared.ingest.layout import ObjectLayout
 
 
 def expect(router_url: str, keys: list[str], tenant: str | None = None) -> None:
     """Tell the router what was just published or uploaded (for ``tenant``, if known), so `landline wait` waits for
     it to be handled."""
+    import httpx  # here, not at the top: `landline --help` needs none of it
+
     if keys:
         httpx.post(f"{router_url}/expect", json={"tenant": tenant, "keys": keys}, timeout=5)
 
@@ -44,7 +43,7 @@ class Upload:
 def plan_drop(paths: list[Path], prefix: str, tenant_prefix: str = "") -> list[Upload]:
     """The uploads of `landline drop`: a file to PREFIX/<name>, a directory's files to PREFIX/<relative path>; each
     classified as ingest will classify it (``shared.ingest.layout``), so what will be ignored is known before."""
-    from shared.ingest.layout import classify_object
+    from shared.ingest.layout import classify_object  # here: it loads every format, which --help does not need
 
     files: list[tuple[Path, str]] = []
     for path in paths:
@@ -90,6 +89,8 @@ def upload(
 
 def router_stats(router_url: str, tenant: str | None = None) -> dict[str, Any]:
     """The router's bookkeeping: the whole stack's, or what it knows to be ``tenant``'s."""
+    import httpx
+
     params = {"tenant": tenant} if tenant else None
     return dict(httpx.get(f"{router_url}/stats", params=params, timeout=5).json())
 
