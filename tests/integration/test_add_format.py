@@ -72,7 +72,7 @@ GOOD = [
     {"who": "u1", "what": "Logged In", "when": "2024-05-14T10:00:00Z", "ref": "t-3"},
 ]
 BAD = [
-    (b'{"who": "u3", "what": "x", "when": ', "invalid_json"),
+    (b'{"who": "u3", "what": x}', "invalid_json"),
     (b'{"what": "No One", "when": "2024-05-14T09:00:00Z"}', "invalid_field"),  # "who" means nothing to the reason table
     (b'{"who": "u4", "what": "Later", "when": "2999-01-01T00:00:00Z"}', "future_timestamp"),
 ]
