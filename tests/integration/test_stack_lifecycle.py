@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.stack_support import free_port_base
+from tests.stack_support import BIN, free_port_base
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -35,14 +37,18 @@ def test_up_twice_then_down_leaves_nothing(tmp_path: Path) -> None:
     # GIVEN a cold stack in its own state folder
     stack = Stack(home=tmp_path / "home", port_base=free_port_base())
     try:
-        # WHEN it is brought up twice
+        # WHEN it is brought up twice, the second time by `landline up`
         stack.up(timeout=90)
         first = {row["service"]: row["pid"] for row in stack.status()}
-        stack.up(timeout=90)
+        again = subprocess.run(
+            [str(BIN), "up", "--home", str(stack.home), "--json"], capture_output=True, text=True, timeout=300,
+            check=True, env={**os.environ, "LANDLINE_HOME": str(stack.home)},
+        )  # fmt: skip
         second = {row["service"]: row["pid"] for row in stack.status()}
-        # THEN the second `up` reuses every healthy process
+        # THEN the second `up` reuses every healthy process, and says it started nothing
         assert first == second
         assert all(first.values())
+        assert json.loads(again.stdout)["started"] == []
     finally:
         stack.down()
     # AND after `down` no process of any of its groups is alive
