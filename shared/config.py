@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     # Batching of raw lines into Pub/Sub messages: well under the 10 MB message limit and the 10 MB request limit.
     batch_max_lines: int = Field(default=1000, ge=1, le=100_000)
     batch_max_bytes: int = Field(default=2_000_000, ge=1024, le=8_000_000)
-    # Future-timestamp policy (issue 4): events more than this after receivedAt are rejected.
+    # Future-timestamp policy: events more than this after receivedAt are rejected.
     max_future_skew_hours: float = 24.0
     # Secrets for push providers on the local stack (Secret Manager in the cloud).
     secrets_file: Path | None = None
@@ -59,7 +59,7 @@ def settings() -> Settings:
 
 
 # -- per-tenant topics ------------------------------------------------------------------------------------------------
-# Tenant isolation on Pub/Sub (issue 9): every tenant has its own copy of each data topic (raw lines, send requests,
+# Tenant isolation on Pub/Sub (ARCHITECTURE.md "Tenants and regions"): every tenant has its own copy of each data topic (raw lines, send requests,
 # object notifications), named ``<base>.<tenant>``. Who may publish is decided by IAM on that topic, and a function
 # takes the tenant from the topic its subscription delivers from (the CloudEvent source, set by infrastructure),
 # never from a message attribute that any publisher could set. Tenant names cannot contain ".".

@@ -1,4 +1,4 @@
-"""The three failure classes, decided once (DESIGN.md "Guarantees").
+"""The three failure classes, decided once (ARCHITECTURE.md "Guarantees").
 
 Every stage raises one of these and the function wrappers decide what the platform sees:
 

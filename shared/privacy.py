@@ -1,4 +1,4 @@
-"""PII policy for event metadata (DESIGN.md "PII"): events carry no PII; contact addresses live in user_properties.
+"""PII policy for event metadata (ARCHITECTURE.md "Tenants and regions"): events carry no PII; contact addresses live in user_properties.
 
 Three layers, cheapest first:
 

@@ -1,6 +1,6 @@
 """End-to-end load: many Segment files dropped at once land with no loss and no duplicates.
 
-``python -m bench.pipeline_load`` (1,000,000 lines in 200 files, issue 9's size) or ``--files 20 --lines 1000`` for a
+``python -m bench.pipeline_load`` (1,000,000 lines in 200 files, the reliability issue's size) or ``--files 20 --lines 1000`` for a
 quick run (``tests/integration/test_bulk_load.py`` runs a reduced size in CI through :func:`run`).
 
 What it does, on a private local stack (fresh state folder, free ports), in one run:

@@ -86,7 +86,7 @@ TABLES: list[TableSpec] = [
 ]
 
 # Views: `{ds}` is replaced by the fully qualified dataset. Forms chosen to be correct on BigQuery and on the local
-# emulator (which silently ignores IGNORE NULLS together with LIMIT inside ARRAY_AGG; see emulators.md).
+# emulator (which silently ignores IGNORE NULLS together with LIMIT inside ARRAY_AGG; README, "The local stack").
 _LATEST = "ARRAY_AGG({col} IGNORE NULLS ORDER BY updated_at DESC, loaded_at DESC)[SAFE_OFFSET(0)] AS {col}"
 VIEWS: dict[str, str] = {
     "events_deduped": """

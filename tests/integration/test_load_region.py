@@ -1,7 +1,7 @@
 """Issue 4: region pinning. A tenant whose dataset sits in another location than its configured region gets nothing
 written, and the functions log an error naming both locations and the fix. Through the real local stack.
 
-The emulator ignores job locations (reference/emulators.md), so this exercises the check in code
+The emulator ignores job locations (README, "The local stack"), so this exercises the check in code
 (shared/warehouse/client.py ``check_region``) against the location the emulator stores for the dataset.
 """
 

@@ -8,7 +8,7 @@ What the emulator does (checked by ``test_emulator_insert_all_semantics`` so a v
 * ``skip_invalid_rows=True``: the good rows are stored; the bad row comes back with reason ``invalid``.
 * ``skip_invalid_rows=False``: nothing is stored; the bad row is ``invalid``, every other row is ``stopped``.
 * The insertId of a row that was *not* stored (``stopped`` or ``invalid``) is not remembered: retrying it under the
-  same id stores it. (reference/emulators.md says the emulator remembers such ids; local-bigquery 0.4.0 does not.
+  same id stores it. (the emulator is meant to remember such ids for 60 s; local-bigquery 0.4.0 does not.
   The writer retries ``stopped`` rows under a derived insertId, which is correct either way.)
 """
 

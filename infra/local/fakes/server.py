@@ -1,7 +1,7 @@
 """Fake FCM / APNs / OneSignal / Braze / Expo servers, one hypercorn process, one port each (h2c and HTTP/1.1).
 
-Each fake speaks the wire format of docs/reference push-providers.md: endpoints, auth checks, status codes and error
-bodies. Tests and the local stack steer them through control endpoints served on every port:
+Each fake speaks the wire format of the providers' public API docs (README, "Push sending"): endpoints, auth checks,
+status codes and error bodies. Tests and the local stack steer them through control endpoints served on every port:
 
 * ``GET  /_fake/stats``     counters per provider: requests, accepted sends per token / message / idempotency key,
                               distinct client connections, HTTP versions, max in-flight, token grants, JWT signs
