@@ -129,16 +129,20 @@ def duplicate_deliveries(by_key: dict[str, int]) -> int:
 
 
 def write_results(reports: list[FaultReport], path: str) -> None:
+    """Merge ``reports`` into the file; several pytest-xdist workers may finish at once, so under an exclusive lock."""
+    import fcntl
     from pathlib import Path
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    old: dict[str, Any] = {}
-    if target.exists():
-        try:
-            old = {r["test"]: r for r in json.loads(target.read_text())}
-        except (ValueError, KeyError, TypeError):
-            old = {}
-    for r in reports:  # a partial run updates its own scenarios and keeps the others'
-        old[r.test] = r.as_dict()
-    target.write_text(json.dumps(sorted(old.values(), key=lambda r: r["test"]), indent=2, default=str))
+    with target.with_suffix(".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old: dict[str, Any] = {}
+        if target.exists():
+            try:
+                old = {r["test"]: r for r in json.loads(target.read_text())}
+            except (ValueError, KeyError, TypeError):
+                old = {}
+        for r in reports:  # a partial run updates its own scenarios and keeps the others'
+            old[r.test] = r.as_dict()
+        target.write_text(json.dumps(sorted(old.values(), key=lambda r: r["test"]), indent=2, default=str))

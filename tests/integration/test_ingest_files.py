@@ -200,9 +200,10 @@ def test_truncated_gzip_keeps_complete_lines_and_rejects_the_partial_one(
 def test_corrupt_gzip_keeps_what_is_readable_and_says_so(
     local_stack: StackHandle, tmp_path: Path, fault: Fault
 ) -> None:
-    # GIVEN a gzip of 200 lines whose compressed data is damaged in the middle
-    tenant, run = local_stack.add_tenant(), unique("r")
-    whole = bytearray(gzip.compress(ndjson([track(n, run, properties={"pad": "p" * n}) for n in range(200)])))
+    # GIVEN a gzip of 200 lines whose compressed data is damaged in the middle (the same bytes every run: what a
+    # damaged deflate stream inflates to before zlib notices depends on the bytes, and may hold extra newlines)
+    tenant, run = local_stack.add_tenant(), "corrupt-gzip"
+    whole = bytearray(gzip.compress(ndjson([track(n, run, properties={"pad": "p" * n}) for n in range(200)]), mtime=0))
     middle = len(whole) // 2
     whole[middle : middle + 8] = bytes(b ^ 0xFF for b in whole[middle : middle + 8])
     # WHEN it is ingested
@@ -212,7 +213,7 @@ def test_corrupt_gzip_keeps_what_is_readable_and_says_so(
     [row] = files_latest(local_stack, tenant)
     assert row["status"] == "truncated"
     assert "corrupt" in row["error"]
-    assert 0 < row["lines"] < 200
+    assert row["lines"] > 0  # lines inflated before the damage was detected (garbage lines among them are rejected)
     fault.report(
         f"the file is recorded as truncated ({row['error'][:60]}...); the {row['lines']} lines read before the damage"
         " are rows or rejections; what follows the damage cannot be inflated",
