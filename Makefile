@@ -7,8 +7,9 @@ bootstrap:
 demo: bootstrap
 	.venv/bin/landline demo
 
+# Two workers (pytest-xdist), each with its own local stack: most stack tests wait on the emulators, not the CPU.
 test: bootstrap
-	.venv/bin/python -m pytest -m "not slow" tests
+	.venv/bin/python -m pytest -n 2 --dist loadfile -m "not slow" tests
 
 lint: bootstrap
 	.venv/bin/ruff check shared functions infra tests bench
@@ -17,7 +18,7 @@ lint: bootstrap
 # RELIABILITY.md from a run of every fault scenario (tests marked `scenario`, tests/faults.py).
 reliability: bootstrap
 	rm -f build/reliability.json
-	.venv/bin/python -m pytest -m "scenario and not slow" tests
+	.venv/bin/python -m pytest -n 2 --dist loadfile -m "scenario and not slow" tests
 	.venv/bin/python -m tests.reliability_table build/reliability.json -o RELIABILITY.md
 
 down:
