@@ -309,7 +309,7 @@ def _ensure_bucket(client: Any, name: str, tenant: Tenant, cfg: Settings) -> Non
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def registry_lock(path: Path) -> Iterator[None]:
     """An exclusive lock beside the registry: two `tenant add` at once must not drop each other's entry."""
     fd = os.open(path.with_name(f".{path.name}.lock"), os.O_CREAT | os.O_RDWR, 0o600)
     try:
@@ -320,7 +320,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _write_registry(path: Path, tenant: Tenant) -> None:
-    with _locked(path):
+    with registry_lock(path):
         current = json.loads(path.read_text() or "{}") if path.exists() else {}
         current[tenant.name] = tenant.model_dump()
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

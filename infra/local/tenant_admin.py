@@ -23,11 +23,11 @@ def remove_tenant(cfg: StackConfig, name: str, *, purge: bool = False) -> list[s
     from infra.local.secrets_file import locked, write_private_file
     from shared.clients import storage_client
     from shared.config import CLAIMS_BUCKET_SUFFIX, settings, tenants
-    from shared.tenancy import _locked as registry_locked
+    from shared.tenancy import registry_lock
     from shared.warehouse.client import bigquery_client
 
     path = cfg.paths.tenants
-    with registry_locked(path):
+    with registry_lock(path):
         registry = json.loads(path.read_text() or "{}") if path.exists() else {}
         entry = registry.pop(name, None)
         if entry is None:
