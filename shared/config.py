@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import SetupError
@@ -113,6 +113,27 @@ class PrivacyConfig(BaseModel):
     rejected_retention_days: int = Field(default=30, ge=1, le=3650)
 
 
+class ActivityLevels(BaseModel):
+    """Per-tenant thresholds of the ``contact_activity`` view: a contact's level from its events over the last
+    ``ACTIVITY_WINDOW_DAYS`` days. Fewer than ``low`` events: dormant; at least ``low``: low; at least ``medium``:
+    medium; at least ``high``: high. The defaults: 0 dormant, 1-2 low, 3-9 medium, 10+ high."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    low: int = Field(default=1, ge=1)
+    medium: int = Field(default=3, ge=2)
+    high: int = Field(default=10, ge=3)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ActivityLevels:
+        if not self.low < self.medium < self.high:
+            raise ValueError(f"thresholds must rise: low {self.low} < medium {self.medium} < high {self.high}")
+        return self
+
+
+ACTIVITY_WINDOW_DAYS = 30
+
+
 # -- names the cloud accepts (checked here, so that the local stack refuses what Google Cloud would) ------------------
 # Google Cloud regions (multi-regions such as "eu" are not: functions, topics and buckets are pinned to one region).
 # Only `landline tenant add` checks a region against this list (with a "did you mean"): a region Google adds later
@@ -177,6 +198,7 @@ class Tenant(BaseModel):
     push_provider: ProviderName | None = None
     push_policy: PushPolicy = Field(default_factory=PushPolicy)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    activity: ActivityLevels = Field(default_factory=ActivityLevels)
 
     @field_validator("region")
     @classmethod

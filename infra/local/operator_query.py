@@ -28,6 +28,7 @@ VIEW_DESCRIPTIONS: dict[str, str] = {
     "users_latest": "One row per contact: the latest non-null value of each user property (push token, email, ...).",
     "files_latest": "One row per file: its last attempt that read it through (status, lines, error).",
     "rejected_deduped": "One row per rejected line: reason_code, message and the raw payload (for replay).",
+    "contact_activity": "One row per contact: its events over the last 30 days and its level (dormant ... high).",
 }
 
 

@@ -4,7 +4,7 @@ variable "project" {
 }
 
 variable "tenants" {
-  description = "Tenants: name => {region, bucket, dataset, prefix, push_provider, publishers, push_policy, privacy}"
+  description = "Tenants: name => {region, bucket, dataset, prefix, push_provider, publishers, push_policy, privacy, activity}"
   type = map(object({
     region        = string
     bucket        = string
@@ -31,6 +31,12 @@ variable "tenants" {
       scan_values    = optional(bool, true)
       # Days the raw payloads in `rejected` are kept (its partitions expire; landline tenant add applies it).
       rejected_retention_days = optional(number, 30)
+    }), {})
+    # Activity-level thresholds of the contact_activity view (shared/config.py ActivityLevels): events in 30 days.
+    activity = optional(object({
+      low    = optional(number, 1)
+      medium = optional(number, 3)
+      high   = optional(number, 10)
     }), {})
   }))
   validation {

@@ -17,7 +17,7 @@ from google.cloud import bigquery
 
 from shared.config import Settings, Tenant, settings
 from shared.errors import RegionMismatchError, SetupError
-from shared.warehouse.schema import TABLES, VIEWS
+from shared.warehouse.schema import TABLES, VIEWS, view_sql
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -103,9 +103,9 @@ def provision_dataset(client: bigquery.Client, tenant: Tenant, *, tables: Iterab
         _add_missing_columns(client, created, spec.schema)
         if expiration_ms is not None:
             _expire_partitions(client, created, expiration_ms)
-    for name, sql in VIEWS.items():
+    for name in VIEWS:
         view = bigquery.Table(f"{ds_id}.{name}")
-        view.view_query = sql.format(ds=ds_id)
+        view.view_query = view_sql(name, ds_id, tenant.activity)
         _refresh_view(client, client.create_table(view, exists_ok=True), view.view_query, tenant.region)
 
 

@@ -378,7 +378,27 @@ class InvalidTokenRow(Row):
         return hashlib.sha256(f"{self.contact_id}|{self.push_token}|{self.provider}".encode()).hexdigest()[:40]
 
 
+@dataclass(slots=True, frozen=True)
+class AudienceRow(Row):
+    """One version of an audience definition (``shared/campaigns/audience.py``); the newest row per name wins."""
+
+    name: str
+    definition: str  # the validated definition as JSON text, read back whole by the same model
+    created_at: datetime
+
+    table = "audiences"
+    columns = (
+        Column("name", "STRING", required=True),
+        Column("definition", "STRING", required=True, description="the audience definition as JSON"),
+        Column("created_at", "TIMESTAMP", required=True),
+    )
+
+    @property
+    def insert_id(self) -> str:
+        return hashlib.sha256(f"{self.name}|{self.definition}|{_ts(self.created_at)}".encode()).hexdigest()[:40]
+
+
 # Every table the writer writes, in the dataset's order.
 ROW_TYPES: tuple[type[Row], ...] = (
-    EventRow, UserPropertiesRow, RejectedRow, FileLedgerRow, ScheduleRow, SendRow, InvalidTokenRow,
+    EventRow, UserPropertiesRow, RejectedRow, FileLedgerRow, ScheduleRow, SendRow, InvalidTokenRow, AudienceRow,
 )

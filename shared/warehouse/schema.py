@@ -12,7 +12,9 @@ from typing import Any
 
 from google.cloud import bigquery
 
+from shared.config import ACTIVITY_WINDOW_DAYS, ActivityLevels
 from shared.warehouse.rows import (
+    AudienceRow,
     Column,
     EventRow,
     FileLedgerRow,
@@ -83,7 +85,16 @@ TABLES: list[TableSpec] = [
         InvalidTokenRow,
         description="Tokens a provider reported dead; not used again until the contact sends a newer one.",
     ),
+    TableSpec.of(AudienceRow, description="Audience definitions (landline audience create); newest per name wins."),
 ]
+
+# The columns of ``users_latest`` (one row per contact): the identifiers an audience's ``where`` may name.
+USERS_LATEST_FIELDS: tuple[str, ...] = (
+    "country", "timezone", "push_token", "phone_number", "email_address", "properties",
+)  # fmt: skip
+USERS_LATEST_COLUMNS: dict[str, str] = {
+    c.name: c.type for c in UserPropertiesRow.columns if c.name in ("contact_id", *USERS_LATEST_FIELDS, "updated_at")
+}
 
 # Views: `{ds}` is replaced by the fully qualified dataset. Forms chosen to be correct on BigQuery and on the local
 # emulator (which silently ignores IGNORE NULLS together with LIMIT inside ARRAY_AGG; README, "The local stack").
@@ -97,7 +108,7 @@ VIEWS: dict[str, str] = {
     "users_latest": "SELECT contact_id, "
     + ", ".join(
         _LATEST.format(col=c)
-        for c in ("country", "timezone", "push_token", "phone_number", "email_address", "properties")
+        for c in USERS_LATEST_FIELDS
     )
     + ", MAX(updated_at) AS updated_at FROM `{ds}.user_properties` GROUP BY contact_id",
     # Per file, its last attempt that ended; one that read it through (loaded, truncated, rejected, ignored) outranks
@@ -117,7 +128,33 @@ VIEWS: dict[str, str] = {
         WHERE TRUE
         QUALIFY ROW_NUMBER() OVER (PARTITION BY rejected_id ORDER BY rejected_at DESC) = 1
     """,
+    # Every contact of users_latest with its event count over the last ACTIVITY_WINDOW_DAYS days and its level; the
+    # thresholds are the tenant's (``{low}``, ``{medium}``, ``{high}``: ``view_sql``), so `tenant add` re-creates
+    # the view when they change. Relative to CURRENT_TIMESTAMP(): the level is always today's.
+    "contact_activity": """
+        SELECT u.contact_id, COALESCE(e.events_30d, 0) AS events_30d,
+               CASE WHEN COALESCE(e.events_30d, 0) >= {high} THEN 'high'
+                    WHEN COALESCE(e.events_30d, 0) >= {medium} THEN 'medium'
+                    WHEN COALESCE(e.events_30d, 0) >= {low} THEN 'low'
+                    ELSE 'dormant' END AS activity
+        FROM `{ds}.users_latest` AS u
+        LEFT JOIN (
+            SELECT contact_id, COUNT(*) AS events_30d FROM `{ds}.events_deduped`
+            WHERE timestamp >= TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL {window_days} DAY)
+            GROUP BY contact_id
+        ) AS e ON e.contact_id = u.contact_id
+    """,
 }
+ACTIVITY_LEVELS: tuple[str, ...] = ("dormant", "low", "medium", "high")
+
+
+def view_sql(name: str, dataset: str, activity: ActivityLevels | None = None) -> str:
+    """The SQL of view ``name`` over ``dataset`` (fully qualified), with the tenant's activity thresholds (validated
+    integers from its configuration, never text from a request)."""
+    levels = activity or ActivityLevels()
+    return VIEWS[name].format(
+        ds=dataset, low=levels.low, medium=levels.medium, high=levels.high, window_days=ACTIVITY_WINDOW_DAYS
+    )
 
 
 def table_spec(name: str) -> TableSpec:
