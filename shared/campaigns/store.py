@@ -1,0 +1,101 @@
+"""Audience definitions in the tenant's dataset (table ``audiences``, newest row per name wins) and their preview.
+
+Stored in BigQuery rather than in a local file so that deployed functions read the same definitions as the CLI.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.campaigns.audience import Audience, compile_audience
+from shared.config import tenants
+from shared.errors import SetupError
+from shared.warehouse.client import bigquery_client
+from shared.warehouse.query import run_query
+from shared.warehouse.rows import AudienceRow
+from shared.warehouse.writer import write_rows
+
+PROCESSOR = "audience"
+PREVIEW_SAMPLE = 5  # contact ids a preview shows (ids only: never an address or a token)
+_LATEST = """
+    SELECT name, definition, created_at FROM audiences
+    WHERE TRUE
+    QUALIFY ROW_NUMBER() OVER (PARTITION BY name ORDER BY created_at DESC) = 1
+"""
+
+
+@dataclass(frozen=True)
+class StoredAudience:
+    audience: Audience
+    created_at: datetime
+
+
+def save_audience(tenant_name: str, audience: Audience, now: datetime | None = None) -> StoredAudience:
+    """Store a new version of ``audience`` (it replaces any older one of the same name)."""
+    created_at = now or datetime.now(UTC)
+    row = AudienceRow(name=audience.name, definition=audience.to_json(), created_at=created_at)
+    result = write_rows(bigquery_client(), tenants().get(tenant_name), [row], processor=PROCESSOR)
+    if result.invalid:
+        raise SetupError(f"the audiences table refused {audience.name!r}", "upgrade it with `landline tenant add`")
+    return StoredAudience(audience, created_at)
+
+
+def list_audiences(tenant_name: str) -> list[StoredAudience]:
+    """Every audience of the tenant (its newest version), by name."""
+    rows = run_query(tenant_name, _LATEST + " ORDER BY name")
+    return [StoredAudience(Audience.from_json(r["definition"]), r["created_at"]) for r in rows]
+
+
+def get_audience(tenant_name: str, name: str) -> StoredAudience:
+    """The newest version of audience ``name``; an unknown name is a SetupError naming the known ones."""
+    for stored in list_audiences(tenant_name):
+        if stored.audience.name == name:
+            return stored
+    known = ", ".join(s.audience.name for s in list_audiences(tenant_name)) or "none yet"
+    raise SetupError(
+        f"tenant {tenant_name} has no audience {name!r} (it has: {known})",
+        f"create it with `landline audience create --tenant {tenant_name} FILE`",
+    )
+
+
+@dataclass
+class Preview:
+    """What an audience holds right now: its size, counts by country and by activity level, a few contact ids."""
+
+    name: str
+    size: int = 0
+    by_country: dict[str, int] = field(default_factory=dict)
+    by_activity: dict[str, int] = field(default_factory=dict)
+    sample: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "size": self.size, "by_country": self.by_country,
+                "by_activity": self.by_activity, "sample_contact_ids": self.sample}  # fmt: skip
+
+
+def preview_audience(tenant_name: str, audience: Audience, now: datetime | None = None) -> Preview:
+    """Two queries over the compiled audience: counts per (country, level), and the first contact ids."""
+    compiled = compile_audience(audience, now)
+    counts = run_query(
+        tenant_name,
+        f"SELECT country, activity, COUNT(*) AS n FROM ({compiled.sql}) GROUP BY country, activity",
+        compiled.params,
+    )
+    sample = run_query(
+        tenant_name, f"SELECT contact_id FROM ({compiled.sql}) ORDER BY contact_id LIMIT {PREVIEW_SAMPLE}", compiled.params
+    )
+    by_country: Counter[str] = Counter()
+    by_activity: Counter[str] = Counter()
+    for row in counts:
+        by_country[row["country"] or "unknown"] += row["n"]
+        by_activity[row["activity"]] += row["n"]
+    return Preview(
+        name=audience.name,
+        size=sum(by_country.values()),
+        by_country=dict(sorted(by_country.items(), key=lambda kv: (-kv[1], kv[0]))),
+        by_activity=dict(sorted(by_activity.items(), key=lambda kv: (-kv[1], kv[0]))),
+        sample=[str(r["contact_id"]) for r in sample],
+    )
