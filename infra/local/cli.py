@@ -28,6 +28,10 @@ tenant_app = typer.Typer(
     no_args_is_help=True, help="Tenants: a bucket and a dataset pinned to one region.", rich_markup_mode=None
 )
 app.add_typer(tenant_app, name="tenant")
+audience_app = typer.Typer(
+    no_args_is_help=True, help="Audiences: who a tenant sends to, from a YAML or JSON file.", rich_markup_mode=None
+)
+app.add_typer(audience_app, name="audience")
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", envvar="LANDLINE_HOME", help="state folder of the stack")]
 TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="tenant name")]
@@ -712,6 +716,81 @@ def backfill(
         )
     expect(stack.cfg.url("router"), [f"msg:{message_id}" for message_id in result.message_ids], tenant)
     typer.echo(json.dumps(result.as_dict()) if as_json else result.summary())
+
+
+@audience_app.command("create")
+def audience_create(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="the audience file, YAML or JSON")],
+    tenant: TenantOpt = "default",
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+) -> None:
+    """Check an audience file and store it in the tenant's dataset (a new version of an existing name replaces it).
+    The file is checked, and its query compiled, before anything is stored."""
+    from shared.campaigns.audience import AudienceError, compile_audience, load_audience
+    from shared.campaigns.store import save_audience
+
+    try:
+        audience = load_audience(file)
+        compile_audience(audience)
+    except AudienceError as exc:
+        fail(str(exc), 2)
+    _running(home)
+    _tenant(tenant)
+    stored = save_audience(tenant, audience)
+    if as_json:
+        echo_json({"tenant": tenant, "name": audience.name, "created_at": stored.created_at.isoformat(),
+                   "definition": json.loads(audience.to_json())})  # fmt: skip
+        return
+    typer.echo(f"stored audience {audience.name} for tenant {tenant}; "
+               f"`landline audience preview {audience.name} -t {tenant}` shows who is in it")  # fmt: skip
+
+
+@audience_app.command("list")
+def audience_list(tenant: TenantOpt = "default", as_json: JsonOpt = False, home: HomeOpt = None) -> None:
+    """The tenant's audiences (each one's newest version) with when it was stored (--json: with definitions)."""
+    from shared.campaigns.store import list_audiences
+
+    _running(home)
+    _tenant(tenant)
+    stored = list_audiences(tenant)
+    if as_json:
+        echo_json([{"name": s.audience.name, "created_at": s.created_at.isoformat(),
+                    "definition": json.loads(s.audience.to_json())} for s in stored])  # fmt: skip
+        return
+    if not stored:
+        typer.echo(f"tenant {tenant} has no audiences yet: `landline audience create -t {tenant} FILE` adds one")
+        return
+    typer.echo(table([{"name": s.audience.name, "created_at": s.created_at.isoformat(timespec="seconds"),
+                       "description": s.audience.description or None} for s in stored],
+                     ["name", "created_at", "description"]))  # fmt: skip
+
+
+@audience_app.command("preview")
+def audience_preview(
+    name: Annotated[str, typer.Argument(help="the audience's name")],
+    tenant: TenantOpt = "default",
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+) -> None:
+    """Who is in the audience now: its size, counts by country and by activity level, and up to 5 contact ids (no
+    addresses or tokens)."""
+    from shared.campaigns.store import get_audience, preview_audience
+
+    _running(home)
+    _tenant(tenant)
+    result = preview_audience(tenant, get_audience(tenant, name).audience)
+    if as_json:
+        echo_json(result.as_dict())
+        return
+
+    def counts(values: dict[str, int]) -> str:
+        return ", ".join(f"{key} {n:,}" for key, n in values.items()) or "none"
+
+    typer.echo(f"audience {name} (tenant {tenant}): {result.size:,} contacts")
+    typer.echo(f"  by country:  {counts(result.by_country)}")
+    typer.echo(f"  by activity: {counts(result.by_activity)}")
+    typer.echo(f"  for example: {', '.join(result.sample) or 'nobody'}")
 
 
 def main() -> None:
