@@ -68,9 +68,9 @@ def _track(contact: str, event: str, days_ago: float, properties: dict[str, Any]
             "timestamp": (NOW - timedelta(days=days_ago)).isoformat()}  # fmt: skip
 
 
-def _level(p: dict[str, Any]) -> str:
+def _level(p: dict[str, Any], levels: tuple[tuple[int, str], ...] = LEVELS) -> str:
     recent = sum(1 for d, _ in p["views"] if d < 30) + sum(1 for d in p["orders"] if d < 30)
-    return next((name for threshold, name in LEVELS if recent >= threshold), "dormant")
+    return next((name for threshold, name in levels if recent >= threshold), "dormant")
 
 
 def _expected(members: list[dict[str, Any]]) -> dict[str, Any]:
@@ -91,13 +91,22 @@ def _preview(stack: StackHandle, tenant: str, tmp: Path, definition: dict[str, A
     return {key: preview[key] for key in ("size", "by_country", "by_activity", "sample_contact_ids")}
 
 
-def test_audience_previews_match_a_python_computation_of_the_same_input(local_stack: StackHandle, tmp_path: Path) -> None:
-    # GIVEN a tenant whose users and events arrived as a Segment file through ingest and load
+@pytest.fixture(scope="module")
+def loaded(local_stack: StackHandle, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[dict[str, Any]]]:
+    """A tenant whose users and events arrived as a Segment file through ingest and load, and what the file held."""
     people = _contacts(random.Random(11))
     tenant = local_stack.add_tenant()
-    local_stack.drop(tenant, segment_file(tmp_path / "tree", _lines(people)))
+    local_stack.drop(tenant, segment_file(tmp_path_factory.mktemp("tree"), _lines(people)))
     local_stack.wait()
     assert local_stack.stats(tenant)["unaccounted"] == 0
+    return tenant, people
+
+
+def test_audience_previews_match_a_python_computation_of_the_same_input(
+    local_stack: StackHandle, loaded: tuple[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    # GIVEN a tenant with users and events loaded through the pipeline
+    tenant, people = loaded
 
     # WHEN an audience uses where (column, number property, missing-as-not-equal), did with a metadata condition,
     # did_not within days, and activity
@@ -151,3 +160,32 @@ def test_audience_previews_match_a_python_computation_of_the_same_input(local_st
     # AND list shows each audience once, its newest version
     listed = json.loads(local_stack.cli("audience", "list", "--tenant", tenant, "--json").stdout)
     assert [a["name"] for a in listed] == ["evil", "quiet-buyers", "with-token"]
+
+
+def test_activity_levels_follow_the_tenants_thresholds(
+    local_stack: StackHandle, loaded: tuple[str, list[dict[str, Any]]]
+) -> None:
+    # GIVEN the loaded tenant: with the default thresholds every contact has the level its last 30 days give
+    tenant, people = loaded
+
+    def levels() -> dict[str, str]:
+        return {r["contact_id"]: r["activity"] for r in local_stack.query(tenant, "SELECT * FROM contact_activity")}
+
+    assert levels() == {p["id"]: _level(p) for p in people}
+    # WHEN the tenant's thresholds change in the registry and `tenant add` upgrades the tenant
+    registry = local_stack.stack.cfg.paths.tenants
+
+    def set_thresholds(activity: dict[str, int] | None) -> None:
+        entries = json.loads(registry.read_text())
+        entries[tenant].pop("activity", None)
+        if activity:
+            entries[tenant]["activity"] = activity
+        registry.write_text(json.dumps(entries))
+        local_stack.cli("tenant", "add", tenant, "--region", entries[tenant]["region"])
+
+    set_thresholds({"low": 2, "medium": 5, "high": 8})
+    try:
+        # THEN the view gives the levels of the new thresholds
+        assert levels() == {p["id"]: _level(p, ((8, "high"), (5, "medium"), (2, "low"))) for p in people}
+    finally:
+        set_thresholds(None)  # the other test of this module expects the defaults
