@@ -68,14 +68,33 @@ class ValueCondition(BaseModel):
     lt: Scalar | None = None
     between: tuple[Scalar, Scalar] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _dates_as_text(cls, value: Any) -> Any:
+        """YAML reads an unquoted 2025-01-01 as a date: compare it as its ISO text (properties hold JSON text)."""
+        if not isinstance(value, dict):
+            return value
+
+        def iso(item: Any) -> Any:
+            if isinstance(item, date):
+                return item.isoformat()
+            return [iso(i) for i in item] if isinstance(item, list | tuple) else item
+
+        return {key: iso(item) for key, item in value.items()}
+
     @model_validator(mode="after")
     def _at_least_one(self) -> ValueCondition:
-        if not self.model_fields_set:
-            raise ValueError("give at least one of eq, ne, in, exists, gt, lt, between")
+        if _no_operator(self):
+            raise ValueError("give at least one of eq, ne, in, exists, gt, lt, between (null is no value)")
         return self
 
 
 Condition = Annotated[ValueCondition, BeforeValidator(_shorthand)]
+
+
+def _no_operator(condition: BaseModel) -> bool:
+    """No operator has a value (``country: null`` would otherwise compile to an empty condition)."""
+    return all(getattr(condition, name) is None for name in type(condition).model_fields)
 
 
 class LevelCondition(BaseModel):
@@ -89,7 +108,7 @@ class LevelCondition(BaseModel):
 
     @model_validator(mode="after")
     def _at_least_one(self) -> LevelCondition:
-        if not self.model_fields_set:
+        if _no_operator(self):
             raise ValueError("give eq, ne or in with levels dormant, low, medium or high")
         return self
 

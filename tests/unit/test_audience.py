@@ -46,6 +46,8 @@ def test_the_issues_minimum_file_loads_from_yaml_and_json(tmp_path: Path) -> Non
         ({"name": "a", "where": {"favourite_colour": {"eq": "x"}}}, "where: unknown field 'favourite_colour'"),
         ({"name": "a", "where": {"country": {"like": "D%"}}}, "where.country.like: Extra inputs are not permitted"),
         ({"name": "a", "where": {"country": {}}}, "where.country: give at least one of"),
+        ({"name": "a", "where": {"country": None}}, "where.country: give at least one of"),
+        ({"name": "a", "activity": {"eq": None}}, "activity: give eq, ne or in"),
         ({"name": "a", "did": [{"event": "E", "within_days": 3, "between": ["2025-01-01", "2025-01-02"]}]},
          "did.0: give within_days or between, not both"),
         ({"name": "a", "did": [{"event": "E", "at_least": 0}]}, "did.0.at_least: Input should be greater than or equal"),
@@ -185,3 +187,14 @@ def test_activity_thresholds_default_and_per_tenant() -> None:
     assert ">= 20 THEN 'high'" in view_sql("contact_activity", "p.d", custom.activity)
     with pytest.raises(ValidationError, match="thresholds must rise"):
         ActivityLevels(low=3, medium=3, high=10)
+
+
+def test_unquoted_yaml_dates_compare_as_iso_text(tmp_path: Path) -> None:
+    path = tmp_path / "dates.yaml"
+    path.write_text("name: a\nwhere:\n  updated_at: {gt: 2026-01-01}\n  properties.signup: {between: [2025-01-01, 2025-12-31]}\n")
+    audience = load_audience(path)
+    assert audience.where["properties.signup"].between == ("2025-01-01", "2025-12-31")
+    compiled = compile_audience(audience, NOW)
+    assert compiled.params["p0"] == datetime(2026, 1, 1, tzinfo=UTC)
+    assert (compiled.params["p1"], compiled.params["p2"], compiled.params["p3"]) == ('$."signup"', "2025-01-01",
+                                                                                     "2025-12-31")
