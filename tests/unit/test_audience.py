@@ -198,3 +198,33 @@ def test_unquoted_yaml_dates_compare_as_iso_text(tmp_path: Path) -> None:
     assert compiled.params["p0"] == datetime(2026, 1, 1, tzinfo=UTC)
     assert (compiled.params["p1"], compiled.params["p2"], compiled.params["p3"]) == ('$."signup"', "2025-01-01",
                                                                                      "2025-12-31")
+
+
+# -- the CLI, without a stack -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("name: a\nwhere: {colour: red}\n", "where: unknown field 'colour'"),
+        ("name: a\nwhere: {country: {eq: 49}}\n", "where.country: 49 is not text"),
+        ("name: a\ndid: [{event: E, at_least: many}]\n", "did.0.at_least: Input should be a valid integer"),
+        ("name: [unclosed\n", "not YAML or JSON"),
+    ],
+)
+def test_audience_create_refuses_a_bad_file_in_one_line_before_asking_the_stack(
+    text: str, says: str, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from infra.local.cli import app
+
+    # GIVEN no stack (an empty state folder) and a bad audience file
+    path = tmp_path / "audience.yaml"
+    path.write_text(text)
+    # WHEN it is created
+    result = CliRunner().invoke(app, ["audience", "create", str(path), "-t", "acme"],
+                                env={"LANDLINE_HOME": str(tmp_path / "home")})  # fmt: skip
+    # THEN it is a value mistake (exit 2) in one line naming the field, and the stack was never asked
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and says in lines[0], result.stderr
+    assert not (tmp_path / "home").exists()
