@@ -20,10 +20,12 @@ from shared.warehouse.writer import write_rows
 
 PROCESSOR = "audience"
 PREVIEW_SAMPLE = 5  # contact ids a preview shows (ids only: never an address or a token)
+# The newest version of each audience (``{where}``: a fixed filter of this module, values as parameters).
 _LATEST = """
     SELECT name, definition, created_at FROM audiences
-    WHERE TRUE
+    WHERE {where}
     QUALIFY ROW_NUMBER() OVER (PARTITION BY name ORDER BY created_at DESC) = 1
+    ORDER BY name
 """
 
 
@@ -45,20 +47,23 @@ def save_audience(tenant_name: str, audience: Audience, now: datetime | None = N
 
 def list_audiences(tenant_name: str) -> list[StoredAudience]:
     """Every audience of the tenant (its newest version), by name."""
-    rows = run_query(tenant_name, _LATEST + " ORDER BY name")
-    return [StoredAudience(Audience.from_json(r["definition"]), r["created_at"]) for r in rows]
+    return _stored(run_query(tenant_name, _LATEST.format(where="TRUE")))
 
 
 def get_audience(tenant_name: str, name: str) -> StoredAudience:
     """The newest version of audience ``name``; an unknown name is a SetupError naming the known ones."""
-    for stored in list_audiences(tenant_name):
-        if stored.audience.name == name:
-            return stored
+    found = _stored(run_query(tenant_name, _LATEST.format(where="name = @name"), {"name": name}))
+    if found:
+        return found[0]
     known = ", ".join(s.audience.name for s in list_audiences(tenant_name)) or "none yet"
     raise SetupError(
         f"tenant {tenant_name} has no audience {name!r} (it has: {known})",
         f"create it with `landline audience create --tenant {tenant_name} FILE`",
     )
+
+
+def _stored(rows: list[dict[str, Any]]) -> list[StoredAudience]:
+    return [StoredAudience(Audience.from_json(r["definition"]), r["created_at"]) for r in rows]
 
 
 @dataclass

@@ -157,9 +157,13 @@ def test_audience_previews_match_a_python_computation_of_the_same_input(
         len(p["views"]) + len(p["orders"]) for p in people
     )
 
+    # WHEN a name is created again (here: no condition, so every contact) THEN its newest version is the one used
+    everyone = _preview(local_stack, tenant, tmp_path, {"name": "evil"})
+    assert everyone == _expected(people)
     # AND list shows each audience once, its newest version
     listed = json.loads(local_stack.cli("audience", "list", "--tenant", tenant, "--json").stdout)
     assert [a["name"] for a in listed] == ["evil", "quiet-buyers", "with-token"]
+    assert listed[0]["definition"] == {"name": "evil"}
 
 
 def test_activity_levels_follow_the_tenants_thresholds(
