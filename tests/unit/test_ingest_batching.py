@@ -296,8 +296,9 @@ def test_csv_header_of_a_truncated_file_is_partial() -> None:
     [
         (b"PK\x03\x04 zipped csv", "unsupported_encoding"),
         (b"contact_id\x00,event_name", "unsupported_encoding"),
-        (gzip.compress(b"\x00\x01\x02binary"), "unsupported_content"),
+        (gzip.compress(b"\x00\x01\x02binary", mtime=0), "unsupported_content"),
     ],
+    ids=["zip", "nul-byte", "gzip-binary"],  # stable ids: xdist workers must collect identical names
 )
 def test_csv_reader_rejects_binary_content(data: bytes, reason: str) -> None:
     with pytest.raises(FileRejected) as info:
