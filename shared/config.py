@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     project: str = "landline-local"
     raw_events_topic: str = "raw-events"
     send_requests_topic: str = "send-requests"
+    send_shards_topic: str = "send-shards"
     # Where a tenant bucket's OBJECT_FINALIZE notifications arrive, as object-notifications.<tenant> (ingest_file).
     object_notifications_topic: str = "object-notifications"
     # Where tenants are described: a JSON file (local stack, or a file shipped with a deployment) or inline JSON.

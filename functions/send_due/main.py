@@ -13,7 +13,7 @@ from shared.runtime import StageContext, run_stage
 @functions_framework.cloud_event
 def send_due(cloud_event: Any) -> None:
     def stage(context: StageContext) -> object:
-        from shared.push.tick import handle_push_event
+        from shared.push.handler import handle_push_event
 
         message = pubsub_message(cloud_event)  # inside run_stage: a malformed envelope is logged like any failure
         context["message_id"] = message.message_id

@@ -32,6 +32,11 @@ audience_app = typer.Typer(
     no_args_is_help=True, help="Audiences: who a tenant sends to, from a YAML or JSON file.", rich_markup_mode=None
 )
 app.add_typer(audience_app, name="audience")
+campaign_app = typer.Typer(
+    no_args_is_help=True, help="Campaigns: variants and a holdout sent to an audience, balanced across user types.",
+    rich_markup_mode=None,
+)  # fmt: skip
+app.add_typer(campaign_app, name="campaign")
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", envvar="LANDLINE_HOME", help="state folder of the stack")]
 TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="tenant name")]
@@ -791,6 +796,122 @@ def audience_preview(
     typer.echo(f"  by country:  {counts(result.by_country)}")
     typer.echo(f"  by activity: {counts(result.by_activity)}")
     typer.echo(f"  for example: {', '.join(result.sample) or 'nobody'}")
+
+
+@campaign_app.command("create")
+def campaign_create(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="the campaign file, YAML or JSON")],
+    tenant: TenantOpt = "default",
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+) -> None:
+    """Check a campaign file (fields, shares, templates, its audience) and store it in the tenant's dataset. Nothing
+    is sent until `landline campaign launch` (or its launch_at, at the next tick)."""
+    from shared.campaigns.campaign import CampaignError, load_campaign
+    from shared.campaigns.store import save_campaign
+
+    try:
+        campaign = load_campaign(file)
+    except CampaignError as exc:
+        fail(str(exc), 2)
+    _running(home)
+    _tenant(tenant)
+    stored = save_campaign(tenant, campaign)  # SetupError (one line with its fix) for an unknown audience
+    if as_json:
+        echo_json({"tenant": tenant, "name": campaign.name, "created_at": stored.created_at.isoformat(),
+                   "arms": dict(campaign.arm_shares()), "definition": json.loads(campaign.to_json())})  # fmt: skip
+        return
+    arms = ", ".join(f"{arm} {share / 10_000:g}%" for arm, share in campaign.arm_shares())
+    when = f"launches by itself at {campaign.launch_at.isoformat()}" if campaign.launch_at else (
+        f"`landline campaign launch {campaign.name} -t {tenant}` launches it")
+    typer.echo(f"stored campaign {campaign.name} for tenant {tenant} (audience {campaign.audience}; {arms}); {when}")
+
+
+@campaign_app.command("launch")
+def campaign_launch(
+    name: Annotated[str, typer.Argument(help="the campaign's name")],
+    tenant: TenantOpt = "default",
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+) -> None:
+    """Assign every audience member an arm and schedule the variants' messages, inside BigQuery. Launching again
+    changes nothing; the next `landline tick` sends what is due."""
+    from shared.campaigns.launch import launch_campaign
+
+    _running(home)
+    _tenant(tenant)
+    launch = launch_campaign(tenant, name)
+    if as_json:
+        echo_json({"campaign": name, "launch_id": launch.launch_id, "new": launch.new,
+                   "launched_at": launch.launched_at.isoformat(), "audience_size": launch.audience_size,
+                   "scheduled": launch.scheduled})  # fmt: skip
+        return
+    if not launch.new:
+        typer.echo(f"campaign {name} was already launched at {launch.launched_at.isoformat(timespec='seconds')} "
+                   f"(launch {launch.launch_id}); nothing changed")  # fmt: skip
+        return
+    typer.echo(f"launched {name}: {launch.audience_size:,} members assigned, {launch.scheduled:,} messages scheduled; "
+               f"`landline tick -t {tenant}` sends what is due, `landline campaign status {name} -t {tenant}` "
+               "shows where it stands")  # fmt: skip
+
+
+@campaign_app.command("status")
+def campaign_status_command(
+    name: Annotated[str, typer.Argument(help="the campaign's name")],
+    tenant: TenantOpt = "default",
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+) -> None:
+    """Members per arm, messages scheduled, each message's latest outcome, skips and failures by reason."""
+    from shared.campaigns.status import campaign_status
+    from shared.campaigns.store import get_campaign
+
+    _running(home)
+    _tenant(tenant)
+    get_campaign(tenant, name)  # an unknown name: one line naming the known ones
+    status = campaign_status(tenant, name)
+    if as_json:
+        echo_json(status.as_dict())
+        return
+    if not status.launched:
+        typer.echo(f"campaign {name} (tenant {tenant}) is not launched yet: `landline campaign launch {name} -t {tenant}`")
+        return
+
+    def counts(values: dict[str, int]) -> str:
+        return ", ".join(f"{key} {n:,}" for key, n in sorted(values.items())) or "none"
+
+    typer.echo(f"campaign {name} (tenant {tenant}), launched {status.launched_at:%Y-%m-%d %H:%M:%S} UTC: "
+               f"{status.audience_size:,} members")  # fmt: skip
+    typer.echo(f"  assigned:  {counts(status.assigned)}")
+    typer.echo(f"  scheduled: {status.scheduled:,} (waiting {status.waiting:,})")
+    typer.echo(f"  sends:     {counts(status.sends)}")
+    typer.echo(f"  skipped:   {counts(status.skipped)}")
+    typer.echo(f"  failed:    {counts(status.failed)}")
+
+
+@campaign_app.command("list")
+def campaign_list(tenant: TenantOpt = "default", as_json: JsonOpt = False, home: HomeOpt = None) -> None:
+    """The tenant's campaigns (each one's newest version), their audience and whether they were launched."""
+    from shared.campaigns.launch import launched
+    from shared.campaigns.store import list_campaigns
+
+    _running(home)
+    _tenant(tenant)
+    rows = []
+    for stored in list_campaigns(tenant):
+        launch = launched(tenant, stored.campaign.name)
+        rows.append({"name": stored.campaign.name, "audience": stored.campaign.audience,
+                     "created_at": stored.created_at.isoformat(timespec="seconds"),
+                     "launch_at": stored.campaign.launch_at.isoformat() if stored.campaign.launch_at else None,
+                     "launched_at": launch.launched_at.isoformat(timespec="seconds") if launch else None,
+                     "definition": json.loads(stored.campaign.to_json())})  # fmt: skip
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        typer.echo(f"tenant {tenant} has no campaigns yet: `landline campaign create -t {tenant} FILE` adds one")
+        return
+    typer.echo(table(rows, ["name", "audience", "created_at", "launch_at", "launched_at"]))
 
 
 def main() -> None:

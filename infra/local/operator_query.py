@@ -29,6 +29,8 @@ VIEW_DESCRIPTIONS: dict[str, str] = {
     "files_latest": "One row per file: its last attempt that read it through (status, lines, error).",
     "rejected_deduped": "One row per rejected line: reason_code, message and the raw payload (for replay).",
     "contact_activity": "One row per contact: its events over the last 30 days and its level (dormant ... high).",
+    "campaign_launched": "One row per launched campaign: the launch that counts (the first committed one).",
+    "campaign_assignments": "One row per campaign member: its arm (a variant or holdout), stratum, message id, time.",
 }
 
 

@@ -50,6 +50,14 @@ resource "google_storage_bucket_iam_member" "ingest_reads_bucket" {
   member   = "serviceAccount:${google_service_account.fn["ingest_file"].email}"
 }
 
+# The tick fans a campaign's due chunks out as shards to its tenant's send-shards topic, which triggers send_due again.
+resource "google_pubsub_topic_iam_member" "send_due_publishes_shards" {
+  for_each = { for k, v in local.topics : k => v if v.base == "send-shards" && v.tenant != null }
+  topic    = google_pubsub_topic.topic[each.key].name
+  role     = "roles/pubsub.publisher"
+  member   = "serviceAccount:${google_service_account.fn["send_due"].email}"
+}
+
 resource "google_pubsub_topic_iam_member" "ingest_publishes" {
   for_each = { for k, v in local.topics : k => v if v.base == "raw-events" && v.tenant != null }
   topic    = google_pubsub_topic.topic[each.key].name

@@ -237,9 +237,11 @@ class _Params:
 MEMBER_COLUMNS = ("contact_id", "country", "activity")
 
 
-def compile_audience(audience: Audience, now: datetime | None = None) -> CompiledQuery:
-    """One SELECT of the audience's members (``MEMBER_COLUMNS``), over users_latest and contact_activity."""
+def compile_audience(audience: Audience, now: datetime | None = None, *, extra: tuple[str, ...] = ()) -> CompiledQuery:
+    """One SELECT of the audience's members (``MEMBER_COLUMNS``, then the users_latest columns ``extra``), over
+    users_latest and contact_activity."""
     now = now or datetime.now(UTC)
+    columns = ["u.contact_id", "u.country", "a.activity", *(_users_column(name) for name in extra)]
     params = _Params()
     clauses: list[str] = []
     for key, condition in audience.where.items():
@@ -251,11 +253,18 @@ def compile_audience(audience: Audience, now: datetime | None = None) -> Compile
     if audience.activity is not None:
         clauses.append(_level_clause(audience.activity, params))
     sql = (
-        "SELECT u.contact_id, u.country, a.activity\n"
+        f"SELECT {', '.join(columns)}\n"
         "FROM users_latest AS u JOIN contact_activity AS a ON a.contact_id = u.contact_id\n"
         "WHERE " + ("\n  AND ".join(clauses) or "TRUE")
     )
     return CompiledQuery(sql, params.values)
+
+
+def _users_column(name: str) -> str:
+    for column in USERS_LATEST_COLUMNS:  # the schema's spelling, never the caller's text
+        if column == name:
+            return f"u.{column}"
+    raise AudienceError(f"{name}: not a users_latest column")
 
 
 def _column(name: str) -> str:

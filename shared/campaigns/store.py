@@ -1,6 +1,8 @@
-"""Audience definitions in the tenant's dataset (table ``audiences``, newest row per name wins) and their preview.
+"""Audience and campaign definitions in the tenant's dataset (tables ``audiences`` and ``campaigns``, newest row per
+name wins), and an audience's preview.
 
-Stored in BigQuery rather than in a local file so that deployed functions read the same definitions as the CLI.
+Stored in BigQuery rather than in a local file so that deployed functions (the send tick launching a scheduled
+campaign) read the same definitions as the CLI.
 """
 
 from __future__ import annotations
@@ -11,20 +13,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.campaigns.audience import Audience, compile_audience
+from shared.campaigns.campaign import Campaign
 from shared.config import tenants
 from shared.errors import SetupError
 from shared.warehouse.client import bigquery_client
 from shared.warehouse.query import run_query
-from shared.warehouse.rows import AudienceRow
+from shared.warehouse.rows import AudienceRow, CampaignRow
 from shared.warehouse.writer import write_rows
 
-PROCESSOR = "audience"
+PROCESSOR = "campaigns"
 PREVIEW_SAMPLE = 5  # contact ids a preview shows (ids only: never an address or a token)
-# The newest version of each audience (``{where}``: a fixed filter of this module, values as parameters).
-_LATEST = """
-    SELECT name, definition, created_at FROM audiences
+# The newest version of each definition (``{table}`` and ``{where}``: fixed texts of this module, values as parameters).
+_SELECT = """
+    SELECT * FROM (
+        SELECT * FROM {table}
+        WHERE TRUE
+        QUALIFY ROW_NUMBER() OVER (PARTITION BY name ORDER BY created_at DESC) = 1
+    )
     WHERE {where}
-    QUALIFY ROW_NUMBER() OVER (PARTITION BY name ORDER BY created_at DESC) = 1
     ORDER BY name
 """
 
@@ -38,21 +44,24 @@ class StoredAudience:
 def save_audience(tenant_name: str, audience: Audience, now: datetime | None = None) -> StoredAudience:
     """Store a new version of ``audience`` (it replaces any older one of the same name)."""
     created_at = now or datetime.now(UTC)
-    row = AudienceRow(name=audience.name, definition=audience.to_json(), created_at=created_at)
+    _store(tenant_name, AudienceRow(name=audience.name, definition=audience.to_json(), created_at=created_at))
+    return StoredAudience(audience, created_at)
+
+
+def _store(tenant_name: str, row: AudienceRow | CampaignRow) -> None:
     result = write_rows(bigquery_client(), tenants().get(tenant_name), [row], processor=PROCESSOR)
     if result.invalid:
-        raise SetupError(f"the audiences table refused {audience.name!r}", "upgrade it with `landline tenant add`")
-    return StoredAudience(audience, created_at)
+        raise SetupError(f"the {row.table} table refused the definition", "upgrade it with `landline tenant add`")
 
 
 def list_audiences(tenant_name: str) -> list[StoredAudience]:
     """Every audience of the tenant (its newest version), by name."""
-    return _stored(run_query(tenant_name, _LATEST.format(where="TRUE")))
+    return _stored(run_query(tenant_name, _SELECT.format(table="audiences", where="TRUE")))
 
 
 def get_audience(tenant_name: str, name: str) -> StoredAudience:
     """The newest version of audience ``name``; an unknown name is a SetupError naming the known ones."""
-    found = _stored(run_query(tenant_name, _LATEST.format(where="name = @name"), {"name": name}))
+    found = _stored(run_query(tenant_name, _SELECT.format(table="audiences", where="name = @name"), {"name": name}))
     if found:
         return found[0]
     known = ", ".join(s.audience.name for s in list_audiences(tenant_name)) or "none yet"
@@ -64,6 +73,47 @@ def get_audience(tenant_name: str, name: str) -> StoredAudience:
 
 def _stored(rows: list[dict[str, Any]]) -> list[StoredAudience]:
     return [StoredAudience(Audience.from_json(r["definition"]), r["created_at"]) for r in rows]
+
+
+@dataclass(frozen=True)
+class StoredCampaign:
+    campaign: Campaign
+    created_at: datetime
+
+
+def save_campaign(tenant_name: str, campaign: Campaign, now: datetime | None = None) -> StoredCampaign:
+    """Store a new version of ``campaign``; its audience must exist (SetupError naming the known ones)."""
+    get_audience(tenant_name, campaign.audience)
+    created_at = now or datetime.now(UTC)
+    _store(tenant_name, CampaignRow(name=campaign.name, definition=campaign.to_json(), created_at=created_at,
+                                    launch_at=campaign.launch_at))  # fmt: skip
+    return StoredCampaign(campaign, created_at)
+
+
+def list_campaigns(tenant_name: str) -> list[StoredCampaign]:
+    return _campaigns(run_query(tenant_name, _SELECT.format(table="campaigns", where="TRUE")))
+
+
+def get_campaign(tenant_name: str, name: str) -> StoredCampaign:
+    """The newest version of campaign ``name``; an unknown name is a SetupError naming the known ones."""
+    found = _campaigns(run_query(tenant_name, _SELECT.format(table="campaigns", where="name = @name"), {"name": name}))
+    if found:
+        return found[0]
+    known = ", ".join(s.campaign.name for s in list_campaigns(tenant_name)) or "none yet"
+    raise SetupError(
+        f"tenant {tenant_name} has no campaign {name!r} (it has: {known})",
+        f"create it with `landline campaign create --tenant {tenant_name} FILE`",
+    )
+
+
+def due_campaigns(tenant_name: str, now: datetime) -> list[StoredCampaign]:
+    """Campaigns whose ``launch_at`` has come and that are not launched yet (the send tick launches them)."""
+    where = "launch_at <= @now AND name NOT IN (SELECT campaign FROM campaign_launched)"
+    return _campaigns(run_query(tenant_name, _SELECT.format(table="campaigns", where=where), {"now": now}))
+
+
+def _campaigns(rows: list[dict[str, Any]]) -> list[StoredCampaign]:
+    return [StoredCampaign(Campaign.from_json(r["definition"]), r["created_at"]) for r in rows]
 
 
 @dataclass

@@ -7,9 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from shared.timezones import zone
 
 if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
     from shared.config import PushPolicy
 
 
@@ -33,13 +36,6 @@ class ContactFacts:
     timezone: str | None = None
     properties: dict[str, Any] = field(default_factory=dict)
     recent_sends: list[datetime] = field(default_factory=list)  # successful sends inside the cap window
-
-
-def zone(name: str | None) -> ZoneInfo:
-    try:
-        return ZoneInfo(name) if name else ZoneInfo("UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
 
 
 def _hhmm(value: str) -> time:

@@ -51,22 +51,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
-from shared.config import Tenant, tenants
+from shared.campaigns.template import Missing, contact_context, render
+from shared.config import Tenant
 from shared.errors import LandlineError, SetupError
 from shared.push.claims import Claim, claim
-from shared.push.policy import ContactFacts, zone
+from shared.push.fanout import FanOut, fan_out
+from shared.push.pending import PENDING_SQL
+from shared.push.policy import ContactFacts
 from shared.push.policy import decide as decide_policy
 from shared.push.providers import Provider, PushMessage, Receipt, SendOutcome, create_provider, provider_class
 from shared.push.providers.base import ProviderAuthError
-from shared.push.schedule import (
-    LOCAL_SEND_TIME_FORMAT,
-    handle_send_requests,
-    is_send_requests_topic,
-    parse_local_send_time,
-    valid_message_id,
-)
+from shared.push.schedule import LOCAL_SEND_TIME_FORMAT, parse_local_send_time, valid_message_id
 from shared.runtime import get_logger
 from shared.secrets import secret_source
+from shared.timezones import zone
 from shared.warehouse.client import bigquery_client
 from shared.warehouse.query import run_query
 from shared.warehouse.rows import InvalidTokenRow, SendRow
@@ -75,7 +73,6 @@ from shared.warehouse.writer import write_rows
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Sequence
 
-    from shared.envelopes import PubSubMessage
 
 log = get_logger("landline.send_due")
 
@@ -90,19 +87,8 @@ RECEIPT_POLL_MAX_S = 60.0
 REQUEST_TIMEOUT_S = 30.0  # per provider request; no answer by then is an unknown outcome (never resent)
 SEND_GRACE_S = 90.0  # past the deadline, what one chunk may still take (request timeout plus recording)
 
-_CANDIDATES_SQL = """
-WITH sched AS (
-  SELECT * FROM message_schedule WHERE TRUE
-  QUALIFY ROW_NUMBER() OVER (
-    PARTITION BY message_id
-    ORDER BY IFNULL(requested_at, created_at) DESC, IFNULL(request_line, 0) DESC, created_at DESC) = 1
-), outcomes AS (
-  SELECT message_id, COUNTIF(status != 'deferred') AS finals, COUNTIF(status = 'deferred') AS deferrals,
-         COUNTIF(status = 'deferred' AND IFNULL(reason, '') NOT LIKE 'credentials:%'
-                 AND IFNULL(reason, '') NOT LIKE 'claim_error%') AS policy_deferrals,
-         MAX(retry_at) AS retry_at
-  FROM message_sends GROUP BY message_id
-), dead AS (
+# ``{scope}``: which pending messages (a fixed text of this module or shared/push/shards.py; values are parameters).
+CANDIDATES_SQL = PENDING_SQL + """, dead AS (
   SELECT contact_id, push_token, MAX(invalidated_at) AS invalidated_at
   FROM invalid_tokens GROUP BY contact_id, push_token
 ), token_seen AS (
@@ -110,22 +96,21 @@ WITH sched AS (
   FROM user_properties WHERE push_token IS NOT NULL GROUP BY contact_id, push_token
 )
 SELECT s.message_id, s.contact_id, s.provider, s.title, s.body, s.data, s.deep_link, s.send_at, s.local_send_time,
-       s.expires_at, s.collapse_key, s.priority, IFNULL(o.deferrals, 0) AS deferrals,
-       IFNULL(o.policy_deferrals, 0) AS policy_deferrals,
-       u.push_token, u.timezone, u.properties,
+       s.expires_at, s.collapse_key, s.priority, s.deferrals, s.policy_deferrals, s.last_retry_at, s.campaign,
+       s.chunk, u.push_token, u.country, u.timezone, u.properties,
        (d.invalidated_at IS NOT NULL AND (t.seen_at IS NULL OR t.seen_at <= d.invalidated_at)) AS token_dead
-FROM sched s
-LEFT JOIN outcomes o ON o.message_id = s.message_id
+FROM pending s
 LEFT JOIN users_latest u ON u.contact_id = s.contact_id
 LEFT JOIN dead d ON d.contact_id = s.contact_id AND d.push_token = u.push_token
 LEFT JOIN token_seen t ON t.contact_id = s.contact_id AND t.push_token = u.push_token
-WHERE IFNULL(o.finals, 0) = 0
-  AND (o.retry_at IS NULL OR o.retry_at <= @now)
+WHERE {scope}
   AND ((s.local_send_time IS NULL AND (s.send_at IS NULL OR s.send_at <= @now))
        OR (s.local_send_time IS NOT NULL AND s.local_send_time <= @local_horizon))
 ORDER BY s.local_send_time IS NOT NULL, s.send_at, s.local_send_time, s.message_id
 LIMIT @max_candidates
 """
+# One by one: every message that is not part of a campaign chunk (campaign chunks go through shards).
+_ONE_BY_ONE = "s.chunk IS NULL"
 
 # Expo receipts have their own status ('receipt'): a message counts once against the cap and is never both sent and
 # failed. Older versions wrote receipts as status 'sent'/'failed' with reason 'receipt...': they are excluded too.
@@ -233,16 +218,6 @@ def credentials_refused(tenant: Tenant, provider: str, reason: str) -> SetupErro
     )
 
 
-def handle_push_event(message: PubSubMessage, topic: str) -> dict[str, Any]:
-    """send_due's entry: a send request lands in the schedule; a tick sends what is due for every tenant (or the
-    tenants its ``tenant`` attribute lists, comma separated)."""
-    if is_send_requests_topic(topic):
-        return dict(handle_send_requests(message, topic).written)
-    wanted = {name.strip() for name in message.attributes.get("tenant", "").split(",") if name.strip()}
-    selected = [t for t in tenants().all() if t.push_provider and (not wanted or t.name in wanted)]
-    return run_ticks(selected)
-
-
 def run_ticks(
     selected: Sequence[Tenant],
     *,
@@ -320,7 +295,11 @@ class Candidate(TypedDict):
     priority: str | None
     deferrals: int
     policy_deferrals: int
+    last_retry_at: datetime | None
+    campaign: str | None  # set: the texts are Liquid templates of a campaign
+    chunk: str | None
     push_token: str | None
+    country: str | None
     timezone: str | None
     properties: Any  # JSON (a dict, or its text)
     token_dead: bool | None
@@ -378,7 +357,8 @@ def run_tick(
     now = now or datetime.now(UTC)
     tick_id = uuid.uuid4().hex[:12]
     result = TickResult(tenant.name)
-    records, due = decide(tenant, _candidates(tenant, now, max_candidates), _recent_sends(tenant, now), now, tick_id)
+    _fan_out_safely(tenant, now, result)
+    records, due = decide(tenant, candidates(tenant, now, max_candidates), recent_sends(tenant, now), now, tick_id)
     _write(tenant, records, result)
     if due:
         _claim_and_send(tenant, due, tick_id, now, deadline, result, clock)
@@ -387,16 +367,43 @@ def run_tick(
     return result
 
 
+def _fan_out_safely(tenant: Tenant, now: datetime, result: TickResult) -> None:
+    """Campaigns first (shared/push/fanout.py): their shards run on other instances while this one sends single
+    messages. A failure here is logged (with its fix) and never stops single messages; their chunks stay due."""
+    try:
+        fanned: FanOut = fan_out(tenant, now)
+    except SetupError as exc:
+        result.counts["fan_out_failed"] += 1
+        log.error("setup error: %s", exc.problem,
+                  extra={"fields": {"tenant": tenant.name, "fix": exc.fix, "error_class": "setup"}})
+        return
+    except Exception as exc:
+        result.counts["fan_out_failed"] += 1
+        log.warning("campaign fan-out failed; the next tick tries again", exc_info=True,
+                    extra={"fields": {"tenant": tenant.name, "error": f"{type(exc).__name__}: {exc}"[:300]}})
+        return
+    result.counts["campaigns_launched"] += len(fanned.launched)
+    result.counts["shards_published"] += len(fanned.shards)
+    result.counts["chunks_due"] += fanned.chunks
+    result.counts += Counter()  # drop the zero counts: a quiet tick reports only what it did
+
+
 # -- decide ------------------------------------------------------------------------------------------------------------
-def _candidates(tenant: Tenant, now: datetime, max_candidates: int) -> list[Candidate]:
+def candidates(
+    tenant: Tenant, now: datetime, max_candidates: int, scope: str = _ONE_BY_ONE, params: dict[str, Any] | None = None
+) -> list[Candidate]:
+    """Due, unsent messages with their contact's facts; ``scope`` narrows them (a fixed SQL condition, values in
+    ``params``)."""
     horizon = (now + LOCAL_TIME_HORIZON).strftime(LOCAL_SEND_TIME_FORMAT)
     rows = run_query(
-        tenant.name, _CANDIDATES_SQL, {"now": now, "local_horizon": horizon, "max_candidates": max_candidates}
+        tenant.name,
+        CANDIDATES_SQL.format(scope=scope),
+        {"now": now, "local_horizon": horizon, "max_candidates": max_candidates, **(params or {})},
     )
     return cast("list[Candidate]", rows)
 
 
-def _recent_sends(tenant: Tenant, now: datetime) -> dict[str, list[datetime]]:
+def recent_sends(tenant: Tenant, now: datetime) -> dict[str, list[datetime]]:
     """Each contact's sends inside the tenant's frequency window (for the frequency cap)."""
     since = now - timedelta(hours=tenant.push_policy.frequency_window_hours)
     recent: dict[str, list[datetime]] = defaultdict(list)
@@ -468,19 +475,57 @@ def _consider(
         return _Record("skipped", decision.reason)
     if decision.action == "defer":
         return _Record("deferred", decision.reason, decision.until)
-    return _Due(row, int(row["deferrals"]), provider, _push_message(tenant, row))
+    texts = _texts(row, facts.properties)
+    if isinstance(texts, Missing):
+        return _Record("skipped", texts.reason)
+    return _Due(row, int(row["deferrals"]), provider, _push_message(tenant, row, texts))
 
 
-def _push_message(tenant: Tenant, row: Candidate) -> PushMessage:
+@dataclass(frozen=True, slots=True)
+class _Texts:
+    title: str
+    body: str
+    deep_link: str | None
+    data: dict[str, str]
+
+
+def _texts(row: Candidate, properties: dict[str, Any]) -> _Texts | Missing:
+    """The message's texts: as scheduled, or a campaign's templates rendered with the contact's properties (a value
+    missing without a default skips the contact, reason ``template_missing:<name>``)."""
     data = {str(k): str(v) for k, v in _json(row["data"]).items()}
+    if not row.get("campaign"):
+        return _Texts(row["title"], row["body"], row["deep_link"], data)
+    context = contact_context(properties, contact_id=row["contact_id"], country=row.get("country"),
+                              timezone=row["timezone"])  # fmt: skip
+    rendered: dict[str, str] = {}
+    sources = {"title": row["title"], "body": row["body"], **{f"data.{k}": v for k, v in data.items()}}
+    if row["deep_link"]:
+        sources["deep_link"] = row["deep_link"]
+    for name, source in sources.items():
+        text = render(source, context)
+        if isinstance(text, Missing):
+            return text
+        rendered[name] = text
+    return _Texts(
+        rendered["title"], rendered["body"], rendered.get("deep_link"),
+        {k.removeprefix("data."): v for k, v in rendered.items() if k.startswith("data.")},
+    )  # fmt: skip
+
+
+def _push_message(tenant: Tenant, row: Candidate, texts: _Texts | None = None) -> PushMessage:
+    """``texts``: rendered campaign texts (default: the row's own, with its data)."""
+    if texts is None:
+        plain = _texts({**row, "campaign": None}, {})
+        assert isinstance(plain, _Texts)
+        texts = plain
     return PushMessage(
         message_id=row["message_id"],
         contact_id=row["contact_id"],
         token=row["push_token"] or "",
-        title=row["title"],
-        body=row["body"],
-        data=data,
-        deep_link=row["deep_link"],
+        title=texts.title,
+        body=texts.body,
+        data=texts.data,
+        deep_link=texts.deep_link,
         collapse_key=row["collapse_key"],
         priority="normal" if row["priority"] == "normal" else "high",
         expires_at=row["expires_at"],

@@ -34,6 +34,16 @@ def run_query(tenant_name: str, sql: str, params: dict[str, Any] | None = None) 
     return [dict(row.items()) for row in job.result()]
 
 
+def run_dml(tenant_name: str, sql: str, params: dict[str, Any] | None = None) -> int:
+    """Run one DML statement (``INSERT ... SELECT``) like ``run_query``; returns the rows it changed."""
+    tenant = tenants().get(tenant_name)
+    client = bigquery_client()
+    check_region(client, tenant)
+    job = client.query(sql, job_config=tenant_job_config(tenant_name, params), location=tenant.region)
+    job.result()
+    return int(job.num_dml_affected_rows or 0)
+
+
 def _bq_type(value: Any) -> str:
     if isinstance(value, datetime):
         return "TIMESTAMP"

@@ -296,6 +296,12 @@ class ScheduleRow(Row):
     # ordered by when the request was published and its line, not by when it was processed.
     requested_at: datetime | None = None
     request_line: int = 0
+    # Set only on rows a campaign launch inserted (shared/campaigns/launch.py): title, body, deep link and data are
+    # Liquid templates, the row counts only once its launch is committed (campaign_launched), and the send tick claims
+    # it with the others of its ``chunk`` (one claim per chunk, shared/push/shards.py) instead of one by one.
+    campaign: str | None = None
+    launch_id: str | None = None
+    chunk: str | None = None
 
     table = "message_schedule"
     columns = (
@@ -315,6 +321,9 @@ class ScheduleRow(Row):
         Column("created_at", "TIMESTAMP"),
         Column("requested_at", "TIMESTAMP", description="Pub/Sub publish time of the request: the newest one wins"),
         Column("request_line", "INTEGER", description="line of the request in its message: a later line wins"),
+        Column("campaign", "STRING", description="the campaign that scheduled it (its texts are Liquid templates)"),
+        Column("launch_id", "STRING", description="the campaign launch that inserted it (counts once committed)"),
+        Column("chunk", "STRING", description="claimed and sent together with the other messages of its chunk"),
     )
 
     @property
@@ -398,7 +407,88 @@ class AudienceRow(Row):
         return hashlib.sha256(f"{self.name}|{self.definition}|{_ts(self.created_at)}".encode()).hexdigest()[:40]
 
 
+@dataclass(slots=True, frozen=True)
+class CampaignRow(Row):
+    """One version of a campaign definition (``shared/campaigns/campaign.py``); the newest row per name wins."""
+
+    name: str
+    definition: str  # the validated definition as JSON text
+    created_at: datetime
+    launch_at: datetime | None = None  # when the send tick launches it by itself (None: `campaign launch` does)
+
+    table = "campaigns"
+    columns = (
+        Column("name", "STRING", required=True),
+        Column("definition", "STRING", required=True, description="the campaign definition as JSON"),
+        Column("created_at", "TIMESTAMP", required=True),
+        Column("launch_at", "TIMESTAMP", description="the tick launches the campaign once this time has come"),
+    )
+
+    @property
+    def insert_id(self) -> str:
+        return hashlib.sha256(f"{self.name}|{self.definition}|{_ts(self.created_at)}".encode()).hexdigest()[:40]
+
+
+@dataclass(slots=True, frozen=True)
+class CampaignLaunchRow(Row):
+    """The commit marker of one launch, written after its assignments and schedule rows: rows of a launch without
+    this marker (it failed half-way) are invisible; the first committed launch of a campaign is the one that counts."""
+
+    campaign: str
+    launch_id: str
+    launched_at: datetime
+    definition: str  # the definition this launch expanded
+    audience_size: int
+    scheduled: int
+
+    table = "campaign_launches"
+    columns = (
+        Column("campaign", "STRING", required=True),
+        Column("launch_id", "STRING", required=True),
+        Column("launched_at", "TIMESTAMP", required=True),
+        Column("definition", "STRING", description="the campaign definition the launch expanded, as JSON"),
+        Column("audience_size", "INT64"),
+        Column("scheduled", "INT64", description="message_schedule rows it inserted (the holdout has none)"),
+    )
+
+    @property
+    def insert_id(self) -> str:
+        return self.launch_id
+
+
+@dataclass(slots=True, frozen=True)
+class CampaignAssignmentRow(Row):
+    """Which arm (a variant or ``holdout``) a member got and when it is (or, for the holdout, would have been) sent.
+    Written by the launch's INSERT ... SELECT, never row by row; declared here for the table's schema."""
+
+    campaign: str
+    launch_id: str
+    contact_id: str
+    arm: str
+    stratum: str
+    assigned_at: datetime
+    message_id: str
+    planned_send_at: datetime | None
+
+    table = "campaign_assignments_all"
+    columns = (
+        Column("campaign", "STRING", required=True),
+        Column("launch_id", "STRING", required=True),
+        Column("contact_id", "STRING", required=True),
+        Column("arm", "STRING", required=True, description="a variant id, or holdout (assigned, never sent)"),
+        Column("stratum", "STRING", description="the member's values of the campaign's stratify_by properties"),
+        Column("assigned_at", "TIMESTAMP"),
+        Column("message_id", "STRING", description="message_schedule / message_sends id (also for the holdout)"),
+        Column("planned_send_at", "TIMESTAMP"),
+    )
+
+    @property
+    def insert_id(self) -> str:
+        return f"{self.launch_id}|{self.contact_id}"
+
+
 # Every table the writer writes, in the dataset's order.
 ROW_TYPES: tuple[type[Row], ...] = (
     EventRow, UserPropertiesRow, RejectedRow, FileLedgerRow, ScheduleRow, SendRow, InvalidTokenRow, AudienceRow,
+    CampaignRow, CampaignLaunchRow, CampaignAssignmentRow,
 )

@@ -15,6 +15,9 @@ from google.cloud import bigquery
 from shared.config import ACTIVITY_WINDOW_DAYS, ActivityLevels
 from shared.warehouse.rows import (
     AudienceRow,
+    CampaignAssignmentRow,
+    CampaignLaunchRow,
+    CampaignRow,
     Column,
     EventRow,
     FileLedgerRow,
@@ -86,6 +89,13 @@ TABLES: list[TableSpec] = [
         description="Tokens a provider reported dead; not used again until the contact sends a newer one.",
     ),
     TableSpec.of(AudienceRow, description="Audience definitions (landline audience create); newest per name wins."),
+    TableSpec.of(CampaignRow, description="Campaign definitions (landline campaign create); newest per name wins."),
+    TableSpec.of(CampaignLaunchRow, description="Commit markers of campaign launches; the first per campaign counts."),
+    TableSpec.of(
+        CampaignAssignmentRow,
+        clustering=["campaign", "arm"],
+        description="Every launch's assignments; read campaign_assignments (committed launches only).",
+    ),
 ]
 
 # The columns of ``users_latest`` (one row per contact): the identifiers an audience's ``where`` may name.
@@ -143,6 +153,18 @@ VIEWS: dict[str, str] = {
             WHERE timestamp >= TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL {window_days} DAY)
             GROUP BY contact_id
         ) AS e ON e.contact_id = u.contact_id
+    """,
+    # A launch writes its rows with INSERT ... SELECT, then its marker: until the marker is there, its rows do not exist
+    # for any reader, so a launch that fails half-way leaves nothing (shared/campaigns/launch.py). Two launches racing:
+    # the first marker wins, the other's rows stay invisible.
+    "campaign_launched": """
+        SELECT * FROM `{ds}.campaign_launches`
+        WHERE TRUE
+        QUALIFY ROW_NUMBER() OVER (PARTITION BY campaign ORDER BY launched_at, launch_id) = 1
+    """,
+    "campaign_assignments": """
+        SELECT a.* FROM `{ds}.campaign_assignments_all` AS a
+        JOIN `{ds}.campaign_launched` AS l ON l.launch_id = a.launch_id
     """,
 }
 ACTIVITY_LEVELS: tuple[str, ...] = ("dormant", "low", "medium", "high")

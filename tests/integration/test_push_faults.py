@@ -427,8 +427,7 @@ def test_a_send_request_cannot_reach_another_tenant(local_stack: StackHandle, fa
                       "same message id", findings=[16])
 def test_a_redelivered_older_request_never_overwrites_a_newer_one(local_stack: StackHandle, fault: Fault) -> None:
     from shared.config import tenant_topic
-    from shared.push.tick import _CANDIDATES_SQL, MAX_CANDIDATES
-    from shared.warehouse.query import run_query
+    from shared.push.tick import MAX_CANDIDATES, candidates
 
     run = unique("v")
     tenant = quick_tenant(local_stack, {f"{run}-c": f"{run}-tok"})
@@ -441,10 +440,10 @@ def test_a_redelivered_older_request_never_overwrites_a_newer_one(local_stack: S
         assert 200 <= response.status_code < 300, response.text
     # THEN the message the tick would send is v2
     now = datetime.now(UTC)
-    candidates = [r for r in run_query(tenant, _CANDIDATES_SQL, {
-        "now": now, "local_horizon": (now + timedelta(hours=14)).strftime("%Y-%m-%dT%H:%M"),
-        "max_candidates": MAX_CANDIDATES}) if r["message_id"] == f"{run}-m"]
-    assert [c["title"] for c in candidates] == ["v2"]
+    from shared.config import tenants
+
+    chosen = [r for r in candidates(tenants().get(tenant), now, MAX_CANDIDATES) if r["message_id"] == f"{run}-m"]
+    assert [c["title"] for c in chosen] == ["v2"]
     fault.report("the newest request by publish time wins; the redelivered v1 is stored but never chosen",
-                 lost=int(candidates[0]["title"] != "v2"), duplicated=len(candidates) - 1)
+                 lost=int(chosen[0]["title"] != "v2"), duplicated=len(chosen) - 1)
 

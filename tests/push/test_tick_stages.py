@@ -75,6 +75,7 @@ def test_receipts_are_recorded_as_their_own_rows_through_the_hook(monkeypatch: p
 
     written: list[Any] = []
     monkeypatch.setattr(tick, "run_query", run_query)
+    monkeypatch.setattr(tick, "fan_out", lambda t, now: tick.FanOut())
     monkeypatch.setattr(tick, "provider_for", lambda t, name: WithReceipts())
     monkeypatch.setattr(tick, "write_rows", lambda client, t, rows, processor: written.extend(rows))
     monkeypatch.setattr(tick, "bigquery_client", lambda: None)
@@ -96,6 +97,7 @@ def test_a_failing_receipt_poll_is_only_counted(monkeypatch: pytest.MonkeyPatch)
         return []
 
     monkeypatch.setattr(tick, "run_query", run_query)
+    monkeypatch.setattr(tick, "fan_out", lambda t, now: tick.FanOut())
     result = tick.run_tick(tenant("expo"), now=NOW)
     assert result.counts == {"receipt_poll_failed": 1} and result.paused is None
 

@@ -81,6 +81,7 @@ EXPECTED_ROLES: dict[str, set[tuple[str, str]]] = {
         ("roles/secretmanager.secretAccessor", "google_secret_manager_secret.push_credentials"),
         ("roles/storage.objectCreator", "google_storage_bucket.claims"),  # push/claims.py creates a claim
         ("roles/storage.objectViewer", "google_storage_bucket.claims"),  # ... and reads the one it lost to
+        ("roles/pubsub.publisher", "google_pubsub_topic.topic"),  # push/fanout.py publishes campaign shards
         RUN_INVOKER,
     },
 }
@@ -601,7 +602,7 @@ def test_every_tenant_has_its_own_topics_with_dead_letters_kept(tf: Terraform, t
     cloud = _cloud(tf, topology, tenants)
     copies = cloud["local"]["topics"]
     per_tenant = {base for base, spec in topology["topics"].items() if spec.get("per_tenant")}
-    assert per_tenant == {"raw-events", "send-requests", "object-notifications"}, per_tenant
+    assert per_tenant == {"raw-events", "send-requests", "send-shards", "object-notifications"}, per_tenant
     for kind in ("topic", "dead_letter"):
         assert unwrap(tf.resources[f"google_pubsub_topic.{kind}"]["for_each"]) == "local.topics"
     keep = tf.resources["google_pubsub_subscription.dead_letter_keep"]
@@ -1125,6 +1126,11 @@ def test_each_service_account_gets_only_the_roles_its_function_needs(tf: Terrafo
     tenants = tenants_value(tf)
     granted = {v["name"] for v in filter_for(publish["for_each"], topic_copies(topology, tenants)).values()}
     assert granted == {tenant_topic(Settings().raw_events_topic, tenant) for tenant in tenants}
+    # ... and send_due publishes campaign shards only on the tenants' own send-shards topics
+    shards = tf.resources["google_pubsub_topic_iam_member.send_due_publishes_shards"]
+    assert unwrap(shards["member"]) == 'serviceAccount:${google_service_account.fn["send_due"].email}'
+    granted = {v["name"] for v in filter_for(shards["for_each"], topic_copies(topology, tenants)).values()}
+    assert granted == {tenant_topic(Settings().send_shards_topic, tenant) for tenant in tenants}
 
 
 REFERENCE = re.compile(r"(?<![\w.])(data\.)?(google_[a-z0-9_]+)\.([a-z0-9_]+)")

@@ -1,0 +1,235 @@
+"""Launching a campaign: every audience member gets one arm, and every member of a variant one scheduled message,
+set-based inside BigQuery (two ``INSERT ... SELECT`` jobs and a commit marker), never a loop over contacts.
+
+**Balanced assignment.** Members are grouped into strata by the campaign's ``stratify_by`` properties. Within a
+stratum of ``n`` members they are ordered by a seeded hash, ``FARM_FINGERPRINT(campaign | contact_id)`` (BigQuery's,
+and the local emulator's: both run it), and member ``r`` (0-based) sits at ``x = (r + u) / n`` on [0, 1), where
+``u`` in [0, 1) is a hash of the stratum (systematic sampling). Arms own consecutive slices of [0, 1) the size of
+their shares, so each arm's count in every stratum is within one contact of ``share * n`` and equals it on average
+(a fixed ``u`` would always give the extra contact of a small stratum to the first arm). All of it is integer
+arithmetic on shares in millionths (``SHARE_SCALE``). The same campaign and contact always give the same arm.
+
+**Message ids** are a hash of campaign and contact, so a message keeps its id across launches and reports.
+
+**Atomic and idempotent.** A launch writes its assignments and schedule rows under a fresh ``launch_id``, then a
+``campaign_launches`` row: the commit marker. Readers (the ``campaign_assignments`` view, the send tick, status) only
+see a launch once its marker is there, and only the first committed launch of a campaign; so a launch that fails
+half-way leaves nothing anyone reads, and launching again (or twice at once) changes nothing.
+
+**Send times** are planned per timezone of the audience (a few hundred at most), in Python with ``zoneinfo`` (the
+same fallback to UTC as the send tick's for a missing or unknown zone), and reach the query as parameters.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.campaigns.audience import PROPERTIES_PREFIX, CompiledQuery, _json_path, compile_audience
+from shared.campaigns.campaign import ACTIVITY, HOLDOUT, SHARE_SCALE, Campaign, SendAt, SendNow, planned_send_at
+from shared.campaigns.store import get_audience, get_campaign
+from shared.config import tenants
+from shared.errors import SetupError
+from shared.timezones import zone
+from shared.warehouse.client import bigquery_client
+from shared.warehouse.query import run_dml, run_query
+from shared.warehouse.rows import CampaignLaunchRow
+from shared.warehouse.writer import write_rows
+
+PROCESSOR = "campaigns.launch"
+CHUNK_SIZE = 500  # messages claimed together by the send tick (one claim object per chunk: shared/push/shards.py)
+MESSAGE_ID_PREFIX = "c."
+_OFFSET_SCALE = 1000  # resolution of a stratum's offset u
+
+
+@dataclass(frozen=True)
+class Launch:
+    campaign: str
+    launch_id: str
+    launched_at: datetime
+    audience_size: int
+    scheduled: int
+    new: bool  # False: the campaign was already launched, nothing changed
+
+
+def launched(tenant_name: str, campaign: str) -> Launch | None:
+    """The launch that counts (the first committed one), if any."""
+    rows = run_query(
+        tenant_name,
+        "SELECT launch_id, launched_at, audience_size, scheduled FROM campaign_launched WHERE campaign = @c",
+        {"c": campaign},
+    )
+    if not rows:
+        return None
+    r = rows[0]
+    return Launch(campaign, r["launch_id"], r["launched_at"], r["audience_size"] or 0, r["scheduled"] or 0, False)
+
+
+def launch_campaign(
+    tenant_name: str, name: str, *, now: datetime | None = None, chunk_size: int = CHUNK_SIZE
+) -> Launch:
+    """Launch the newest version of campaign ``name`` (a no-op returning the existing launch if it was launched)."""
+    existing = launched(tenant_name, name)
+    if existing is not None:
+        return existing
+    campaign = get_campaign(tenant_name, name).campaign
+    now = now or datetime.now(UTC)
+    audience = get_audience(tenant_name, campaign.audience).audience
+    members = compile_audience(audience, now, extra=("timezone", "properties"))
+    launch_id = uuid.uuid4().hex[:16]
+    plan = _send_plan(tenant_name, campaign, members, now)
+    assign = assignment_sql(campaign, members, plan, launch_id, now)
+    audience_size = run_dml(tenant_name, assign.sql, assign.params)
+    schedule = schedule_sql(campaign, launch_id, now, chunk_size)
+    scheduled = run_dml(tenant_name, schedule.sql, schedule.params)
+    marker = CampaignLaunchRow(campaign=name, launch_id=launch_id, launched_at=now, definition=campaign.to_json(),
+                               audience_size=audience_size, scheduled=scheduled)  # fmt: skip
+    result = write_rows(bigquery_client(), tenants().get(tenant_name), [marker], processor=PROCESSOR)
+    if result.invalid:
+        raise SetupError("the campaign_launches table refused the launch marker", "upgrade it with `landline tenant add`")
+    winner = launched(tenant_name, name)
+    if winner is None or winner.launch_id != launch_id:  # a concurrent launch committed first: its rows count
+        return winner or Launch(name, launch_id, now, audience_size, scheduled, False)
+    return Launch(name, launch_id, now, audience_size, scheduled, True)
+
+
+# -- planning ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _SendPlan:
+    """Planned send time and expiry, as SQL over the member's ``timezone`` (parameters only)."""
+
+    send_at: str
+    expires_at: str
+    params: dict[str, Any]
+
+
+def _send_plan(tenant_name: str, campaign: Campaign, members: CompiledQuery, now: datetime) -> _SendPlan:
+    expiry = timedelta(hours=campaign.expires_after_hours)
+    if isinstance(campaign.send, SendAt | SendNow):
+        at = planned_send_at(campaign.send, zone(None), now)
+        return _SendPlan("@send_at", "@expires_at", {"send_at": at, "expires_at": at + expiry})
+    zones = run_query(tenant_name, f"SELECT DISTINCT timezone FROM ({members.sql})", members.params)
+    params: dict[str, Any] = {}
+    send_cases: list[str] = []
+    expiry_cases: list[str] = []
+    for i, row in enumerate(z for z in zones if z["timezone"] is not None):
+        at = planned_send_at(campaign.send, zone(row["timezone"]), now)
+        params |= {f"tz{i}": row["timezone"], f"at{i}": at, f"ex{i}": at + expiry}
+        send_cases.append(f"WHEN @tz{i} THEN @at{i}")
+        expiry_cases.append(f"WHEN @tz{i} THEN @ex{i}")
+    at = planned_send_at(campaign.send, zone(None), now)
+    params |= {"at_utc": at, "ex_utc": at + expiry}
+    if not send_cases:
+        return _SendPlan("@at_utc", "@ex_utc", params)
+    return _SendPlan(
+        f"CASE timezone {' '.join(send_cases)} ELSE @at_utc END",
+        f"CASE timezone {' '.join(expiry_cases)} ELSE @ex_utc END",
+        params,
+    )
+
+
+def _stratum_sql(campaign: Campaign, params: dict[str, Any]) -> str:
+    """``key=value|key=value`` of the member's stratify_by properties (labels and paths are parameters)."""
+    parts: list[str] = []
+    for i, key in enumerate(campaign.stratify_by):
+        params[f"sl{i}"] = f"{key}=" if i == 0 else f"|{key}="
+        if key == ACTIVITY:
+            value = "activity"
+        elif key.startswith(PROPERTIES_PREFIX):
+            params[f"sp{i}"] = _json_path(key.removeprefix(PROPERTIES_PREFIX))
+            value = f"JSON_VALUE(properties, @sp{i})"
+        else:
+            value = _member_column(key)
+        parts.append(f"@sl{i}, IFNULL(CAST({value} AS STRING), '')")
+    return f"CONCAT({', '.join(parts)})" if parts else "''"
+
+
+def _member_column(key: str) -> str:
+    from shared.campaigns.audience import WHERE_COLUMNS
+
+    for column in WHERE_COLUMNS:  # the schema's spelling, never the definition's text
+        if column == key:
+            return column
+    raise SetupError(f"stratify_by: unknown property {key!r}", "use activity, a users_latest column or properties.<key>")
+
+
+def assignment_sql(
+    campaign: Campaign, members: CompiledQuery, plan: _SendPlan, launch_id: str, now: datetime
+) -> CompiledQuery:
+    """The INSERT ... SELECT of every member's assignment (module docstring, "Balanced assignment")."""
+    params: dict[str, Any] = {**members.params, **plan.params, "campaign": campaign.name, "launch_id": launch_id,
+                              "now": now, "holdout": HOLDOUT, "prefix": MESSAGE_ID_PREFIX}  # fmt: skip
+    stratum = _stratum_sql(campaign, params)
+    cases: list[str] = []
+    cumulative = 0
+    shares = campaign.arm_shares()
+    for i, (arm, share) in enumerate(shares):
+        cumulative += share
+        params[f"arm{i}"] = arm
+        if i < len(shares) - 1:
+            params[f"cum{i}"] = cumulative
+            cases.append(f"WHEN (r * {_OFFSET_SCALE} + u) * {SHARE_SCALE} < @cum{i} * n * {_OFFSET_SCALE} THEN @arm{i}")
+    last = len(shares) - 1
+    arm_sql = f"CASE {' '.join(cases)} ELSE @arm{last} END" if cases else f"@arm{last}"
+    sql = f"""
+INSERT INTO campaign_assignments_all
+  (campaign, launch_id, contact_id, arm, stratum, assigned_at, message_id, planned_send_at)
+SELECT @campaign, @launch_id, contact_id, {arm_sql}, stratum, @now,
+       CONCAT(@prefix, SUBSTR(TO_HEX(SHA256(CONCAT(@campaign, '|', contact_id))), 1, 40)), planned_send_at
+FROM (
+  SELECT contact_id, stratum, planned_send_at,
+         ROW_NUMBER() OVER (PARTITION BY stratum ORDER BY FARM_FINGERPRINT(CONCAT(@campaign, '|', contact_id)),
+                                                      contact_id) - 1 AS r,
+         COUNT(*) OVER (PARTITION BY stratum) AS n,
+         MOD(MOD(FARM_FINGERPRINT(CONCAT(@campaign, '|stratum|', stratum)), {_OFFSET_SCALE}) + {_OFFSET_SCALE},
+             {_OFFSET_SCALE}) AS u
+  FROM (
+    SELECT contact_id, {stratum} AS stratum, {plan.send_at} AS planned_send_at
+    FROM ({members.sql})
+  )
+)
+"""
+    return CompiledQuery(sql, params)
+
+
+def schedule_sql(campaign: Campaign, launch_id: str, now: datetime, chunk_size: int = CHUNK_SIZE) -> CompiledQuery:
+    """The INSERT ... SELECT of one message per variant member (the holdout gets none), from this launch's
+    assignments; texts are the variant's templates (rendered per contact by the send tick). Messages planned for the
+    same instant are cut into chunks of ``chunk_size`` (the claim unit of the send tick). DIV's first argument keeps
+    its parentheses: the emulator's translation (sqlglot) writes ``DIV(a - 1, b)`` as ``a - 1 // b``."""
+    params: dict[str, Any] = {"launch_id": launch_id, "now": now, "holdout": HOLDOUT, "chunk_size": chunk_size,
+                              "expiry_s": int(campaign.expires_after_hours * 3600)}  # fmt: skip
+    columns: dict[str, list[str]] = {"title": [], "body": [], "deep_link": [], "data": []}
+    for i, variant in enumerate(campaign.variants):
+        params[f"v{i}"] = variant.id
+        params |= {f"title{i}": variant.title, f"body{i}": variant.body, f"data{i}": _json_text(variant.data)}
+        columns["title"].append(f"WHEN @v{i} THEN @title{i}")
+        columns["body"].append(f"WHEN @v{i} THEN @body{i}")
+        columns["data"].append(f"WHEN @v{i} THEN PARSE_JSON(@data{i})")
+        if variant.deep_link:
+            params[f"link{i}"] = variant.deep_link
+            columns["deep_link"].append(f"WHEN @v{i} THEN @link{i}")
+    case = {name: f"CASE arm {' '.join(whens)} END" if whens else "CAST(NULL AS STRING)"
+            for name, whens in columns.items()}  # fmt: skip
+    sql = f"""
+INSERT INTO message_schedule
+  (message_id, contact_id, channel, title, body, data, deep_link, send_at, expires_at, priority, created_at,
+   requested_at, request_line, campaign, launch_id, chunk)
+SELECT message_id, contact_id, 'push', {case["title"]}, {case["body"]}, {case["data"]}, {case["deep_link"]},
+       planned_send_at, TIMESTAMP_ADD(planned_send_at, INTERVAL @expiry_s SECOND), 'high', @now, @now, 0,
+       campaign, launch_id,
+       CONCAT(launch_id, '.', CAST(UNIX_SECONDS(planned_send_at) AS STRING), '.',
+              CAST(DIV((ROW_NUMBER() OVER (PARTITION BY planned_send_at ORDER BY message_id) - 1), @chunk_size)
+                   AS STRING))
+FROM campaign_assignments_all
+WHERE launch_id = @launch_id AND arm != @holdout
+"""
+    return CompiledQuery(sql, params)
+
+
+def _json_text(value: dict[str, str]) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True)
