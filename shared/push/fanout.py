@@ -20,7 +20,7 @@ from shared.warehouse.query import run_query
 SHARD_CHUNKS = 4  # chunks per shard message: at most 2,000 messages at the launch's 500 per chunk
 MAX_DUE_CHUNKS = 4000  # per tenant and tick (two million messages at 500 a chunk); more go out with the next tick
 
-_DUE_CHUNKS_SQL = PENDING_SQL + """
+_DUE_CHUNKS_SQL = PENDING_SQL.format(scope="chunk IS NOT NULL") + """
 SELECT chunk, COUNT(*) AS due FROM pending
 WHERE chunk IS NOT NULL AND send_at <= @now
 GROUP BY chunk

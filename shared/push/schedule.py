@@ -36,6 +36,7 @@ PROCESSOR = "landline.schedule"
 MESSAGE_ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
 _MESSAGE_ID = re.compile(MESSAGE_ID_PATTERN)
 LOCAL_SEND_TIME_FORMAT = "%Y-%m-%dT%H:%M"
+CAMPAIGN_MESSAGE_PREFIX = "c."  # campaign message ids (shared/campaigns/launch.py derives them)
 # Years a local time may name: converting it with any UTC offset (-12..+14 h) must stay inside 1..9999.
 _LOCAL_YEARS = range(2, 9999)
 
@@ -70,6 +71,15 @@ class SendRequest(BaseModel):
     expires_at: AwareDatetime | None = None
     collapse_key: str | None = None
     priority: Literal["high", "normal"] = "high"
+
+    @field_validator("message_id")
+    @classmethod
+    def _not_a_campaign_id(cls, value: str) -> str:
+        # Campaign messages (shared/campaigns/launch.py) are claimed per chunk, single messages one by one: an id in
+        # both would have two claims, so the campaigns' prefix is theirs alone.
+        if value.startswith(CAMPAIGN_MESSAGE_PREFIX):
+            raise ValueError(f"message ids starting with {CAMPAIGN_MESSAGE_PREFIX!r} are reserved for campaign messages")
+        return value
 
     @field_validator("send_at", "expires_at")
     @classmethod

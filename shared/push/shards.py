@@ -38,7 +38,6 @@ from shared.push.tick import (
     CLAIM_LEASE,
     CREDENTIALS_RETRY,
     PROCESSOR,
-    SEND_CHUNK,
     Candidate,
     TickResult,
     _ready_providers,
@@ -89,7 +88,7 @@ def run_shard(
     now = now or datetime.now(UTC)
     tick_id = uuid.uuid4().hex[:12]
     result = TickResult(tenant.name)
-    scope = "s.chunk IN (" + ", ".join(f"@k{i}" for i in range(len(chunks))) + ")"
+    scope = "chunk IN (" + ", ".join(f"@k{i}" for i in range(len(chunks))) + ")"
     due_rows = candidates(tenant, now, MAX_SHARD_MESSAGES, scope, {f"k{i}": c for i, c in enumerate(chunks)})
     if not due_rows:
         return result
@@ -159,9 +158,8 @@ def _send_group(
         else:  # not ready (the shard checked every provider first, so this is defensive): the next attempt sends it
             _write(tenant, [SendRow(item.message_id, item.contact_id, "deferred", tick_id, now, provider=item.provider,
                                     reason="provider_not_ready", retry_at=now + CREDENTIALS_RETRY)], result)
-    for name, items in by_provider.items():
-        for offset in range(0, len(items), SEND_CHUNK):
-            _send(tenant, name, providers[name], items[offset : offset + SEND_CHUNK], tick_id, deadline, result, clock)
+    for name, items in by_provider.items():  # the group is claimed as one: sent as one (the provider keeps 100 in flight)
+        _send(tenant, name, providers[name], items, tick_id, deadline, result, clock)
 
 
 __all__ = ["PROCESSOR", "group_key", "parse_shard", "run_shard"]

@@ -87,13 +87,14 @@ RECEIPT_POLL_MAX_S = 60.0
 REQUEST_TIMEOUT_S = 30.0  # per provider request; no answer by then is an unknown outcome (never resent)
 SEND_GRACE_S = 90.0  # past the deadline, what one chunk may still take (request timeout plus recording)
 
-# ``{scope}``: which pending messages (a fixed text of this module or shared/push/shards.py; values are parameters).
+# ``{scope}``: which schedule rows (shared/push/pending.py; a fixed text of this module or shared/push/shards.py).
 CANDIDATES_SQL = PENDING_SQL + """, dead AS (
   SELECT contact_id, push_token, MAX(invalidated_at) AS invalidated_at
-  FROM invalid_tokens GROUP BY contact_id, push_token
+  FROM invalid_tokens WHERE contact_id IN (SELECT contact_id FROM pending) GROUP BY contact_id, push_token
 ), token_seen AS (
   SELECT contact_id, push_token, MAX(updated_at) AS seen_at
-  FROM user_properties WHERE push_token IS NOT NULL GROUP BY contact_id, push_token
+  FROM user_properties WHERE push_token IS NOT NULL AND contact_id IN (SELECT contact_id FROM pending)
+  GROUP BY contact_id, push_token
 )
 SELECT s.message_id, s.contact_id, s.provider, s.title, s.body, s.data, s.deep_link, s.send_at, s.local_send_time,
        s.expires_at, s.collapse_key, s.priority, s.deferrals, s.policy_deferrals, s.last_retry_at, s.campaign,
@@ -103,14 +104,13 @@ FROM pending s
 LEFT JOIN users_latest u ON u.contact_id = s.contact_id
 LEFT JOIN dead d ON d.contact_id = s.contact_id AND d.push_token = u.push_token
 LEFT JOIN token_seen t ON t.contact_id = s.contact_id AND t.push_token = u.push_token
-WHERE {scope}
-  AND ((s.local_send_time IS NULL AND (s.send_at IS NULL OR s.send_at <= @now))
+WHERE ((s.local_send_time IS NULL AND (s.send_at IS NULL OR s.send_at <= @now))
        OR (s.local_send_time IS NOT NULL AND s.local_send_time <= @local_horizon))
 ORDER BY s.local_send_time IS NOT NULL, s.send_at, s.local_send_time, s.message_id
 LIMIT @max_candidates
 """
 # One by one: every message that is not part of a campaign chunk (campaign chunks go through shards).
-_ONE_BY_ONE = "s.chunk IS NULL"
+_ONE_BY_ONE = "chunk IS NULL"
 
 # Expo receipts have their own status ('receipt'): a message counts once against the cap and is never both sent and
 # failed. Older versions wrote receipts as status 'sent'/'failed' with reason 'receipt...': they are excluded too.

@@ -69,6 +69,7 @@ def test_the_tenant_is_the_topics_and_a_contradicting_attribute_is_refused(regis
         ({"expires_at": "0001-01-01T00:30:00+05:00"}, "expires_at"),
         ({"message_id": "a\nb"}, "message_id"),  # Cloud Storage refuses CR/LF in the claim's object name
         ({"message_id": "a/b"}, "message_id"),
+        ({"message_id": "c.0123abcd"}, "message_id"),  # campaigns' prefix: their messages are claimed per chunk
         ({"send_at": "2026-12-01T12:00:00Z", "local_send_time": "2026-12-01T12:00"}, "-"),
     ],
 )
