@@ -174,6 +174,12 @@ class Campaign(BaseModel):
         total = self.holdout + sum(given)
         if given and abs(total - 1) > 1e-9:
             raise ValueError(f"variants: shares plus the holdout must add up to 1 (they add up to {total:g})")
+        smallest = 1 / SHARE_SCALE  # the assignment's resolution: a smaller arm could not be given its share
+        arms = {HOLDOUT: self.holdout} if self.holdout > 0 else {}
+        arms |= {v.id: v.share if v.share is not None else (1 - self.holdout) / len(ids) for v in self.variants}
+        tiny = [arm for arm, share in arms.items() if share < smallest]
+        if tiny:
+            raise ValueError(f"{', '.join(tiny)}: a share below one millionth cannot be assigned (use 0 or more)")
         return self
 
     def arm_shares(self) -> list[tuple[str, int]]:
@@ -206,7 +212,9 @@ class Campaign(BaseModel):
 def load_campaign(path: Path) -> Campaign:
     """Read and validate a campaign file (YAML or JSON). Errors name the file and the field."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise CampaignError(f"{path}: not UTF-8 text (save the file as UTF-8)") from None
     except yaml.YAMLError as exc:
         raise CampaignError(f"{path}: not YAML or JSON ({' '.join(str(exc).split())})") from exc
     if not isinstance(raw, dict):
@@ -230,7 +238,7 @@ def planned_send_at(send: SendAt | SendLocal | SendWindow | SendNow, tz: ZoneInf
     if isinstance(send, SendAt):
         return send.at.astimezone(UTC)
     if isinstance(send, SendNow):
-        return launched_at
+        return launched_at.astimezone(UTC)
     if isinstance(send, SendLocal):
         return datetime.combine(send.date, _clock_time(send.local_time), tzinfo=tz).astimezone(UTC)
     start, end = (_clock_time(hhmm) for hhmm in send.window)
