@@ -31,7 +31,7 @@ from typing import Any
 
 from shared.campaigns.audience import PROPERTIES_PREFIX, CompiledQuery, _json_path, compile_audience
 from shared.campaigns.campaign import ACTIVITY, HOLDOUT, SHARE_SCALE, Campaign, SendAt, SendNow, planned_send_at
-from shared.campaigns.store import get_audience, get_campaign
+from shared.campaigns.store import get_audience, launch_inputs
 from shared.config import tenants
 from shared.errors import SetupError
 from shared.push.schedule import CAMPAIGN_MESSAGE_PREFIX as MESSAGE_ID_PREFIX
@@ -63,22 +63,23 @@ def launched(tenant_name: str, campaign: str) -> Launch | None:
         "SELECT launch_id, launched_at, audience_size, scheduled FROM campaign_launched WHERE campaign = @c",
         {"c": campaign},
     )
-    if not rows:
-        return None
-    r = rows[0]
-    return Launch(campaign, r["launch_id"], r["launched_at"], r["audience_size"] or 0, r["scheduled"] or 0, False)
+    return _launch_of(campaign, rows[0]) if rows else None
+
+
+def _launch_of(campaign: str, row: dict[str, Any]) -> Launch:
+    return Launch(campaign, row["launch_id"], row["launched_at"], row["audience_size"] or 0, row["scheduled"] or 0, False)
 
 
 def launch_campaign(
     tenant_name: str, name: str, *, now: datetime | None = None, chunk_size: int = CHUNK_SIZE
 ) -> Launch:
     """Launch the newest version of campaign ``name`` (a no-op returning the existing launch if it was launched)."""
-    existing = launched(tenant_name, name)
-    if existing is not None:
-        return existing
-    campaign = get_campaign(tenant_name, name).campaign
+    inputs = launch_inputs(tenant_name, name)
+    if inputs.launch is not None:
+        return _launch_of(name, inputs.launch)
+    campaign = inputs.campaign.campaign
     now = now or datetime.now(UTC)
-    audience = get_audience(tenant_name, campaign.audience).audience
+    audience = (inputs.audience or get_audience(tenant_name, campaign.audience)).audience  # None: raises, naming them
     members = compile_audience(audience, now, extra=("timezone", "properties"))
     launch_id = uuid.uuid4().hex[:16]
     plan = _send_plan(tenant_name, campaign, members, now)

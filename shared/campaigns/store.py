@@ -106,6 +106,44 @@ def get_campaign(tenant_name: str, name: str) -> StoredCampaign:
     )
 
 
+# What a launch reads, in one query (each query is a job, and a job's latency, not its work, dominates a launch): the
+# newest version of the campaign, the newest version of every audience any version of it names (the caller picks the
+# newest campaign's), and its committed launch if there is one.
+_LAUNCH_INPUTS = """
+SELECT 'campaign' AS kind, definition, created_at, CAST(NULL AS STRING) AS launch_id,
+       CAST(NULL AS TIMESTAMP) AS launched_at, CAST(NULL AS INT64) AS audience_size, CAST(NULL AS INT64) AS scheduled
+FROM ({campaigns})
+UNION ALL
+SELECT 'audience', definition, created_at, NULL, NULL, NULL, NULL
+FROM ({audiences})
+UNION ALL
+SELECT 'launch', NULL, NULL, launch_id, launched_at, audience_size, scheduled
+FROM campaign_launched WHERE campaign = @name
+"""
+
+
+@dataclass(frozen=True)
+class LaunchInputs:
+    campaign: StoredCampaign
+    audience: StoredAudience | None  # None: the campaign's audience does not exist
+    launch: dict[str, Any] | None  # the committed launch (launch_id, launched_at, audience_size, scheduled), if any
+
+
+def launch_inputs(tenant_name: str, name: str) -> LaunchInputs:
+    """The campaign (SetupError naming the known ones if there is none), its audience, and its launch if launched."""
+    audiences_named = "name IN (SELECT JSON_VALUE(definition, '$.audience') FROM campaigns WHERE name = @name)"
+    sql = _LAUNCH_INPUTS.format(campaigns=_SELECT.format(table="campaigns", where="name = @name"),
+                                audiences=_SELECT.format(table="audiences", where=audiences_named))  # fmt: skip
+    rows = run_query(tenant_name, sql, {"name": name})
+    campaigns = _campaigns([r for r in rows if r["kind"] == "campaign"])
+    if not campaigns:
+        get_campaign(tenant_name, name)  # raises, naming the known campaigns
+    campaign = campaigns[0]
+    audiences = {a.audience.name: a for a in _stored([r for r in rows if r["kind"] == "audience"])}
+    launch = next((r for r in rows if r["kind"] == "launch"), None)
+    return LaunchInputs(campaign, audiences.get(campaign.campaign.audience), launch)
+
+
 def due_campaigns(tenant_name: str, now: datetime) -> list[StoredCampaign]:
     """Campaigns whose ``launch_at`` has come and that are not launched yet (the send tick launches them)."""
     where = "launch_at <= @now AND name NOT IN (SELECT campaign FROM campaign_launched)"
