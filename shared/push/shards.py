@@ -89,7 +89,8 @@ def run_shard(
     tick_id = uuid.uuid4().hex[:12]
     result = TickResult(tenant.name)
     scope = "chunk IN (" + ", ".join(f"@k{i}" for i in range(len(chunks))) + ")"
-    due_rows = candidates(tenant, now, MAX_SHARD_MESSAGES, scope, {f"k{i}": c for i, c in enumerate(chunks)})
+    chunk_params = {f"k{i}": c for i, c in enumerate(chunks)}
+    due_rows = candidates(tenant, now, MAX_SHARD_MESSAGES, scope, chunk_params)
     if not due_rows:
         return result
     groups: dict[tuple[str, int, int], list[Candidate]] = defaultdict(list)
@@ -100,7 +101,7 @@ def run_shard(
     if result.paused is not None:
         result.counts["paused"] += len(due_rows)
         return result
-    recent = recent_sends(tenant, now)
+    recent = recent_sends(tenant, now, scope, chunk_params)
     for key, rows in sorted(groups.items()):
         if clock() >= deadline or result.paused is not None:
             result.counts["left_for_next_tick"] += len(rows)

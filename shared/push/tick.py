@@ -68,6 +68,7 @@ from shared.timezones import zone
 from shared.warehouse.client import bigquery_client
 from shared.warehouse.query import run_query
 from shared.warehouse.rows import InvalidTokenRow, SendRow
+from shared.warehouse.schema import users_latest_sql
 from shared.warehouse.writer import write_rows
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ SELECT s.message_id, s.contact_id, s.provider, s.title, s.body, s.data, s.deep_l
        s.chunk, u.push_token, u.country, u.timezone, u.properties,
        (d.invalidated_at IS NOT NULL AND (t.seen_at IS NULL OR t.seen_at <= d.invalidated_at)) AS token_dead
 FROM pending s
-LEFT JOIN users_latest u ON u.contact_id = s.contact_id
+LEFT JOIN ({users}) u ON u.contact_id = s.contact_id
 LEFT JOIN dead d ON d.contact_id = s.contact_id AND d.push_token = u.push_token
 LEFT JOIN token_seen t ON t.contact_id = s.contact_id AND t.push_token = u.push_token
 WHERE ((s.local_send_time IS NULL AND (s.send_at IS NULL OR s.send_at <= @now))
@@ -109,6 +110,8 @@ WHERE ((s.local_send_time IS NULL AND (s.send_at IS NULL OR s.send_at <= @now))
 ORDER BY s.local_send_time IS NOT NULL, s.send_at, s.local_send_time, s.message_id
 LIMIT @max_candidates
 """
+# users_latest of the pending messages' contacts only (shared/warehouse/schema.py users_latest_sql).
+_PENDING_USERS = users_latest_sql("contact_id IN (SELECT contact_id FROM pending)")
 # One by one: every message that is not part of a campaign chunk (campaign chunks go through shards).
 _ONE_BY_ONE = "chunk IS NULL"
 
@@ -397,17 +400,24 @@ def candidates(
     horizon = (now + LOCAL_TIME_HORIZON).strftime(LOCAL_SEND_TIME_FORMAT)
     rows = run_query(
         tenant.name,
-        CANDIDATES_SQL.format(scope=scope),
+        CANDIDATES_SQL.format(scope=scope, users=_PENDING_USERS),
         {"now": now, "local_horizon": horizon, "max_candidates": max_candidates, **(params or {})},
     )
     return cast("list[Candidate]", rows)
 
 
-def recent_sends(tenant: Tenant, now: datetime) -> dict[str, list[datetime]]:
-    """Each contact's sends inside the tenant's frequency window (for the frequency cap)."""
+def recent_sends(
+    tenant: Tenant, now: datetime, scope: str | None = None, params: dict[str, Any] | None = None
+) -> dict[str, list[datetime]]:
+    """Each contact's sends inside the tenant's frequency window (for the frequency cap); with ``scope`` (a fixed
+    condition over message_schedule, as for ``candidates``), only of the contacts of those schedule rows: a shard
+    must not read every send of a million-contact campaign."""
     since = now - timedelta(hours=tenant.push_policy.frequency_window_hours)
     recent: dict[str, list[datetime]] = defaultdict(list)
-    for row in run_query(tenant.name, _RECENT_SENDS_SQL, {"since": since}):
+    sql = _RECENT_SENDS_SQL
+    if scope is not None:
+        sql += f"  AND contact_id IN (SELECT contact_id FROM message_schedule WHERE {scope})\n"
+    for row in run_query(tenant.name, sql, {"since": since, **(params or {})}):
         recent[row["contact_id"]].append(row["at"])
     return recent
 

@@ -109,18 +109,23 @@ USERS_LATEST_COLUMNS: dict[str, str] = {
 # Views: `{ds}` is replaced by the fully qualified dataset. Forms chosen to be correct on BigQuery and on the local
 # emulator (which silently ignores IGNORE NULLS together with LIMIT inside ARRAY_AGG; README, "The local stack").
 _LATEST = "ARRAY_AGG({col} IGNORE NULLS ORDER BY updated_at DESC, loaded_at DESC)[SAFE_OFFSET(0)] AS {col}"
+
+
+def users_latest_sql(where: str = "TRUE", table: str = "user_properties") -> str:
+    """``users_latest``'s query, narrowed by ``where`` (a fixed SQL text over user_properties' columns) before it
+    groups: the send tick reads the few thousand contacts of a shard this way instead of the view, which would group
+    every contact of the tenant first (user_properties is clustered by contact_id, so BigQuery prunes too)."""
+    latest = ", ".join(_LATEST.format(col=c) for c in USERS_LATEST_FIELDS)
+    return f"SELECT contact_id, {latest}, MAX(updated_at) AS updated_at FROM {table} WHERE {where} GROUP BY contact_id"
+
+
 VIEWS: dict[str, str] = {
     "events_deduped": """
         SELECT * FROM `{ds}.events`
         WHERE TRUE
         QUALIFY ROW_NUMBER() OVER (PARTITION BY event_instance_id ORDER BY loaded_at, origin, line_number) = 1
     """,
-    "users_latest": "SELECT contact_id, "
-    + ", ".join(
-        _LATEST.format(col=c)
-        for c in USERS_LATEST_FIELDS
-    )
-    + ", MAX(updated_at) AS updated_at FROM `{ds}.user_properties` GROUP BY contact_id",
+    "users_latest": users_latest_sql(table="`{ds}.user_properties`"),  # the send tick narrows the same text
     # Per file, its last attempt that ended; one that read it through (loaded, truncated, rejected, ignored) outranks
     # a later gone or failed one: a redelivery of an overwritten generation finds it gone, but the lines its first
     # attempt loaded are still there and still count.
