@@ -24,12 +24,13 @@ same fallback to UTC as the send tick's for a missing or unknown zone), and reac
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.campaigns.audience import PROPERTIES_PREFIX, CompiledQuery, _json_path, compile_audience
+from shared.campaigns.audience import PROPERTIES_PREFIX, WHERE_COLUMNS, CompiledQuery, _json_path, compile_audience
 from shared.campaigns.campaign import ACTIVITY, HOLDOUT, SHARE_SCALE, Campaign, SendAt, SendNow, planned_send_at
 from shared.campaigns.store import get_audience, launch_inputs
 from shared.config import tenants
@@ -150,8 +151,6 @@ def _stratum_sql(campaign: Campaign, params: dict[str, Any]) -> str:
 
 
 def _member_column(key: str) -> str:
-    from shared.campaigns.audience import WHERE_COLUMNS
-
     for column in WHERE_COLUMNS:  # the schema's spelling, never the definition's text
         if column == key:
             return column
@@ -232,6 +231,4 @@ WHERE launch_id = @launch_id AND arm != @holdout
 
 
 def _json_text(value: dict[str, str]) -> str:
-    import json
-
     return json.dumps(value, sort_keys=True)
