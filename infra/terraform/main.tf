@@ -154,6 +154,10 @@ resource "google_bigquery_dataset" "tenant" {
   dataset_id = each.value.dataset
   location   = each.value.region
   labels     = { landline-tenant = replace(each.key, "_", "-") }
+  lifecycle {
+    # `landline tenant add` stamps which version of the tables and views it made (shared/warehouse/client.py).
+    ignore_changes = [labels["landline-schema"]]
+  }
 }
 
 # Tables and views are created by `landline tenant add --project ...` from shared/warehouse/schema.py, the single

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+from unittest import mock
 
 import pytest
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
-from shared.config import Tenant
+from shared.config import ActivityLevels, Tenant
 from shared.errors import SetupError
-from shared.warehouse.client import provision_dataset
+from shared.warehouse.client import SCHEMA_LABEL, provision_dataset, schema_fingerprint
 from shared.warehouse.rows import EventRow, FileLedgerRow, Lineage
 from shared.warehouse.schema import TABLES, VIEWS, table_spec
 from shared.warehouse.writer import write_rows
@@ -121,3 +122,29 @@ def test_files_is_partitioned_by_recorded_at_and_an_older_unpartitioned_ledger_k
         assert write_rows(client, tenant, [row], processor="test").written["files"] == 1
         [latest] = client.query(f"SELECT status, lines FROM `{client.project}.{tenant.dataset}.files_latest`").result()
         assert (latest["status"], latest["lines"]) == ("loaded", 3)
+
+
+def test_an_up_to_date_tenant_is_not_provisioned_again_but_what_was_dropped_or_changed_is(local_stack: StackHandle) -> None:
+    client = bq(local_stack)
+    # GIVEN a tenant this version provisioned in full (`landline up` re-provisions every tenant after a restart)
+    name = unique("cur")
+    tenant = Tenant(name=name, region=REGION, bucket=f"{name.replace('_', '-')}-b", dataset=name)
+    ds_id = f"{client.project}.{tenant.dataset}"
+    provision_dataset(client, tenant)
+    assert client.get_dataset(ds_id).labels[SCHEMA_LABEL] == schema_fingerprint(tenant, ds_id)
+    # WHEN provisioning runs again / THEN no table or view is created or replaced
+    with mock.patch.object(client, "create_table", wraps=client.create_table) as create, \
+            mock.patch.object(client, "query", wraps=client.query) as query:
+        provision_dataset(client, tenant)
+    assert create.call_count == 0 and query.call_count == 0
+    # WHEN a table was dropped by hand / THEN provisioning makes it again
+    client.delete_table(f"{ds_id}.message_sends")
+    provision_dataset(client, tenant)
+    assert client.get_table(f"{ds_id}.message_sends").schema == table_spec("message_sends").schema
+    # WHEN the tenant's activity thresholds change / THEN the view is made again with them
+    changed = tenant.model_copy(update={"activity": ActivityLevels(low=2, medium=7, high=40)})
+    assert schema_fingerprint(changed, ds_id) != schema_fingerprint(tenant, ds_id)
+    provision_dataset(client, changed)
+    view = client.get_table(f"{ds_id}.contact_activity").view_query
+    assert ">= 40" in view and ">= 7" in view
+    assert client.get_dataset(ds_id).labels[SCHEMA_LABEL] == schema_fingerprint(changed, ds_id)
