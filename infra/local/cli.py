@@ -37,6 +37,11 @@ campaign_app = typer.Typer(
     rich_markup_mode=None,
 )  # fmt: skip
 app.add_typer(campaign_app, name="campaign")
+report_app = typer.Typer(
+    no_args_is_help=True, help="Reports: what a campaign changed, as a table, JSON or a page with charts.",
+    rich_markup_mode=None,
+)  # fmt: skip
+app.add_typer(report_app, name="report")
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", envvar="LANDLINE_HOME", help="state folder of the stack")]
 TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="tenant name")]
@@ -887,6 +892,61 @@ def campaign_status_command(
     typer.echo(f"  sends:     {counts(status.sends)}")
     typer.echo(f"  skipped:   {counts(status.skipped)}")
     typer.echo(f"  failed:    {counts(status.failed)}")
+
+
+@report_app.command("campaign")
+def report_campaign(
+    name: Annotated[str, typer.Argument(help="the campaign's name")],
+    tenant: TenantOpt = "default",
+    as_json: JsonOpt = False,
+    html_file: Annotated[Path | None, typer.Option("--html", help="also write a self-contained page with charts")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Per arm: assigned, sent, opened, converted, and each variant's lift over the holdout with its 95% interval and
+    p-value; by activity level; a sample-ratio check. Computed in BigQuery (README, "Reports")."""
+    from shared.campaigns.results import campaign_report
+    from shared.campaigns.store import get_campaign
+
+    _running(home)
+    _tenant(tenant)
+    get_campaign(tenant, name)  # an unknown name: one line naming the known ones
+    report = campaign_report(tenant, name)
+    if html_file is not None:
+        from infra.local.report_page import campaign_page
+
+        html_file.write_text(campaign_page(report, tenant), encoding="utf-8")
+    if as_json:
+        echo_json(report.as_dict())
+        return
+    if not report.launched:
+        typer.echo(f"campaign {name} (tenant {tenant}) is not launched yet: `landline campaign launch {name} -t {tenant}`")
+        return
+    typer.echo(f"campaign {name} (tenant {tenant}): conversion = {', '.join(report.conversion_events) or 'none'} "
+               f"within {report.window_hours:g} h of the send")  # fmt: skip
+    typer.echo(table([_report_row(vars(a)) for a in report.arms], _REPORT_COLUMNS))
+    srm = f"sample ratio: chi2 {report.srm_chi2 or 0:.3g}, p {_number(report.srm_p_value)}"
+    typer.echo(srm + ("  MISMATCH (p < 0.001): the lifts are not trustworthy" if report.srm_alarm else "  ok"))
+    if report.by_activity:
+        typer.echo("by activity level:")
+        typer.echo(table([_report_row(r) for r in report.by_activity], ["activity", *_REPORT_COLUMNS]))
+    if html_file is not None:
+        typer.echo(f"page: {html_file}")
+
+
+_REPORT_COLUMNS = ["arm", "assigned", "sent", "opened", "converted", "rate", "lift", "95% interval", "p"]
+
+
+def _number(value: float | None, percent: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.2%}" if percent else f"{value:.3g}"
+
+
+def _report_row(r: dict[str, Any]) -> dict[str, Any]:
+    interval = (f"[{_number(r['lift_ci_low'], True)}, {_number(r['lift_ci_high'], True)}]"
+                if r["lift_ci_low"] is not None else "-")  # fmt: skip
+    return {**r, "rate": f"{r['conversion_rate']:.2%}", "lift": _number(r["lift_abs"], True), "95% interval": interval,
+            "p": _number(r["p_value"])}  # fmt: skip
 
 
 @campaign_app.command("list")

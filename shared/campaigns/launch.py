@@ -177,16 +177,17 @@ def assignment_sql(
     arm_sql = f"CASE {' '.join(cases)} ELSE @arm{last} END" if cases else f"@arm{last}"
     sql = f"""
 INSERT INTO campaign_assignments_all
-  (campaign, launch_id, contact_id, arm, stratum, assigned_at, message_id, planned_send_at)
-SELECT @campaign, @launch_id, contact_id, {arm_sql}, stratum, @now, CONCAT(@prefix, SUBSTR(h, 1, 40)), planned_send_at
+  (campaign, launch_id, contact_id, arm, stratum, assigned_at, message_id, planned_send_at, activity)
+SELECT @campaign, @launch_id, contact_id, {arm_sql}, stratum, @now, CONCAT(@prefix, SUBSTR(h, 1, 40)), planned_send_at,
+       activity
 FROM (
-  SELECT contact_id, stratum, planned_send_at, h,
+  SELECT contact_id, stratum, planned_send_at, h, activity,
          ROW_NUMBER() OVER (PARTITION BY stratum ORDER BY h, contact_id) - 1 AS r,
          COUNT(*) OVER (PARTITION BY stratum) AS n,
          MOD(CAST(CONCAT('0x', SUBSTR(TO_HEX(SHA256(CONCAT(@campaign, '|stratum|', stratum))), 1, 6)) AS INT64),
              {_OFFSET_SCALE}) AS u
   FROM (
-    SELECT contact_id, {stratum} AS stratum, {plan.send_at} AS planned_send_at,
+    SELECT contact_id, {stratum} AS stratum, {plan.send_at} AS planned_send_at, activity,
            TO_HEX(SHA256(CONCAT(@campaign, '|', contact_id))) AS h
     FROM ({members.sql})
   )

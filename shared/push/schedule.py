@@ -37,6 +37,10 @@ MESSAGE_ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
 _MESSAGE_ID = re.compile(MESSAGE_ID_PATTERN)
 LOCAL_SEND_TIME_FORMAT = "%Y-%m-%dT%H:%M"
 CAMPAIGN_MESSAGE_PREFIX = "c."  # campaign message ids (shared/campaigns/launch.py derives them)
+# Every push carries its message id in its data payload under this key, so the app can send it back with the Segment
+# mobile spec's "Push Notification Received" / "Push Notification Tapped" events (README, "Reports"): that is how
+# opens are matched to the message, its campaign and its arm.
+MESSAGE_ID_DATA_KEY = "landline_message_id"
 # Years a local time may name: converting it with any UTC offset (-12..+14 h) must stay inside 1..9999.
 _LOCAL_YEARS = range(2, 9999)
 

@@ -61,7 +61,12 @@ from shared.push.policy import ContactFacts
 from shared.push.policy import decide as decide_policy
 from shared.push.providers import Provider, PushMessage, Receipt, SendOutcome, create_provider, provider_class
 from shared.push.providers.base import ProviderAuthError
-from shared.push.schedule import LOCAL_SEND_TIME_FORMAT, parse_local_send_time, valid_message_id
+from shared.push.schedule import (
+    LOCAL_SEND_TIME_FORMAT,
+    MESSAGE_ID_DATA_KEY,
+    parse_local_send_time,
+    valid_message_id,
+)
 from shared.runtime import get_logger
 from shared.secrets import secret_source
 from shared.timezones import zone
@@ -534,7 +539,7 @@ def _push_message(tenant: Tenant, row: Candidate, texts: _Texts | None = None) -
         token=row["push_token"] or "",
         title=texts.title,
         body=texts.body,
-        data=texts.data,
+        data={**texts.data, MESSAGE_ID_DATA_KEY: row["message_id"]},
         deep_link=texts.deep_link,
         collapse_key=row["collapse_key"],
         priority="normal" if row["priority"] == "normal" else "high",

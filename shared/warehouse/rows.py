@@ -469,6 +469,7 @@ class CampaignAssignmentRow(Row):
     assigned_at: datetime
     message_id: str
     planned_send_at: datetime | None
+    activity: str | None = None
 
     table = "campaign_assignments_all"
     columns = (
@@ -480,6 +481,7 @@ class CampaignAssignmentRow(Row):
         Column("assigned_at", "TIMESTAMP"),
         Column("message_id", "STRING", description="message_schedule / message_sends id (also for the holdout)"),
         Column("planned_send_at", "TIMESTAMP"),
+        Column("activity", "STRING", description="the member's activity level at launch: results by activity level"),
     )
 
     @property

@@ -196,7 +196,7 @@ def test_the_readme_cli_section_matches_the_commands() -> None:
         usage = line.split("  #", 1)[0]
         if usage.startswith("landline "):
             words = usage.split()[1:]
-            current = " ".join(words[:2] if words[0] in ("tenant", "audience", "campaign") else words[:1])
+            current = " ".join(words[:2] if words[0] in ("tenant", "audience", "campaign", "report") else words[:1])
             documented.setdefault(current, set())
         if current:
             documented[current] |= set(re.findall(r"--[a-z][a-z-]*", usage))

@@ -1,0 +1,268 @@
+"""Did a campaign work? Per arm: assigned, sent, skipped, received, opened, converted, and each variant's lift over
+the holdout with its 95% interval and p-value; the same by activity level and by stratum; a sample-ratio check on
+the assignment; cumulative conversions over time since send. All of it is computed by SQL in the tenant's dataset
+(this module builds the queries from the stored campaign; Python only carries the numbers to the report).
+
+Definitions (README, "Reports"):
+
+- **Intention to treat**: every member counts in the arm it was assigned, sent or not (a skipped member of a variant
+  still counts), so a variant is compared with a holdout chosen the same way.
+- **Converted**: at least one of the campaign's conversion events within ``within_hours`` after the member's start:
+  its send time if it was sent, otherwise (holdout, skipped) its planned send time.
+- **Received / opened**: a "Push Notification Received" / "Push Notification Tapped" event (the Segment mobile spec's
+  push events) whose ``landline_message_id`` property is the member's message id (every push carries it in its data
+  payload, shared/push/schedule.py ``MESSAGE_ID_DATA_KEY``). A tap counts as received too.
+- **Lift** (absolute): variant rate minus holdout rate, with a Wald interval from the unpooled standard error
+  ``sqrt(p1(1-p1)/n1 + p0(1-p0)/n0)`` and a two-sided z-test p-value; **relative lift** ``p1/p0 - 1`` with a
+  delta-method interval (the method GrowthBook's frequentist engine uses). Checked against statsmodels in the tests.
+- **Sample-ratio mismatch**: Pearson's chi-square of the arms' assigned counts against their configured shares
+  (``k - 1`` degrees of freedom); GrowthBook flags p < 0.001, and so does the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from shared.campaigns.campaign import HOLDOUT, SHARE_SCALE, Campaign
+from shared.campaigns.launch import launched
+from shared.campaigns.stats import Z_95, chi_square_tail, two_sided_p
+from shared.campaigns.store import get_campaign
+from shared.push.schedule import MESSAGE_ID_DATA_KEY
+from shared.warehouse.query import run_query
+
+RECEIVED_EVENT = "Push Notification Received"
+OPENED_EVENT = "Push Notification Tapped"
+SRM_ALARM_P = 0.001
+
+# Every member with its outcome, start time and opens; then its first conversion in the window. ``{conversion}``
+# is a list of parameters (never text from the campaign file).
+_MEMBERS = """
+WITH a AS (
+  SELECT arm, IFNULL(activity, 'unknown') AS activity, IFNULL(stratum, '') AS stratum, contact_id, message_id,
+         planned_send_at
+  FROM campaign_assignments WHERE campaign = @campaign
+), latest AS (
+  SELECT x.message_id, x.status, x.reason, x.at
+  FROM message_sends AS x JOIN a ON a.message_id = x.message_id
+  WHERE x.status != 'receipt'
+  QUALIFY ROW_NUMBER() OVER (
+    PARTITION BY x.message_id ORDER BY IF(x.status = 'deferred', 0, 1) DESC, x.at DESC, x.status) = 1
+), opens AS (
+  SELECT JSON_VALUE(e.metadata, '$.{message_id_key}') AS message_id, MAX(IF(e.event_name = @opened, 1, 0)) AS tapped
+  FROM events_deduped AS e
+  WHERE e.event_name IN (@received, @opened)
+  GROUP BY 1
+), members AS (
+  SELECT a.arm, a.activity, a.stratum, a.contact_id, a.message_id, l.status, l.reason,
+         IF(l.status = 'sent', l.at, a.planned_send_at) AS start_at,
+         o.message_id IS NOT NULL AS received, IFNULL(o.tapped, 0) = 1 AS opened
+  FROM a
+  LEFT JOIN latest AS l ON l.message_id = a.message_id
+  LEFT JOIN opens AS o ON o.message_id = a.message_id
+), conversions AS (
+  SELECT m.message_id, MIN(e.timestamp) AS converted_at
+  FROM members AS m JOIN events_deduped AS e ON e.contact_id = m.contact_id
+  WHERE e.event_name IN ({conversion})
+    AND e.timestamp >= m.start_at AND e.timestamp < TIMESTAMP_ADD(m.start_at, INTERVAL @window_s SECOND)
+  GROUP BY m.message_id
+)"""
+
+_COUNTS = """
+  SUM(assigned) AS assigned, SUM(sent) AS sent, SUM(skipped) AS skipped, SUM(failed) AS failed,
+  SUM(received) AS received, SUM(opened) AS opened, SUM(converted) AS converted"""
+
+_RESULTS = _MEMBERS + """, cells AS (
+  SELECT m.arm, m.activity, m.stratum, COUNT(*) AS assigned,
+         SUM(IF(m.status = 'sent', 1, 0)) AS sent, SUM(IF(m.status = 'skipped', 1, 0)) AS skipped,
+         SUM(IF(m.status = 'failed', 1, 0)) AS failed, SUM(IF(m.received, 1, 0)) AS received,
+         SUM(IF(m.opened, 1, 0)) AS opened, SUM(IF(c.message_id IS NULL, 0, 1)) AS converted
+  FROM members AS m LEFT JOIN conversions AS c ON c.message_id = m.message_id
+  GROUP BY m.arm, m.activity, m.stratum
+), levels AS (
+  SELECT 'overall' AS breakdown, '' AS level, arm, {counts} FROM cells GROUP BY arm
+  UNION ALL SELECT 'activity', activity, arm, {counts} FROM cells GROUP BY activity, arm
+  UNION ALL SELECT 'stratum', stratum, arm, {counts} FROM cells GROUP BY stratum, arm
+), rates AS (
+  SELECT *, converted / assigned AS rate FROM levels
+), holdout AS (
+  SELECT breakdown, level, assigned AS h_n, rate AS h_rate FROM rates WHERE arm = @holdout
+), lifts AS (
+  SELECT r.*, h.h_n, h.h_rate,
+         IF(r.arm = @holdout, NULL, r.rate - h.h_rate) AS lift_abs,
+         IF(r.arm = @holdout, NULL, SQRT(r.rate * (1 - r.rate) / r.assigned + h.h_rate * (1 - h.h_rate) / h.h_n))
+           AS se,
+         IF(r.arm = @holdout OR h.h_rate = 0, NULL, r.rate / h.h_rate - 1) AS lift_rel,
+         IF(r.arm = @holdout OR h.h_rate = 0, NULL,
+            SQRT(r.rate * (1 - r.rate) / r.assigned / (h.h_rate * h.h_rate)
+                 + r.rate * r.rate * h.h_rate * (1 - h.h_rate) / h.h_n / (h.h_rate * h.h_rate * h.h_rate * h.h_rate)))
+           AS se_rel
+  FROM rates AS r LEFT JOIN holdout AS h ON h.breakdown = r.breakdown AND h.level = r.level
+), expected AS (
+  {expected}
+), overall AS (
+  SELECT e.arm, e.share, IFNULL(r.assigned, 0) AS n FROM expected AS e
+  LEFT JOIN rates AS r ON r.breakdown = 'overall' AND r.arm = e.arm
+), srm AS (
+  SELECT SUM((n - total * share) * (n - total * share) / (total * share)) AS chi2
+  FROM overall CROSS JOIN (SELECT SUM(n) AS total FROM overall) AS t
+)
+SELECT l.breakdown, l.level, l.arm, l.assigned, l.sent, l.skipped, l.failed, l.received, l.opened, l.converted,
+       l.rate, l.rate - {z} * SQRT(l.rate * (1 - l.rate) / l.assigned) AS rate_ci_low,
+       l.rate + {z} * SQRT(l.rate * (1 - l.rate) / l.assigned) AS rate_ci_high, l.lift_abs, l.se,
+       l.lift_abs - {z} * l.se AS lift_ci_low, l.lift_abs + {z} * l.se AS lift_ci_high,
+       IF(l.se > 0, {p_value}, NULL) AS p_value,
+       l.lift_rel, l.lift_rel - {z} * l.se_rel AS lift_rel_ci_low, l.lift_rel + {z} * l.se_rel AS lift_rel_ci_high,
+       s.chi2 AS srm_chi2, {srm_p} AS srm_p_value
+FROM lifts AS l CROSS JOIN srm AS s
+ORDER BY l.breakdown, l.level, l.arm
+"""
+
+_SKIPS = _MEMBERS + """
+SELECT arm, status, IFNULL(reason, '-') AS reason, COUNT(*) AS n FROM members
+WHERE status IN ('skipped', 'failed') GROUP BY arm, status, reason ORDER BY arm, status, reason
+"""
+
+# Conversions per arm by time since the member's start (``@bucket_s`` buckets: a 48th of the window, at least a
+# minute), cumulative, as a share of the arm's members; ``hours`` is the end of each bucket.
+_TIMELINE = _MEMBERS + """, buckets AS (
+  SELECT m.arm, DIV(TIMESTAMP_DIFF(c.converted_at, m.start_at, SECOND), @bucket_s) AS bucket, COUNT(*) AS n
+  FROM members AS m JOIN conversions AS c ON c.message_id = m.message_id
+  GROUP BY m.arm, bucket
+), sizes AS (
+  SELECT arm, COUNT(*) AS assigned FROM members GROUP BY arm
+)
+SELECT b.arm, (b.bucket + 1) * @bucket_s / 3600 AS hours, b.n,
+       SUM(b.n) OVER (PARTITION BY b.arm ORDER BY b.bucket) AS cumulative,
+       SUM(b.n) OVER (PARTITION BY b.arm ORDER BY b.bucket) / s.assigned AS cumulative_rate
+FROM buckets AS b JOIN sizes AS s ON s.arm = b.arm
+ORDER BY b.arm, b.bucket
+"""
+
+
+@dataclass
+class ArmResult:
+    """One arm's numbers in one breakdown (overall, an activity level, a stratum)."""
+
+    arm: str
+    assigned: int
+    sent: int
+    skipped: int
+    failed: int
+    received: int
+    opened: int
+    converted: int
+    conversion_rate: float
+    rate_ci_low: float  # the arm's own rate, Wald 95%
+    rate_ci_high: float
+    lift_abs: float | None = None
+    lift_ci_low: float | None = None
+    lift_ci_high: float | None = None
+    p_value: float | None = None
+    lift_rel: float | None = None
+    lift_rel_ci_low: float | None = None
+    lift_rel_ci_high: float | None = None
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class CampaignReport:
+    campaign: str
+    launched: bool
+    conversion_events: list[str]
+    window_hours: float
+    arms: list[ArmResult] = field(default_factory=list)
+    by_activity: list[dict[str, Any]] = field(default_factory=list)  # ArmResult fields + "activity"
+    by_stratum: list[dict[str, Any]] = field(default_factory=list)  # ArmResult fields + "stratum"
+    srm_chi2: float | None = None
+    srm_p_value: float | None = None
+    timeline: list[dict[str, Any]] = field(default_factory=list)  # arm, hours, n, cumulative, cumulative_rate
+    method: str = (
+        "intention to treat; absolute lift: Wald 95% interval (unpooled SE) and two-sided z-test; relative lift: "
+        "delta method; sample ratio: Pearson chi-square, alarm at p < 0.001"
+    )
+
+    @property
+    def srm_alarm(self) -> bool:
+        return self.srm_p_value is not None and self.srm_p_value < SRM_ALARM_P
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["srm_alarm"] = self.srm_alarm
+        return out
+
+
+def report_queries(campaign: Campaign) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The report's three queries (results, skips, timeline) with their parameters."""
+    conversion = campaign.conversion
+    events = conversion.events if conversion else []
+    params: dict[str, Any] = {
+        "campaign": campaign.name, "holdout": HOLDOUT, "received": RECEIVED_EVENT, "opened": OPENED_EVENT,
+        "window_s": round((conversion.within_hours if conversion else 0) * 3600),
+    }  # fmt: skip
+    params["bucket_s"] = max(60, params["window_s"] // 48)
+    names = []
+    for i, event in enumerate(events):
+        params[f"ev{i}"] = event
+        names.append(f"@ev{i}")
+    members = {"conversion": ", ".join(names) if names else "CAST(NULL AS STRING)", "message_id_key": MESSAGE_ID_DATA_KEY}
+    shares = campaign.arm_shares()
+    expected = []
+    for i, (arm, share) in enumerate(shares):
+        params[f"sa{i}"], params[f"ss{i}"] = arm, share / SHARE_SCALE
+        expected.append(f"SELECT @sa{i} AS arm, @ss{i} AS share")
+    results = _RESULTS.format(
+        **members, counts=_COUNTS, expected="\n  UNION ALL ".join(expected), z=repr(Z_95),
+        p_value=two_sided_p("l.lift_abs / l.se"), srm_p=chi_square_tail("s.chi2", max(len(shares) - 1, 1)),
+    )  # fmt: skip
+    return {
+        "results": (results, params),
+        "skips": (_SKIPS.format(**members), params),
+        "timeline": (_TIMELINE.format(**members), params),
+    }
+
+
+def campaign_report(tenant_name: str, name: str) -> CampaignReport:
+    """The report of campaign ``name`` (its committed launch); an unlaunched campaign has no arms."""
+    campaign = get_campaign(tenant_name, name).campaign
+    conversion = campaign.conversion
+    report = CampaignReport(
+        name, launched(tenant_name, name) is not None,
+        list(conversion.events) if conversion else [], conversion.within_hours if conversion else 0.0,
+    )  # fmt: skip
+    if not report.launched:
+        return report
+    queries = report_queries(campaign)
+    skips: dict[str, dict[str, int]] = {}
+    for row in run_query(tenant_name, *queries["skips"]):
+        skips.setdefault(row["arm"], {})[f"{row['status']}:{row['reason']}"] = row["n"]
+    order = {arm: i for i, (arm, _) in enumerate(campaign.arm_shares())}
+    for row in run_query(tenant_name, *queries["results"]):
+        result = _arm(row)
+        report.srm_chi2, report.srm_p_value = row["srm_chi2"], row["srm_p_value"]
+        if row["breakdown"] == "overall":
+            result.skipped_by_reason = skips.get(result.arm, {})
+            report.arms.append(result)
+        elif row["breakdown"] == "activity":
+            report.by_activity.append({"activity": row["level"], **asdict(result)})
+        else:
+            report.by_stratum.append({"stratum": row["level"], **asdict(result)})
+    report.arms.sort(key=lambda r: order.get(r.arm, len(order)))
+    report.timeline = run_query(tenant_name, *queries["timeline"])
+    return report
+
+
+def _arm(row: dict[str, Any]) -> ArmResult:
+    def number(key: str) -> float | None:
+        value = row[key]
+        return None if value is None else float(value)
+
+    return ArmResult(
+        arm=row["arm"], assigned=int(row["assigned"]), sent=int(row["sent"]), skipped=int(row["skipped"]),
+        failed=int(row["failed"]), received=int(row["received"]), opened=int(row["opened"]),
+        converted=int(row["converted"]), conversion_rate=float(row["rate"]),
+        rate_ci_low=float(row["rate_ci_low"]), rate_ci_high=float(row["rate_ci_high"]),
+        lift_abs=number("lift_abs"), lift_ci_low=number("lift_ci_low"), lift_ci_high=number("lift_ci_high"),
+        p_value=number("p_value"), lift_rel=number("lift_rel"), lift_rel_ci_low=number("lift_rel_ci_low"),
+        lift_rel_ci_high=number("lift_rel_ci_high"),
+    )  # fmt: skip
