@@ -16,6 +16,11 @@ the product's writer. The audience: a push token and at least one view in the la
    from the tick to the last recorded outcome. Baseline: ``bench/push``'s raw client (``FcmProvider.send_many``
    against its own fake subprocess, no BigQuery, no claims) on the same number of messages, right after. Ratio
    ``fan-out/raw``; target >= 0.5. Also printed: claim objects written per send (target <= 1/50).
+3. **One by one** (the baseline proposed where the raw client proved unreachable: it has no warehouse at all): before
+   the fan-out, the first ``--baseline-messages`` audience members (default all, at most 20,000) are scheduled as
+   separate messages, as ``landline schedule`` and send-requests make them (no campaign, no chunk), and sent by
+   back-to-back ticks of the product's one-by-one path (one invocation each, at most 5,000 candidates). Ratio
+   ``fan-out/one-by-one`` in sends per second: what fanning a campaign out gains over the path it replaces.
 
 The last line is ``ratio plain/launch = X.XX``.
 """
@@ -144,6 +149,40 @@ def _fan_out(cfg: Any, tenant: str, name: str, expected: int, timeout: float) ->
             "claim_objects": len(claims)}  # fmt: skip
 
 
+def _one_by_one(cfg: Any, tenant: str, n: int, timeout: float) -> dict[str, Any]:
+    """The baseline: ``n`` audience members scheduled as ``n`` separate messages, sent by back-to-back ticks."""
+    from infra.local.stack_ops import publish_tick, wait_idle
+    from shared.campaigns.audience import Audience, compile_audience
+    from shared.warehouse.query import run_dml, run_query
+
+    members = compile_audience(Audience.model_validate(AUDIENCE), datetime.now(UTC))
+    scheduled_at = datetime.now(UTC)
+    inserted = run_dml(tenant, f"""
+      INSERT INTO message_schedule (message_id, contact_id, channel, title, body, data, send_at, priority, created_at,
+                                    requested_at, request_line)
+      SELECT CONCAT('one.', contact_id), contact_id, 'push', 'Hello', 'One by one', PARSE_JSON('{{}}'), @bench_at,
+             'high', @bench_at, @bench_at, 0
+      FROM ({members.sql}) ORDER BY contact_id LIMIT @bench_n""", {**members.params, "bench_at": scheduled_at, "bench_n": n})
+    counts_sql = """
+      SELECT status, COUNT(DISTINCT message_id) AS n, MAX(at) AS last FROM message_sends
+      WHERE STARTS_WITH(message_id, 'one.') GROUP BY status"""
+    started = datetime.now(UTC)
+    deadline = time.monotonic() + timeout
+    rows: list[dict[str, Any]] = []
+    ticks = 0
+    while time.monotonic() < deadline:
+        publish_tick(cfg.url("router"), tenant)
+        ticks += 1
+        wait_idle(cfg.url("router"), timeout=max(deadline - time.monotonic(), 1))
+        rows = run_query(tenant, counts_sql, {})
+        if sum(r["n"] for r in rows if r["status"] in ("sent", "skipped", "failed")) >= inserted:
+            break
+    by_status = {r["status"]: r["n"] for r in rows}
+    last = max((r["last"] for r in rows), default=started)
+    return {"scheduled": inserted, "by_status": by_status, "ticks": ticks, "sent": by_status.get("sent", 0),
+            "seconds": round((last - started).total_seconds(), 1)}  # fmt: skip
+
+
 def _raw_rate(n: int) -> float:
     from bench.push.__main__ import run_landline, service_account, start_fake
 
@@ -157,7 +196,7 @@ def _raw_rate(n: int) -> float:
     return sent / elapsed
 
 
-def run(contacts: int, rounds: int, *, timeout: float = 3600) -> dict[str, Any]:
+def run(contacts: int, rounds: int, *, baseline_messages: int = 20_000, timeout: float = 3600) -> dict[str, Any]:
     from infra.local.stack import Stack, activate
     from shared.campaigns.audience import Audience
     from shared.campaigns.store import save_audience
@@ -200,6 +239,12 @@ def run(contacts: int, rounds: int, *, timeout: float = 3600) -> dict[str, Any]:
         summary |= {"members": members, "plain_s": [round(s, 2) for s in plain],
                     "launch_s": [round(s, 2) for s in launches]}  # fmt: skip
 
+        one = _one_by_one(stack.cfg, "bench", min(members, baseline_messages), timeout)
+        one_rate = one["sent"] / one["seconds"] if one["seconds"] > 0 else 0.0
+        print(f"one by one   : {one['by_status']} in {one['seconds']} s over {one['ticks']} ticks = "
+              f"{one_rate:.0f} sends/s", flush=True)  # fmt: skip
+        summary |= {"one_by_one": one, "one_by_one_sends_per_s": round(one_rate, 1)}
+
         seconds, launch = _launch("bench", "now", {"now": True})
         launches.append(seconds)
         print(f"launch now   : {launch.audience_size:,} members, {launch.scheduled:,} scheduled in {seconds:.2f} s")
@@ -214,6 +259,7 @@ def run(contacts: int, rounds: int, *, timeout: float = 3600) -> dict[str, Any]:
                     "raw_sends_per_s": round(raw, 1),
                     "claims_per_send": round(fan["claim_objects"] / max(fan["sent"], 1), 5),
                     "ratio_fan_out_to_raw": round(fan_rate / raw, 3),
+                    "ratio_fan_out_to_one_by_one": round(fan_rate / one_rate, 3) if one_rate else None,
                     "ratio_plain_to_launch_best": round(min(plain) / min(launches), 3),
                     "ratio_plain_to_launch_median": round(statistics.median(plain) / statistics.median(launches), 3),
                     "load_average": os.getloadavg()[0]}  # fmt: skip
@@ -227,12 +273,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20,000 contacts, 2 rounds")
     parser.add_argument("--contacts", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--baseline-messages", type=int, default=20_000,
+                        help="messages for the one-by-one baseline (at most the audience)")  # fmt: skip
     args = parser.parse_args()
     contacts = args.contacts or (20_000 if args.quick else 200_000)
     rounds = args.rounds or (2 if args.quick else 3)
-    summary = run(contacts, rounds)
+    summary = run(contacts, rounds, baseline_messages=args.baseline_messages)
     print(json.dumps(summary, indent=2, default=str))
     print(f"ratio fan-out/raw = {summary['ratio_fan_out_to_raw']:.2f}")
+    print(f"ratio fan-out/one-by-one = {summary['ratio_fan_out_to_one_by_one'] or 0:.2f}")
     print(f"ratio plain/launch = {summary['ratio_plain_to_launch_best']:.2f}")
 
 

@@ -924,8 +924,10 @@ def report_campaign(
     typer.echo(f"campaign {name} (tenant {tenant}): conversion = {', '.join(report.conversion_events) or 'none'} "
                f"within {report.window_hours:g} h of the send")  # fmt: skip
     typer.echo(table([_report_row(vars(a)) for a in report.arms], _REPORT_COLUMNS))
-    srm = f"sample ratio: chi2 {report.srm_chi2 or 0:.3g}, p {_number(report.srm_p_value)}"
-    typer.echo(srm + ("  MISMATCH (p < 0.001): the lifts are not trustworthy" if report.srm_alarm else "  ok"))
+    srm = (f"sample ratio: chi2 {report.srm_chi2 or 0:.3g}, p {_number(report.srm_p_value)}; "
+           f"strata off their shares: {report.strata_off}")  # fmt: skip
+    typer.echo(srm + ("  MISMATCH: the assignment is not what was configured; the lifts are not trustworthy"
+                      if report.srm_alarm else "  ok"))  # fmt: skip
     if report.by_activity:
         typer.echo("by activity level:")
         typer.echo(table([_report_row(r) for r in report.by_activity], ["activity", *_REPORT_COLUMNS]))

@@ -94,9 +94,10 @@ def campaign_page(report: CampaignReport, tenant: str) -> str:
     timeline.update_layout(title="Cumulative conversions since send", xaxis_title="hours since send",
                            yaxis_tickformat=".1%", height=380)  # fmt: skip
 
-    alarm = (f'<p class="alarm">Sample-ratio mismatch: p = {report.srm_p_value:.2g} (&lt; 0.001). The assignment '
-             "does not match the configured shares; do not trust the lifts until it is explained.</p>"
-             if report.srm_alarm else f"<p>Sample-ratio check: p = {_cell(report.srm_p_value)} (no mismatch).</p>")  # fmt: skip
+    check = f"p = {_cell(report.srm_p_value)}, strata off their shares: {report.strata_off}"
+    alarm = (f'<p class="alarm">Sample-ratio mismatch ({check}). The assignment does not match the configured '
+             "shares; do not trust the lifts until it is explained.</p>"
+             if report.srm_alarm else f"<p>Sample-ratio check: {check} (no mismatch).</p>")  # fmt: skip
     summary = (
         f"<p>Tenant {html.escape(tenant)}. Conversion: {html.escape(', '.join(report.conversion_events) or 'none')} "
         f"within {report.window_hours:g} h of the send (holdout: of its planned send).</p>{alarm}"

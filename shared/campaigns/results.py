@@ -16,7 +16,9 @@ Definitions (README, "Reports"):
   ``sqrt(p1(1-p1)/n1 + p0(1-p0)/n0)`` and a two-sided z-test p-value; **relative lift** ``p1/p0 - 1`` with a
   delta-method interval (the method GrowthBook's frequentist engine uses). Checked against statsmodels in the tests.
 - **Sample-ratio mismatch**: Pearson's chi-square of the arms' assigned counts against their configured shares
-  (``k - 1`` degrees of freedom); GrowthBook flags p < 0.001, and so does the report.
+  (``k - 1`` degrees of freedom); GrowthBook flags p < 0.001, and so does the report. And, because the assignment
+  is stratified (each arm within one contact of its share in every stratum), ``strata_off``: the strata where some
+  arm is further off than that, which no healthy launch produces, so any is a broken assignment, at any size.
 """
 
 from __future__ import annotations
@@ -104,18 +106,29 @@ _RESULTS = _MEMBERS + """, cells AS (
   SELECT e.arm, e.share, IFNULL(r.assigned, 0) AS n FROM expected AS e
   LEFT JOIN rates AS r ON r.breakdown = 'overall' AND r.arm = e.arm
 ), srm AS (
-  SELECT SUM((n - total * share) * (n - total * share) / (total * share)) AS chi2
+  SELECT SUM(SAFE_DIVIDE((n - total * share) * (n - total * share), total * share)) AS chi2
   FROM overall CROSS JOIN (SELECT SUM(n) AS total FROM overall) AS t
+), strata AS (
+  SELECT t.level, e.arm, e.share, t.total, IFNULL(r.assigned, 0) AS n
+  FROM (SELECT level, SUM(assigned) AS total FROM rates WHERE breakdown = 'stratum' GROUP BY level) AS t
+  CROSS JOIN expected AS e
+  LEFT JOIN rates AS r ON r.breakdown = 'stratum' AND r.level = t.level AND r.arm = e.arm
+), stratum_check AS (
+  SELECT COUNT(DISTINCT level) AS strata_off FROM strata WHERE ABS(n - total * share) > 1.000001
 )
-SELECT l.breakdown, l.level, l.arm, l.assigned, l.sent, l.skipped, l.failed, l.received, l.opened, l.converted,
-       l.rate, l.rate - {z} * SQRT(l.rate * (1 - l.rate) / l.assigned) AS rate_ci_low,
-       l.rate + {z} * SQRT(l.rate * (1 - l.rate) / l.assigned) AS rate_ci_high, l.lift_abs, l.se,
-       l.lift_abs - {z} * l.se AS lift_ci_low, l.lift_abs + {z} * l.se AS lift_ci_high,
-       IF(l.se > 0, {p_value}, NULL) AS p_value,
-       l.lift_rel, l.lift_rel - {z} * l.se_rel AS lift_rel_ci_low, l.lift_rel + {z} * l.se_rel AS lift_rel_ci_high,
-       s.chi2 AS srm_chi2, {srm_p} AS srm_p_value
-FROM lifts AS l CROSS JOIN srm AS s
-ORDER BY l.breakdown, l.level, l.arm
+SELECT breakdown, level, arm, assigned, sent, skipped, failed, received, opened, converted, rate, rate_ci_low,
+       rate_ci_high, lift_abs, se, lift_ci_low, lift_ci_high, IF(se > 0, {p_value}, NULL) AS p_value, lift_rel,
+       lift_rel_ci_low, lift_rel_ci_high, srm_chi2, {srm_p} AS srm_p_value, strata_off
+FROM (
+  SELECT l.*, ABS(SAFE_DIVIDE(l.lift_abs, l.se)) AS abs_z,
+         l.rate - {z} * SQRT(l.rate * (1 - l.rate) / l.assigned) AS rate_ci_low,
+         l.rate + {z} * SQRT(l.rate * (1 - l.rate) / l.assigned) AS rate_ci_high,
+         l.lift_abs - {z} * l.se AS lift_ci_low, l.lift_abs + {z} * l.se AS lift_ci_high,
+         l.lift_rel - {z} * l.se_rel AS lift_rel_ci_low, l.lift_rel + {z} * l.se_rel AS lift_rel_ci_high,
+         s.chi2 AS srm_chi2, SQRT(s.chi2) AS srm_root, c.strata_off
+  FROM lifts AS l CROSS JOIN srm AS s CROSS JOIN stratum_check AS c
+)
+ORDER BY breakdown, level, arm
 """
 
 _SKIPS = _MEMBERS + """
@@ -176,6 +189,7 @@ class CampaignReport:
     by_stratum: list[dict[str, Any]] = field(default_factory=list)  # ArmResult fields + "stratum"
     srm_chi2: float | None = None
     srm_p_value: float | None = None
+    strata_off: int = 0  # strata where an arm is more than one contact off its share
     timeline: list[dict[str, Any]] = field(default_factory=list)  # arm, hours, n, cumulative, cumulative_rate
     method: str = (
         "intention to treat; absolute lift: Wald 95% interval (unpooled SE) and two-sided z-test; relative lift: "
@@ -184,7 +198,7 @@ class CampaignReport:
 
     @property
     def srm_alarm(self) -> bool:
-        return self.srm_p_value is not None and self.srm_p_value < SRM_ALARM_P
+        return (self.srm_p_value is not None and self.srm_p_value < SRM_ALARM_P) or self.strata_off > 0
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -213,7 +227,7 @@ def report_queries(campaign: Campaign) -> dict[str, tuple[str, dict[str, Any]]]:
         expected.append(f"SELECT @sa{i} AS arm, @ss{i} AS share")
     results = _RESULTS.format(
         **members, counts=_COUNTS, expected="\n  UNION ALL ".join(expected), z=repr(Z_95),
-        p_value=two_sided_p("l.lift_abs / l.se"), srm_p=chi_square_tail("s.chi2", max(len(shares) - 1, 1)),
+        p_value=two_sided_p("abs_z"), srm_p=chi_square_tail("srm_chi2", "srm_root", max(len(shares) - 1, 1)),
     )  # fmt: skip
     return {
         "results": (results, params),
@@ -239,7 +253,7 @@ def campaign_report(tenant_name: str, name: str) -> CampaignReport:
     order = {arm: i for i, (arm, _) in enumerate(campaign.arm_shares())}
     for row in run_query(tenant_name, *queries["results"]):
         result = _arm(row)
-        report.srm_chi2, report.srm_p_value = row["srm_chi2"], row["srm_p_value"]
+        report.srm_chi2, report.srm_p_value, report.strata_off = row["srm_chi2"], row["srm_p_value"], row["strata_off"]
         if row["breakdown"] == "overall":
             result.skipped_by_reason = skips.get(result.arm, {})
             report.arms.append(result)
