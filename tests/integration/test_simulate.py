@@ -22,7 +22,7 @@ def test_reduced_simulation_covers_the_truth_and_catches_broken_assignments(loca
     tenant = local_stack.add_tenant()
     tenants.cache_clear()
     # WHEN each is measured by the report's SQL
-    figures = simulate(tenant, runs=4, contacts=800, broken=2, seed="ci-1")
+    figures = simulate([tenant], runs=4, contacts=800, broken=2, seed="ci-1")
     # THEN every variant and level was scored and the intervals cover the truth in most of them (12 cells each, the
     # smallest with 20 members an arm: at 95% coverage, 4 misses of 12 happen to 2% of seeds; the seed is fixed, so
     # this is deterministic; the coverage figures themselves come from 500 runs, BENCHMARKS.md)
