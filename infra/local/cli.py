@@ -935,6 +935,32 @@ def report_campaign(
         typer.echo(f"page: {html_file}")
 
 
+@report_app.command("pipeline")
+def report_pipeline(
+    tenant: TenantOpt = "default",
+    as_json: JsonOpt = False,
+    html_file: Annotated[Path | None, typer.Option("--html", help="also write a self-contained page with charts")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Files, lines (where each one went), rejects by reason and sends by status per hour: `stats` as a report."""
+    from infra.local.stats import format_stats, sends_by_hour, tenant_stats
+
+    _running(home)
+    _tenant(tenant)
+    stats = tenant_stats(tenant)
+    sends = sends_by_hour(tenant)
+    if html_file is not None:
+        from infra.local.report_page import pipeline_page
+
+        html_file.write_text(pipeline_page(stats, sends), encoding="utf-8")
+    if as_json:
+        echo_json({**stats, "sends_by_hour": sends})
+        return
+    typer.echo(format_stats(tenant, stats))
+    if html_file is not None:
+        typer.echo(f"page: {html_file}")
+
+
 _REPORT_COLUMNS = ["arm", "assigned", "sent", "opened", "converted", "rate", "lift", "95% interval", "p"]
 
 

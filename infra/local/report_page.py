@@ -116,3 +116,32 @@ def campaign_page(report: CampaignReport, tenant: str) -> str:
         ("By activity level", _table(report.by_activity, activity_columns)),
     ]
     return _page(f"Campaign {report.campaign}", summary, sections)
+
+
+def pipeline_page(stats: dict[str, Any], sends: list[dict[str, Any]]) -> str:
+    """The pipeline as a page: files by status, where every line went, rejects by reason, sends by status per
+    hour (``stats``: `landline stats --json`; ``sends``: ``infra.local.stats.sends_by_hour``)."""
+    import plotly.graph_objects as go
+
+    def bars(title: str, values: dict[str, int]) -> Any:
+        figure = go.Figure(go.Bar(x=list(values), y=list(values.values())))
+        figure.update_layout(title=title, height=340)
+        return figure
+
+    lines = {"events": stats["events"], "user properties": stats["user_property_rows"],
+             "rejected": stats["rejected_lines"], "duplicates": stats["duplicates"],
+             "unaccounted": stats["unaccounted"]}  # fmt: skip
+    over_time = go.Figure()
+    for status in sorted({r["status"] for r in sends}):
+        points = [r for r in sends if r["status"] == status]
+        over_time.add_trace(go.Bar(name=status, x=[r["hour"] for r in points], y=[r["n"] for r in points]))
+    over_time.update_layout(title="Sends by status per hour", barmode="stack", height=340)
+    summary = (f"<p>Tenant {html.escape(stats['tenant'])}: {stats['lines']:,} lines, {stats['unaccounted']:,} "
+               f"unaccounted; {stats['scheduled']:,} messages scheduled, {stats['unsent']:,} without an outcome.</p>")  # fmt: skip
+    sections = [
+        ("Files", _figure_html(bars("Files by status", stats["files"]), first=True)),
+        ("Lines", _figure_html(bars("Where every line went", lines), first=False)),
+        ("Rejects", _figure_html(bars("Rejected lines by reason", stats["rejected"]), first=False)),
+        ("Sends", _figure_html(over_time, first=False)),
+    ]
+    return _page(f"Pipeline of {stats['tenant']}", summary, sections)

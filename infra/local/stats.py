@@ -80,6 +80,19 @@ def tenant_stats(tenant_name: str) -> dict[str, Any]:
         ) from exc
 
 
+# Outcomes recorded per hour and status (each message's row of that status, deduplicated), for the pipeline page.
+_SENDS_BY_HOUR = """
+SELECT TIMESTAMP_TRUNC(at, HOUR) AS hour, status, COUNT(DISTINCT message_id) AS n FROM message_sends
+WHERE at IS NOT NULL AND status != 'receipt'
+GROUP BY hour, status ORDER BY hour, status
+"""
+
+
+def sends_by_hour(tenant_name: str) -> list[dict[str, Any]]:
+    """``hour``, ``status``, ``n``: what the send tick recorded, hour by hour."""
+    return [{**r, "hour": r["hour"].isoformat()} for r in run_query(tenant_name, _SENDS_BY_HOUR)]
+
+
 def _tenant_stats(tenant_name: str) -> dict[str, Any]:
     counts = run_query(tenant_name, _COUNTS_SQL.format(open_rejections=_OPEN_REJECTIONS))[0]
     reasons: dict[str, dict[str, int]] = {}

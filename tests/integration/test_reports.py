@@ -202,18 +202,46 @@ def _external_resources(text: str) -> list[str]:
     return found
 
 
+def _rendered(page: Path) -> str:
+    """The page's DOM after headless Chromium ran its scripts, with every network request refused."""
+    return subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--proxy-server=127.0.0.1:9", "--virtual-time-budget=15000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+
+
 def test_the_html_report_renders_its_charts_in_headless_chromium(reported: dict[str, Any], tmp_path: Path) -> None:
     page = reported["page"]
     # GIVEN the page `--html` wrote: self-contained, so nothing is fetched from the network
     assert _external_resources(page.read_text()) == []
     # WHEN headless Chromium opens it with no network and runs its scripts
-    dom = subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--proxy-server=127.0.0.1:9", "--virtual-time-budget=15000", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=120, check=True,
-    ).stdout  # fmt: skip
+    dom = _rendered(page)
     # THEN plotly drew all three charts: an SVG per chart, bars for rates and lifts, a line per arm over time
     assert dom.count('class="main-svg"') >= 6  # plotly draws two SVG layers per chart
     assert dom.count('class="point"') >= 3 + 2  # a bar per arm, at least one lift bar per variant
     assert dom.count('class="js-line"') >= 2
     assert "Conversion rate per arm" in dom and "Lift over the holdout by activity level" in dom
+
+
+def test_the_pipeline_report_counts_sends_per_hour_and_renders_its_charts(
+    local_stack: StackHandle, reported: dict[str, Any], tmp_path: Path
+) -> None:
+    tenant = reported["tenant"]
+    # WHEN the pipeline report of the campaign's tenant is asked for, as JSON and as a page
+    page = tmp_path / "pipeline.html"
+    out = json.loads(local_stack.cli("report", "pipeline", "--tenant", tenant, "--json", "--html", str(page)).stdout)
+    # THEN its numbers are `stats`' numbers, and the sends per hour add up to the sends by status
+    stats = local_stack.stats(tenant)
+    assert {k: out[k] for k in ("files", "lines", "unaccounted", "rejected", "sends")} == {
+        k: stats[k] for k in ("files", "lines", "unaccounted", "rejected", "sends")
+    }
+    per_status: Counter[str] = Counter()
+    for row in out["sends_by_hour"]:
+        per_status[row["status"]] += row["n"]
+    assert per_status["sent"] == stats["sends"]["sent"] == sum(1 for m in reported["members"].values() if m["sent_at"])
+    # AND the page opens offline in headless Chromium with its four charts drawn
+    assert _external_resources(page.read_text()) == []
+    dom = _rendered(page)
+    assert dom.count('class="main-svg"') >= 8 and dom.count('class="point"') >= 4
+    assert "Where every line went" in dom and "Sends by status per hour" in dom
