@@ -46,6 +46,7 @@ app.add_typer(report_app, name="report")
 HomeOpt = Annotated[Path | None, typer.Option("--home", envvar="LANDLINE_HOME", help="state folder of the stack")]
 TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="tenant name")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of text")]
+HtmlOpt = Annotated[Path | None, typer.Option("--html", help="also write a self-contained page with charts")]
 
 
 def _version(value: bool) -> None:
@@ -899,7 +900,7 @@ def report_campaign(
     name: Annotated[str, typer.Argument(help="the campaign's name")],
     tenant: TenantOpt = "default",
     as_json: JsonOpt = False,
-    html_file: Annotated[Path | None, typer.Option("--html", help="also write a self-contained page with charts")] = None,
+    html_file: HtmlOpt = None,
     home: HomeOpt = None,
 ) -> None:
     """Per arm: assigned, sent, opened, converted, and each variant's lift over the holdout with its 95% interval and
@@ -939,7 +940,7 @@ def report_campaign(
 def report_pipeline(
     tenant: TenantOpt = "default",
     as_json: JsonOpt = False,
-    html_file: Annotated[Path | None, typer.Option("--html", help="also write a self-contained page with charts")] = None,
+    html_file: HtmlOpt = None,
     home: HomeOpt = None,
 ) -> None:
     """Files, lines (where each one went), rejects by reason and sends by status per hour: `stats` as a report."""

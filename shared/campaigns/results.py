@@ -29,6 +29,7 @@ from typing import Any
 from shared.campaigns.campaign import HOLDOUT, SHARE_SCALE, Campaign
 from shared.campaigns.launch import launched
 from shared.campaigns.stats import Z_95, chi_square_tail, two_sided_p
+from shared.campaigns.status import LATEST_OUTCOME
 from shared.campaigns.store import get_campaign
 from shared.push.schedule import MESSAGE_ID_DATA_KEY
 from shared.warehouse.query import run_query
@@ -47,9 +48,7 @@ WITH a AS (
 ), latest AS (
   SELECT x.message_id, x.status, x.reason, x.at
   FROM message_sends AS x JOIN a ON a.message_id = x.message_id
-  WHERE x.status != 'receipt'
-  QUALIFY ROW_NUMBER() OVER (
-    PARTITION BY x.message_id ORDER BY IF(x.status = 'deferred', 0, 1) DESC, x.at DESC, x.status) = 1
+  WHERE """ + LATEST_OUTCOME + """
 ), opens AS (
   SELECT JSON_VALUE(e.metadata, '$.{message_id_key}') AS message_id, MAX(IF(e.event_name = @opened, 1, 0)) AS tapped
   FROM events_deduped AS e

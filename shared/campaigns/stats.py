@@ -14,6 +14,8 @@ Every argument is a column or expression the caller builds from the schema, neve
 
 from __future__ import annotations
 
+import math
+
 # Two-sided 95%: scipy.stats.norm.ppf(0.975).
 Z_95 = 1.959963984540054
 
@@ -53,7 +55,7 @@ def chi_square_tail(x: str, root_x: str, df: int) -> str:
     if df % 2 == 0:
         terms = ["1.0"]
         for j in range(1, df // 2):
-            terms.append(f"POW({x} / 2.0, {j}) / {_factorial(j)}.0")
+            terms.append(f"POW({x} / 2.0, {j}) / {math.factorial(j)}.0")
         return f"(EXP(-{x} / 2.0) * ({' + '.join(terms)}))"
     tail = f"2.0 * {normal_tail(root_x)}"
     if df == 1:
@@ -65,9 +67,3 @@ def chi_square_tail(x: str, root_x: str, df: int) -> str:
         terms.append(f"POW({x}, {j} - 0.5) / {odd_product}.0")
     return f"({tail} + EXP(-{x} / 2.0) * SQRT(2.0 / ACOS(-1.0)) * ({' + '.join(terms)}))"
 
-
-def _factorial(n: int) -> int:
-    out = 1
-    for i in range(2, n + 1):
-        out *= i
-    return out

@@ -12,17 +12,20 @@ from shared.campaigns.campaign import HOLDOUT
 from shared.campaigns.launch import launched
 from shared.warehouse.query import run_query
 
-# Each variant member's latest outcome: a final one (sent, failed, skipped) outranks a deferral; receipts are
-# bookkeeping about a send, not an outcome of their own. A member without any row is still waiting.
+# A message's latest outcome among its ``message_sends`` rows ``x``: a final one (sent, failed, skipped) outranks a
+# deferral; receipts are bookkeeping about a send, not an outcome of their own (status and the report use both).
+LATEST_OUTCOME = """x.status != 'receipt'
+  QUALIFY ROW_NUMBER() OVER (
+    PARTITION BY x.message_id ORDER BY IF(x.status = 'deferred', 0, 1) DESC, x.at DESC, x.status) = 1"""
+
+# Each variant member's latest outcome. A member without any row is still waiting.
 _OUTCOMES_SQL = """
 WITH members AS (
   SELECT message_id FROM campaign_assignments WHERE campaign = @campaign AND arm != @holdout
 ), latest AS (
   SELECT x.message_id, x.status, x.reason
   FROM message_sends AS x JOIN members AS m ON m.message_id = x.message_id
-  WHERE x.status != 'receipt'
-  QUALIFY ROW_NUMBER() OVER (
-    PARTITION BY x.message_id ORDER BY IF(x.status = 'deferred', 0, 1) DESC, x.at DESC, x.status) = 1
+  WHERE """ + LATEST_OUTCOME + """
 )
 SELECT status, IFNULL(reason, '') AS reason, COUNT(*) AS n FROM latest GROUP BY status, reason
 """
