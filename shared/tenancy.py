@@ -225,7 +225,8 @@ def add_tenant(
     privacy: dict[str, object] | None = None,
     cfg: Settings | None = None,
 ) -> Tenant:
-    """Create (or re-provision) a tenant exactly as described: what `landline up` does for every registered tenant."""
+    """Create (or re-provision) a tenant exactly as described: what `landline up` does for every registered tenant
+    (so a dataset this version already provisioned in full is not checked table by table again)."""
     cfg = cfg or settings()
     try:
         tenant = Tenant(
@@ -240,10 +241,10 @@ def add_tenant(
         )
     except ValidationError as exc:
         raise SetupError(f"tenant {name!r} is invalid: {validation_message(exc)}", "correct the value named") from None
-    return save_tenant(tenant, cfg)
+    return save_tenant(tenant, cfg, skip_if_current=True)
 
 
-def save_tenant(tenant: Tenant, cfg: Settings | None = None) -> Tenant:
+def save_tenant(tenant: Tenant, cfg: Settings | None = None, *, skip_if_current: bool = False) -> Tenant:
     """Create the tenant's buckets and dataset (idempotent, upgrading older tables) and write its registry entry."""
     cfg = cfg or settings()
     problem = region_problem(tenant.region)
@@ -255,7 +256,7 @@ def save_tenant(tenant: Tenant, cfg: Settings | None = None) -> Tenant:
     client = storage_client()
     for bucket in (tenant.bucket, tenant.bucket + CLAIMS_BUCKET_SUFFIX):  # shared.push.claims.claims_bucket
         _ensure_bucket(client, bucket, tenant, cfg)
-    provision_dataset(bigquery_client(cfg), tenant)
+    provision_dataset(bigquery_client(cfg), tenant, skip_if_current=skip_if_current)
     _write_registry(cfg.tenants_file, tenant)
     return tenant
 

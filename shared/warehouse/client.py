@@ -81,9 +81,15 @@ def partition_expiration_ms(tenant: Tenant, table: str) -> int | None:
     return tenant.privacy.rejected_retention_days * 86_400_000 if table == RAW_PAYLOAD_TABLE else None
 
 
-def provision_dataset(client: bigquery.Client, tenant: Tenant, *, tables: Iterable[str] | None = None) -> None:
+def provision_dataset(
+    client: bigquery.Client, tenant: Tenant, *, tables: Iterable[str] | None = None, skip_if_current: bool = False
+) -> None:
     """Create the tenant's dataset (location = region), tables and views; idempotent. Also upgrades what an older
-    version made: missing columns, outdated views, and the raw-payload table's partition expiration."""
+    version made: missing columns, outdated views, and the raw-payload table's partition expiration.
+
+    ``skip_if_current`` trusts the dataset's schema label (a restart re-provisioning every tenant); an explicit
+    upgrade (`landline tenant add`, ``python -m shared.warehouse.provision``) checks every table, so a table changed
+    by hand is put right too."""
     ds_id = f"{client.project}.{tenant.dataset}"
     dataset = bigquery.Dataset(ds_id)
     dataset.location = tenant.region
@@ -91,7 +97,7 @@ def provision_dataset(client: bigquery.Client, tenant: Tenant, *, tables: Iterab
     dataset = client.create_dataset(dataset, exists_ok=True)
     check_region(client, tenant, force=True)
     fingerprint = schema_fingerprint(tenant, ds_id)
-    if tables is None and _provisioned(client, dataset, fingerprint):
+    if skip_if_current and tables is None and _provisioned(client, dataset, fingerprint):
         return
     wanted = set(tables) if tables is not None else None
     for spec in TABLES:
