@@ -36,11 +36,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-LEVELS = {"dormant": 0.4, "low": 0.3, "medium": 0.2, "high": 0.1}  # share of contacts
-BASE = {"dormant": 0.05, "low": 0.08, "medium": 0.12, "high": 0.20}  # conversion without a message
-EFFECT = {"a": dict.fromkeys(LEVELS, 0.03), "b": dict.fromkeys(LEVELS, 0.0),
-          "c": {"dormant": 0.0, "low": 0.0, "medium": 0.0, "high": 0.08}}  # fmt: skip
-ARMS = ("holdout", "a", "b", "c")
+from infra.local.simulate import ARMS, BASE, EFFECT, HOLDOUT, LEVELS  # one truth model: `landline simulate`'s
+
 T0 = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 _U = "CAST(CONCAT('0x', SUBSTR(TO_HEX(SHA256(CONCAT(@seed, '|{salt}|', contact_id))), 1, 12)) AS INT64) / 281474976710656.0"
 
@@ -137,7 +134,7 @@ def campaign_of(name: str) -> Any:
     from shared.campaigns.campaign import parse_campaign
 
     return parse_campaign({
-        "name": name, "audience": "everyone", "holdout": 0.25, "stratify_by": ["activity"],
+        "name": name, "audience": "everyone", "holdout": HOLDOUT, "stratify_by": ["activity"],
         "variants": [{"id": arm, "title": "t", "body": "b"} for arm in ARMS[1:]],
         "conversion": {"events": ["Order Completed"], "within_hours": 72},
     })  # fmt: skip

@@ -1,16 +1,14 @@
-"""Campaign reports through the stack: contacts arrive as a Segment file, a campaign is launched and sent by the
-deployed send_due, then opens and conversions arrive as a later Segment file at known times around each member's
-start. `landline report campaign --json` must give exactly those counts per arm and per activity level, and its lift,
-interval, p-value and sample-ratio check must match statsmodels and scipy."""
+"""Campaign reports through the stack, on a campaign whose truth is known: `landline simulate` drops synthetic
+contacts as a Segment export, launches a campaign sent by the deployed send_due, and drops receipts, taps and
+conversions (and events that must not count) as a later export. `landline report campaign --json` must give exactly
+the simulator's counts per arm and per activity level, and its lift, interval, p-value and sample-ratio check must
+match statsmodels and scipy."""
 
 from __future__ import annotations
 
-import gzip
 import json
-import random
 import subprocess
 from collections import Counter
-from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +16,7 @@ import pytest
 from scipy import stats as scipy_stats
 from statsmodels.stats import proportion
 
-from tests.integration.push_support import identify, push_tenant
+from infra.local.simulate import ARMS, COUNTED, HOLDOUT
 from tests.stack_support import unique
 
 if TYPE_CHECKING:
@@ -28,122 +26,41 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.stack
 
-NOW = datetime.now(UTC)
-WINDOW_H = 0.5  # conversions count within 30 minutes of the start: every timestamp below stays within an hour of now
-SHARES = {"holdout": 0.3, "a": 0.35, "b": 0.35}
-
-
-def _level(views: int) -> str:
-    """The default activity thresholds (shared/config.py ActivityLevels): 0 dormant, 1-2 low, 3-9 medium, 10+."""
-    return "high" if views >= 10 else "medium" if views >= 3 else "low" if views >= 1 else "dormant"
-
-
-def _people(run: str, rng: random.Random) -> list[dict[str, Any]]:
-    return [{"id": f"{run}-{i:03d}", "token": f"{run}-tok-{i}" if rng.random() < 0.9 else None,
-             "country": rng.choice(["DE", "FR"]), "views": rng.choice([0, 1, 2, 4, 6, 12])}
-            for i in range(160)]  # fmt: skip
-
-
-def _segment_file(tmp: Path, lines: list[dict[str, Any]], folder_ms: str) -> Path:
-    folder = tmp / unique("tree") / "segment-logs" / "app" / folder_ms
-    folder.mkdir(parents=True)
-    (folder / "events.gz").write_bytes(gzip.compress(b"".join(json.dumps(x).encode() + b"\n" for x in lines)))
-    return folder.parents[2]
-
-
-def _track(contact: str, event: str, at: datetime, **properties: Any) -> dict[str, Any]:
-    return {"type": "track", "userId": contact, "event": event, "messageId": unique("ev"), "properties": properties,
-            "timestamp": at.isoformat()}  # fmt: skip
+SHARES = {arm: HOLDOUT if arm == "holdout" else (1 - HOLDOUT) / (len(ARMS) - 1) for arm in ARMS}
 
 
 @pytest.fixture(scope="module")
 def reported(local_stack: StackHandle, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A launched and sent campaign with known opens and conversions, and its report (JSON and page)."""
-    rng = random.Random(12)
-    tmp = tmp_path_factory.mktemp("report")
-    people = _people(unique("rp"), rng)
-    lines = []
-    for p in people:
-        lines.append(identify(p["id"], p["token"], "Europe/Paris", country=p["country"]))
-        lines += [_track(p["id"], "Product Viewed", NOW - timedelta(days=1 + n % 20), sku="a") for n in range(p["views"])]
-    tenant = push_tenant(local_stack, tmp, lines)
-    for kind, definition in (("audience", {"name": "everyone"}), ("campaign", {
-        "name": "sale", "audience": "everyone", "holdout": SHARES["holdout"],
-        "variants": [{"id": "a", "title": "Sale", "body": "A"}, {"id": "b", "title": "Sale", "body": "B"}],
-        "conversion": {"events": ["Order Completed"], "within_hours": WINDOW_H},
-    })):  # fmt: skip
-        path = tmp / f"{kind}.json"
-        path.write_text(json.dumps(definition))
-        local_stack.cli(kind, "create", str(path), "--tenant", tenant)
-    local_stack.cli("campaign", "launch", "sale", "--tenant", tenant)
-    local_stack.cli("tick", "--tenant", tenant)
-    local_stack.wait()
-
-    members = {r["contact_id"]: r for r in local_stack.query(tenant, """
-        SELECT a.contact_id, a.arm, a.activity, a.message_id, a.planned_send_at, s.at AS sent_at
-        FROM campaign_assignments AS a LEFT JOIN message_sends AS s ON s.message_id = a.message_id AND s.status = 'sent'
-        WHERE a.campaign = 'sale'""")}  # fmt: skip
-    # Each member: converts inside the window, or only just outside it (before its start, after the window), or with
-    # another event, or not at all; some sent members report the push received, some tapped.
-    later = []
-    truth: dict[str, dict[str, bool]] = {}
-    for p in people:
-        m = members[p["id"]]
-        start = datetime.fromisoformat(m["sent_at"] or m["planned_send_at"])
-        fate = rng.choices(["inside", "before", "after", "other", "none"], weights=[3, 1, 1, 1, 4])[0]
-        if m["arm"] == "a" and fate == "none" and rng.random() < 0.5:
-            fate = "inside"  # variant a has a real effect
-        at = {"inside": start + timedelta(minutes=12), "before": start - timedelta(minutes=3),
-              "after": start + timedelta(minutes=WINDOW_H * 60 + 4), "other": start + timedelta(minutes=5)}  # fmt: skip
-        if fate in at:
-            later.append(_track(p["id"], "Checkout Started" if fate == "other" else "Order Completed", at[fate]))
-        opened = received = False
-        if m["sent_at"]:
-            received = rng.random() < 0.7
-            opened = received and rng.random() < 0.4
-            if received:
-                later.append(_track(p["id"], "Push Notification Tapped" if opened else "Push Notification Received",
-                                    start + timedelta(minutes=1), landline_message_id=m["message_id"]))  # fmt: skip
-        truth[p["id"]] = {"converted": fate == "inside", "received": received, "opened": opened}
-    local_stack.drop(tenant, _segment_file(tmp, later, "1714525200000"))
-    local_stack.wait()
-    page = tmp / "sale.html"
-    report = json.loads(local_stack.cli("report", "campaign", "sale", "--tenant", tenant, "--json",
+    """A simulated campaign (known truth) and its report, asked for separately as JSON and as a page."""
+    tenant = unique("sim")
+    run = local_stack.cli("simulate", "--tenant", tenant, "--contacts", "600", "--seed", "12", "--json", timeout=1200)
+    simulation = json.loads(run.stdout)
+    page = tmp_path_factory.mktemp("report") / "campaign.html"
+    report = json.loads(local_stack.cli("report", "campaign", simulation["campaign"], "--tenant", tenant, "--json",
                                         "--html", str(page)).stdout)  # fmt: skip
-    return {"tenant": tenant, "people": people, "members": members, "truth": truth, "report": report, "page": page}
+    return {"tenant": tenant, "simulation": simulation, "stderr": run.stderr, "report": report, "page": page}
 
 
 def test_the_report_counts_exactly_the_known_opens_and_conversions_per_arm_and_activity_level(
     reported: dict[str, Any],
 ) -> None:
-    people, members, truth, report = reported["people"], reported["members"], reported["truth"], reported["report"]
-    # THEN per arm: members, sends, receipts, taps and conversions are exactly those dropped
-    expected: dict[str, Counter[str]] = {}
-    for p in people:
-        m, t = members[p["id"]], truth[p["id"]]
-        c = expected.setdefault(m["arm"], Counter())
-        c["assigned"] += 1
-        c["sent"] += m["sent_at"] is not None
-        c["received"] += t["received"]
-        c["opened"] += t["opened"]
-        c["converted"] += t["converted"]
-    got = {a["arm"]: {k: a[k] for k in ("assigned", "sent", "received", "opened", "converted")} for a in report["arms"]}
-    assert got == {arm: {k: c[k] for k in ("assigned", "sent", "received", "opened", "converted")}
-                   for arm, c in expected.items()}  # fmt: skip
-    assert [a["arm"] for a in report["arms"]] == ["holdout", "a", "b"]
-    assert got["holdout"]["sent"] == 0 and expected["a"]["converted"] > expected["holdout"]["converted"]
-    # AND by activity level (the level each member had at launch), also exactly
-    by_level: Counter[tuple[str, str, str]] = Counter()
-    for p in people:
-        m = members[p["id"]]
-        assert m["activity"] == _level(p["views"])
-        by_level[(m["activity"], m["arm"], "assigned")] += 1
-        by_level[(m["activity"], m["arm"], "converted")] += truth[p["id"]]["converted"]
-    rows = {(r["activity"], r["arm"]): r for r in report["by_activity"]}
-    assert {key: (r["assigned"], r["converted"]) for key, r in rows.items()} == {
-        (level, arm): (by_level[(level, arm, "assigned")], by_level[(level, arm, "converted")])
-        for (level, arm, kind) in by_level if kind == "assigned"
-    }
+    simulation, report = reported["simulation"], reported["report"]
+    # THEN per arm: members, sends, receipts, taps and conversions are exactly those the simulator dropped
+    truth = {a["arm"]: a["truth"] for a in simulation["arms"]}
+    got = {a["arm"]: {k: a[k] for k in COUNTED} for a in report["arms"]}
+    assert got == truth
+    assert [a["arm"] for a in report["arms"]] == list(ARMS)
+    assert got["holdout"]["sent"] == 0 and all(got[arm]["sent"] > 0 and got[arm]["opened"] > 0 for arm in ARMS[1:])
+    # AND by activity level (the level each member had at launch, which the simulator checked against the level
+    # it generated), also exactly
+    assert {(r["activity"], r["arm"]): {"assigned": r["assigned"], "converted": r["converted"]}
+            for r in report["by_activity"]} == {(r["activity"], r["arm"]): r["truth"]
+                                                for r in simulation["by_activity"]}  # fmt: skip
+    assert len(report["by_activity"]) == 4 * len(ARMS)
+    # AND the simulator itself says so, printed the seed that reproduces it, and scored every variant's interval
+    assert simulation["exact"] is True and simulation["mismatches"] == []
+    assert "seed 12" in reported["stderr"]
+    assert simulation["intervals"] >= 3 and 0 <= simulation["covered"] <= simulation["intervals"]
 
 
 def _reference(variant: dict[str, Any], holdout: dict[str, Any]) -> dict[str, float]:
@@ -239,7 +156,8 @@ def test_the_pipeline_report_counts_sends_per_hour_and_renders_its_charts(
     per_status: Counter[str] = Counter()
     for row in out["sends_by_hour"]:
         per_status[row["status"]] += row["n"]
-    assert per_status["sent"] == stats["sends"]["sent"] == sum(1 for m in reported["members"].values() if m["sent_at"])
+    sent = sum(a["truth"]["sent"] for a in reported["simulation"]["arms"])
+    assert per_status["sent"] == stats["sends"]["sent"] == sent
     # AND the page opens offline in headless Chromium with its four charts drawn
     assert _external_resources(page.read_text()) == []
     dom = _rendered(page)
