@@ -106,7 +106,8 @@ class Simulation:
         if {a["arm"] for a in arms} != set(truth):
             mismatches.append(f"arms: report {sorted(a['arm'] for a in arms)}, truth {sorted(truth)}")
         levels = []
-        for row in self.report.by_activity:
+        order = {key: i for i, key in enumerate((level, arm) for level in LEVELS for arm in ARMS)}
+        for row in sorted(self.report.by_activity, key=lambda r: order.get((r["activity"], r["arm"]), len(order))):
             key = (row["activity"], row["arm"])
             expected = {k: by_level.get(key, Counter())[k] for k in ("assigned", "converted")}
             mismatches += [f"{key[0]}/{key[1]} {k}: report {row[k]}, truth {v}" for k, v in expected.items()
@@ -278,7 +279,7 @@ def format_comparison(result: dict[str, Any]) -> str:
     """The comparison as text: per arm and level, truth against report, and the interval against the true lift."""
 
     def pct(value: float | None) -> str:
-        return "-" if value is None else f"{value * 100:+.2f}"
+        return "-" if value is None else f"{round(value * 100, 2) + 0.0:+.2f}"  # + 0.0: no "-0.00"
 
     out = [f"campaign {result['campaign']} in tenant {result['tenant']}: {result['contacts']:,} contacts, seed "
            f"{result['seed']}; lifts in percentage points"]  # fmt: skip
