@@ -95,17 +95,25 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
-def services(cfg: StackConfig, topology: Topology) -> list[Service]:
+def services(cfg: StackConfig, topology: Topology, functions_from: Path | None = None) -> list[Service]:
+    """Every process of the stack. ``functions_from``: serve the functions from deployed archives instead of the
+    repository (``<dir>/<function>/`` unpacked by ``python -m infra.package``, ``<dir>/venv`` installed from their
+    own requirements.txt only), to prove what a deploy would run."""
     py = sys.executable
     env = cfg.client_env()
     bq_venv = REPO / ".venv-bq"
+    framework = (functions_from / "venv" / "bin" if functions_from else Path(py).parent) / "functions-framework"
+
+    def source(name: str) -> Path:
+        return (functions_from or REPO / "functions") / name / "main.py"
+
     functions = [
         Service(
             name,
             [
-                str(Path(py).with_name("functions-framework")),
+                str(framework),
                 "--source",
-                str(REPO / "functions" / name / "main.py"),
+                str(source(name)),
                 "--target",
                 name,
                 "--signature-type",
@@ -118,6 +126,7 @@ def services(cfg: StackConfig, topology: Topology) -> list[Service]:
             _http_ok(cfg.url(name)),
             # MALLOC_ARENA_MAX: gRPC's threads would each grow a malloc arena that is never returned (RSS, not leaks).
             env={**env, "THREADS": str(max(fn.concurrency, 1) * 2), "PYTHONUNBUFFERED": "1", "MALLOC_ARENA_MAX": "2"},
+            cwd=source(name).parent,
         )
         for name, fn in topology.functions.items()
     ]
@@ -195,8 +204,15 @@ def services(cfg: StackConfig, topology: Topology) -> list[Service]:
 
 
 class Stack:
-    def __init__(self, home: Path | None = None, port_base: int | None = None, project: str | None = None) -> None:
+    def __init__(
+        self,
+        home: Path | None = None,
+        port_base: int | None = None,
+        project: str | None = None,
+        functions_from: Path | None = None,
+    ) -> None:
         self.home = (home or default_home()).resolve()
+        self.functions_from = functions_from  # see services()
         self.topology = load_topology()
         saved = StackConfig.load(self.home)
         if saved and (port_base is None or saved.port_base == port_base) and (project in (None, saved.project)):
@@ -219,7 +235,8 @@ class Stack:
         return pid if pid and _pid_alive(pid) else None
 
     def available_services(self) -> list[Service]:
-        return [s for s in services(self.cfg, self.topology) if s.name != "fakes" or _fakes_installed()]
+        every = services(self.cfg, self.topology, self.functions_from)
+        return [s for s in every if s.name != "fakes" or _fakes_installed()]
 
     def status(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -320,7 +337,7 @@ class Stack:
 
     def down(self) -> list[str]:
         stopped = []
-        names = [s.name for s in services(self.cfg, self.topology)]
+        names = [s.name for s in services(self.cfg, self.topology, self.functions_from)]
         for path in self.cfg.paths.pids.glob("*.pid") if self.cfg.paths.pids.exists() else []:
             if path.stem not in names:
                 names.append(path.stem)
