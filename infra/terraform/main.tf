@@ -5,7 +5,11 @@
 terraform {
   required_version = ">= 1.6"
   required_providers {
-    google = { source = "hashicorp/google", version = ">= 6.0" }
+    # Exactly the version whose schema infra/terraform/provider-schema/ holds: `python -m infra.terraform_schema
+    # check` (tests/unit/test_terraform_schema.py) validates every argument and block against that schema, which is
+    # only true of the provider that runs if it is the same version (a range would let `terraform init` take a newer
+    # one that adds, renames or requires arguments). Upgrade by extracting the new version's schema, then this pin.
+    google = { source = "hashicorp/google", version = "= 8.7.0" }
   }
 }
 
