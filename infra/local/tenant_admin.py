@@ -41,7 +41,9 @@ def remove_tenant(cfg: StackConfig, name: str, *, purge: bool = False) -> list[s
     client = storage_client()
     for bucket in (entry.get("bucket"), f"{entry.get('bucket')}{CLAIMS_BUCKET_SUFFIX}"):
         try:
-            client.bucket(bucket).delete(force=True)
+            # not delete(force=True): it refuses a bucket of more than 256 objects, and a tenant's bucket has more
+            client.bucket(bucket).delete_blobs(list(client.list_blobs(bucket)), on_error=lambda _blob: None)
+            client.bucket(bucket).delete()
             deleted.append(f"gs://{bucket}")
         except gexc.NotFound:
             pass

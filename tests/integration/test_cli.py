@@ -119,9 +119,25 @@ def test_tenant_list_is_a_table_and_remove_unregisters(local_stack: StackHandle)
     listed = local_stack.cli("tenant", "list").stdout
     assert listed.splitlines()[0].split()[:3] == ["NAME", "REGION", "PUSH"]
     assert any(line.split()[:3] == [typo, "europe-west1", "braze"] for line in listed.splitlines())
+    # AND more objects in its claims bucket than a forced bucket delete takes (256)
+    from google.api_core import exceptions as gexc
+
+    from shared.clients import storage_client
+    from shared.config import CLAIMS_BUCKET_SUFFIX, tenants
+    from shared.warehouse.client import bigquery_client
+
+    config = tenants().get(typo)
+    claims = storage_client().bucket(config.bucket + CLAIMS_BUCKET_SUFFIX)
+    for n in range(300):
+        claims.blob(f"claims/{n}").upload_from_string(b"x")
     # WHEN it is removed with its data
     local_stack.cli("tenant", "remove", typo, "--purge")
-    # THEN it is gone from the registry, and naming it again is an unknown tenant
+    # THEN its buckets and dataset are gone, it is gone from the registry, and naming it again is an unknown tenant
+    for bucket in (config.bucket, claims.name):
+        with pytest.raises(gexc.NotFound):
+            storage_client().get_bucket(bucket)
+    with pytest.raises(gexc.NotFound):
+        bigquery_client().get_dataset(config.dataset)
     names = {t["name"] for t in json.loads(local_stack.cli("tenant", "list", "--json").stdout)}
     assert typo not in names
     assert "unknown tenant" in refused(local_stack, "tenant", "remove", typo)
