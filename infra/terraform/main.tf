@@ -171,5 +171,4 @@ resource "google_bigquery_dataset" "tenant" {
   }
 }
 
-# Tables and views are created by `landline tenant add --project ...` from shared/warehouse/schema.py, the single
-# definition of the schema (it is also what the local stack uses).
+# Each dataset's tables and views: tables.tf, from the files generated from shared/warehouse/schema.py.

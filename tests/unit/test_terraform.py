@@ -792,7 +792,11 @@ def _module_of_locals(tmp_path: Path) -> Path:
         for m in re.finditer(r"^(locals|variable)\b[^\n{]*\{", text, re.M):
             end = _closing_brace(text, m.end() - 1)
             blocks.append(text[m.start() : end + 1])
-    source = "\n\n".join(blocks).replace("${path.module}/../topology.yaml", str(TOPOLOGY_FILE))
+    source = (
+        "\n\n".join(blocks)
+        .replace("${path.module}/../topology.yaml", str(TOPOLOGY_FILE))
+        .replace("${path.module}/schemas/", f"{TF_DIR / 'schemas'}/")  # tables.tf's generated files
+    )
     module = tmp_path / "locals"
     module.mkdir()
     (module / "main.tf").write_text(re.sub(r"\$\{data\.[^}]*\}", "0", source))
