@@ -165,6 +165,33 @@ resource "google_bigquery_dataset" "tenant" {
   dataset_id = each.value.dataset
   location   = each.value.region
   labels     = { landline-tenant = replace(each.key, "_", "-") }
+  # Who may use the dataset itself (finding 13): `access` replaces BigQuery's default ACL, which made every project
+  # viewer (specialGroup projectReaders) a reader and every editor a writer of the tenant's data. The provider treats
+  # these blocks as the whole ACL (authoritative) and google_bigquery_dataset_iam_* would fight them at every apply, so
+  # every dataset-level grant is here and none is made elsewhere (tests/unit/test_terraform_iam.py). Table-level
+  # grants (functions.tf google_bigquery_table_iam_member) are each table's own IAM policy and do not touch this ACL.
+  # - owners: the project's owners and var.dataset_owners (the deploying account and operators running `landline`);
+  # - each function account of the tenant's region: metadata only (check_region's datasets.get, tables' metadata),
+  #   its data access is per table.
+  access {
+    role          = "OWNER"
+    special_group = "projectOwners"
+  }
+  dynamic "access" {
+    for_each = var.dataset_owners
+    content {
+      role           = "OWNER"
+      user_by_email  = startswith(access.value, "group:") ? null : split(":", access.value)[1]
+      group_by_email = startswith(access.value, "group:") ? split(":", access.value)[1] : null
+    }
+  }
+  dynamic "access" {
+    for_each = sort([for key, d in local.function_deployments : key if d.region == each.value.region])
+    content {
+      role          = "roles/bigquery.metadataViewer"
+      user_by_email = google_service_account.fn[access.value].email
+    }
+  }
   lifecycle {
     # `landline tenant add` stamps which version of the tables and views it made (shared/warehouse/client.py).
     ignore_changes = [labels["landline-schema"]]

@@ -86,3 +86,39 @@ variable "raw_file_retention_days" {
   default     = 30
   description = "Raw files are kept this long for replays"
 }
+
+variable "dataset_owners" {
+  type        = list(string)
+  default     = []
+  description = "Owners of every tenant dataset besides the project's owners (\"user:...\", \"group:...\", \"serviceAccount:...\"): the account that applies this Terraform and the operators who run `landline` against the datasets"
+  validation {
+    condition     = alltrue([for m in var.dataset_owners : can(regex("^(user|group|serviceAccount):[^:@]+@[^:@]+$", m))])
+    error_message = "dataset_owners: each is \"user:EMAIL\", \"group:EMAIL\" or \"serviceAccount:EMAIL\"."
+  }
+}
+
+variable "deploy" {
+  description = "The approval-gated apply trigger (deploy.tf); null: none (apply a reviewed plan by hand)"
+  type = object({
+    repo_uri        = string # the repository cloudbuild.yaml builds, e.g. https://github.com/acme/landline
+    repo_type       = optional(string, "GITHUB")
+    ref             = optional(string, "refs/heads/main")
+    state_bucket    = string # cloudbuild.yaml's _TF_STATE_BUCKET
+    service_account = string # the account builds apply as (projects/P/serviceAccounts/EMAIL)
+    terraform_image = string # name@sha256:<digest> (no tags: the image that applies is the reviewed one)
+    gsutil_image    = string # name@sha256:<digest>
+  })
+  default = null
+  validation {
+    condition = var.deploy == null ? true : alltrue([
+      for image in [var.deploy.terraform_image, var.deploy.gsutil_image] : can(regex("^[^@:]+(:[^@]+)?@sha256:[0-9a-f]{64}$", image))
+    ])
+    error_message = "deploy: terraform_image and gsutil_image must be pinned by digest (name@sha256:<64 hex>)."
+  }
+}
+
+variable "plan_retention_days" {
+  type        = number
+  default     = 30
+  description = "Saved plans (and their text) are deleted from the plans bucket after this many days"
+}

@@ -63,7 +63,7 @@ def check_region(client: bigquery.Client, tenant: Tenant, *, force: bool = False
     except gexc.Forbidden as exc:
         raise SetupError(
             f"no permission to read dataset {ds}",
-            "grant the function's service account roles/bigquery.dataEditor on the tenant's dataset",
+            "apply infra/terraform: it grants each function's regional account the tables it uses and metadata on the dataset",
         ) from exc
     if location != tenant.region.lower():
         _region_checked.pop(key, None)

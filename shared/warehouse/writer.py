@@ -158,7 +158,7 @@ def _setup_error(exc: Exception, table: str) -> SetupError:
         )
     return SetupError(
         f"BigQuery refused access to {table}: {exc}",
-        "grant the function's service account roles/bigquery.dataEditor on the tenant's dataset",
+        "apply infra/terraform: it grants each function's regional account the tables it uses and metadata on the dataset",
     )
 
 

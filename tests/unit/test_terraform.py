@@ -62,21 +62,26 @@ SAMPLE_TENANTS: dict[str, dict[str, Any]] = {
 # from what the code does (the file/function in the comment). Anything more is over-privilege, anything less a
 # runtime 403.
 # Pub/Sub push (its OIDC token) and Eventarc deliver each function's events as the function's own account.
+# Accounts are per function *and region* (finding 14): which region's resources each grant reaches is checked in
+# tests/unit/test_terraform_iam.py, with which tables (TABLES below: the table grants of functions.tf local.function_tables).
 RUN_INVOKER = ("roles/run.invoker", "google_cloudfunctions2_function.fn")
+TABLE_WRITER = ("google_project_iam_custom_role.table_writer", "tenant tables")  # streaming insert / DML INSERT only
+TABLE_READER = ("roles/bigquery.dataViewer", "tenant tables")  # the tables and views its queries read
 EXPECTED_ROLES: dict[str, set[tuple[str, str]]] = {
     "ingest_file": {
         ("roles/storage.objectViewer", "google_storage_bucket.tenant"),  # ingest/pipeline.py reads the object
         ("roles/pubsub.publisher", "google_pubsub_topic.topic"),  # ... publishes batches on raw-events.<tenant>
-        ("roles/bigquery.dataEditor", "google_bigquery_dataset.tenant"),  # ... streams the file ledger row
+        TABLE_WRITER,  # ... streams the file ledger row
         RUN_INVOKER,
     },
     "load_events": {
-        ("roles/bigquery.dataEditor", "google_bigquery_dataset.tenant"),  # load/pipeline.py streams rows
+        TABLE_WRITER,  # load/pipeline.py streams rows
         ("roles/secretmanager.secretAccessor", "google_secret_manager_secret.privacy_salt"),  # hash mode salt
         RUN_INVOKER,
     },
     "send_due": {
-        ("roles/bigquery.dataEditor", "google_bigquery_dataset.tenant"),  # push/tick.py streams sends
+        TABLE_WRITER,  # push/tick.py streams sends
+        TABLE_READER,  # ... and queries candidates
         ("roles/bigquery.jobUser", "project"),  # ... and queries candidates (stats.py run_query)
         ("roles/secretmanager.secretAccessor", "google_secret_manager_secret.push_credentials"),
         ("roles/storage.objectCreator", "google_storage_bucket.claims"),  # push/claims.py creates a claim
@@ -101,6 +106,7 @@ IAM_TARGET = {
     "google_storage_bucket_iam_member": "bucket",
     "google_pubsub_topic_iam_member": "topic",
     "google_bigquery_dataset_iam_member": "dataset_id",
+    "google_bigquery_table_iam_member": "table_id",
     "google_secret_manager_secret_iam_member": "secret_id",
     "google_project_iam_member": "project",
     "google_cloud_run_v2_service_iam_member": "name",
@@ -235,6 +241,7 @@ _FUNCTIONS = {
     "upper": str.upper,
     "lower": str.lower,
     "tostring": str,
+    "split": lambda sep, s: s.split(sep),
 }
 
 
@@ -493,15 +500,22 @@ def test_every_function_is_deployed_with_its_entry_point(tf: Terraform, topology
         decorators = {ast.unparse(d) for d in defs[name].decorator_list}
         assert "functions_framework.cloud_event" in decorators, f"{name}() is not a CloudEvent function"
     # ... running as its own service account, triggered as it too
-    sa = "google_service_account.fn[each.value.name].email"
+    # (one account per deployment, "<function>@<region>", as the functions are)
+    sa = "google_service_account.fn[each.key].email"
+    assert unwrap(tf.resources["google_service_account.fn"]["for_each"]) == "local.function_deployments"
     assert unwrap(fn["service_config"][0]["service_account_email"]) == sa
     subscription = tf.resources["google_pubsub_subscription.trigger"]
     assert unwrap(subscription["push_config"][0]["oidc_token"][0]["service_account_email"]) == (
-        "google_service_account.fn[each.value.name].email"
+        "google_service_account.fn[each.value.deployment].email"
     )
-    for name in names:
-        account_id = render(tf.resources["google_service_account.fn"]["account_id"], {"each": {"key": name}})
+    # ... a valid, distinct account id for every function in every region, the longest region name included
+    regions = {"europe-west1", "us-central1", "northamerica-northeast1", "australia-southeast2"}
+    ids = set()
+    for deployment in function_deployments(tf, topology, regions).values():
+        account_id = render(tf.resources["google_service_account.fn"]["account_id"], {"each": {"value": deployment}})
         assert re.fullmatch(r"[a-z][-a-z0-9]{4,28}[a-z0-9]", account_id), f"invalid account_id {account_id}"
+        ids.add(account_id)
+    assert len(ids) == len(names) * len(regions), "two deployments would share an account"
 
 
 def test_function_sources_are_where_the_build_uploads_them(tf: Terraform, tmp_path: Path) -> None:
@@ -579,9 +593,7 @@ def _cloud(tf: Terraform, topology: dict[str, Any], tenants: dict[str, Any]) -> 
                 for key, d in deployments.items()
             }
         },
-        "google_service_account": {
-            "fn": {name: {"email": f"landline-{name}@proj.iam"} for name in topology["functions"]}
-        },
+        "google_service_account": {"fn": {key: {"email": f"landline-{key}@proj.iam"} for key in deployments}},
         "google_storage_bucket": {"tenant": {name: {"name": t["bucket"]} for name, t in tenants.items()}},
     }
 
@@ -723,7 +735,7 @@ def test_every_topic_is_consumed_by_the_functions_the_topology_names(tf: Terrafo
             assert source == copy["name"], key
         # ... authenticated as the function's own account, for the service's URL
         oidc = push["oidc_token"][0]
-        assert render(oidc["service_account_email"], scope) == f"landline-{t['name']}@proj.iam", key
+        assert render(oidc["service_account_email"], scope) == f"landline-{t['deployment']}@proj.iam", key
         assert render(oidc["audience"], scope) == uri, key
         # ... with the topology's ack deadline (above the function's timeout: a late answer is a second delivery),
         # backoff and dead-letter topic, and no expiry
@@ -962,7 +974,7 @@ def test_the_example_tenants_file_is_what_cloud_build_passes_and_it_validates(tf
     # GIVEN the example tenants file, and Cloud Build's deploy step
     example = json.loads((REPO / "infra" / "terraform" / "tenants.example.tfvars.json").read_text())
     build = yaml.safe_load((REPO / "cloudbuild.yaml").read_text())
-    deploy = next(step for step in build["steps"] if step["id"] == "deploy")
+    deploy = next(step for step in build["steps"] if step["id"] == "plan")
     # THEN the deploy passes the tenants file Cloud Build names (not a file Terraform would have to find on its own)
     assert '-var-file="/workspace/${_TENANTS_FILE}"' in deploy["args"][-1]
     assert build["substitutions"]["_TENANTS_FILE"].startswith("infra/terraform/")
@@ -1039,6 +1051,10 @@ def _functions_iterated(tf: Terraform, expr: str, topology: dict[str, Any]) -> s
         unwrap(expr),
     )
     functions = topology["functions"]
+    m = FOR_MAP.fullmatch(unwrap(expr))
+    if m and m.group(3) == "local.function_deployments":  # some deployments, e.g. send_due's in every region
+        regions = {t["region"] for t in tenants_value(tf).values()}
+        return {d["name"] for d in filter_for(unwrap(expr), function_deployments(tf, topology, regions)).values()}
     if text == "local.topology.functions":
         return set(functions)
     if m := re.fullmatch(r"toset\(\[(.*)\]\)", text):
@@ -1053,6 +1069,8 @@ def _functions_iterated(tf: Terraform, expr: str, topology: dict[str, Any]) -> s
 def _grant_target(tf: Terraform, rtype: str, body: dict[str, Any]) -> str:
     assert rtype in IAM_TARGET, f"{rtype}: add it to IAM_TARGET in this test"
     attribute = IAM_TARGET[rtype]
+    if unwrap(body[attribute]).startswith("merge(google_bigquery_table.tenant, "):  # functions.tf: a tenant's table or view
+        return "tenant tables"
     for text in (unwrap(body[attribute]), unwrap(body.get("for_each", ""))):
         if m := re.match(r"(google_\w+\.\w+)", text):
             return m.group(1)
@@ -1079,6 +1097,12 @@ def _accounts_iterated(expr: str, tf: Terraform, topology: dict[str, Any]) -> se
     return {hcl_eval(m.group(2), {m.group(1): t}) for t in triggers.values()}
 
 
+def _function_tables(tf: Terraform) -> dict[str, dict[str, list[str]]]:
+    """functions.tf local.function_tables: {function: {"writes": [...], "reads": [...]}} (a literal)."""
+    value: dict[str, dict[str, list[str]]] = tf.locals["function_tables"]
+    return value
+
+
 def test_each_service_account_gets_only_the_roles_its_function_needs(tf: Terraform, topology: dict[str, Any]) -> None:
     # GIVEN every IAM grant in the Terraform (authoritative bindings/policies would remove others' grants: none)
     assert not [k for k in tf.resources if re.search(r"_iam_(binding|policy)$", k.split(".")[0])]
@@ -1101,10 +1125,23 @@ def test_each_service_account_gets_only_the_roles_its_function_needs(tf: Terrafo
             agents.add((_service_agent(tf, key, member), role, target))
             continue
         index = m.group(1)
+        if key == "google_bigquery_table_iam_member.fn_tables":
+            # one grant per deployment, tenant of its region, table and use: the role is the use's
+            assert index == "each.value.deployment", key
+            assert unwrap(role) == (
+                'each.value.use == "write" ? google_project_iam_custom_role.table_writer.id : "roles/bigquery.dataViewer"'
+            ), key
+            for name, uses in _function_tables(tf).items():
+                grants[name] |= {TABLE_WRITER} if uses["writes"] else set()
+                grants[name] |= {TABLE_READER} if uses["reads"] else set()
+            continue
         if index.startswith('"'):
-            names = {index.strip('"')}
+            # one function's deployment in the region of what is granted ("send_due@${var.tenants[each.key].region}")
+            name, region = index.strip('"').split("@", 1)
+            assert region in {"${each.value.region}", "${var.tenants[each.key].region}"}, f"{key}: index {index}"
+            names = {name}
         else:
-            assert index in {"each.key", "each.value.fn", "each.value.name"}, f"{key}: member index {index}"
+            assert index in {"each.key", "each.value.deployment"}, f"{key}: member index {index}"
             names = _functions_iterated(tf, body["for_each"], topology)
         assert names <= set(grants), f"{key}: grants to functions not in the topology: {names - set(grants)}"
         for name in names:
@@ -1121,7 +1158,7 @@ def test_each_service_account_gets_only_the_roles_its_function_needs(tf: Terrafo
     assert unwrap(acks["for_each"]) == "google_pubsub_subscription.trigger"
     assert unwrap(acks["subscription"]) == "each.value.name"
     tokens = tf.resources["google_service_account_iam_member.pubsub_agent_mints_tokens"]
-    pushed_as = {t["name"] for t in pubsub_triggers(topology, topic_copies(topology, tenants_value(tf))).values()}
+    pushed_as = {t["deployment"] for t in pubsub_triggers(topology, topic_copies(topology, tenants_value(tf))).values()}
     assert _accounts_iterated(tokens["for_each"], tf, topology) == pushed_as
     assert unwrap(tokens["service_account_id"]) == "google_service_account.fn[each.key].name"
     # ... and ingest_file publishes only on the tenants' own raw-events topics (the setting's topic, per tenant)
@@ -1132,7 +1169,7 @@ def test_each_service_account_gets_only_the_roles_its_function_needs(tf: Terrafo
     assert granted == {tenant_topic(Settings().raw_events_topic, tenant) for tenant in tenants}
     # ... and send_due publishes campaign shards only on the tenants' own send-shards topics
     shards = tf.resources["google_pubsub_topic_iam_member.send_due_publishes_shards"]
-    assert unwrap(shards["member"]) == 'serviceAccount:${google_service_account.fn["send_due"].email}'
+    assert unwrap(shards["member"]) == 'serviceAccount:${google_service_account.fn["send_due@${each.value.region}"].email}'
     granted = {v["name"] for v in filter_for(shards["for_each"], topic_copies(topology, tenants)).values()}
     assert granted == {tenant_topic(Settings().send_shards_topic, tenant) for tenant in tenants}
 
@@ -1162,7 +1199,7 @@ def test_every_reference_is_declared(tf: Terraform, topology: dict[str, Any]) ->
         for name in re.findall(r"(?<![\w.])local\.(\w+)", text):
             assert name in tf.locals, f"local.{name} is not declared"
         # ... and the names written out literally are the topology's
-        for name in re.findall(r'google_service_account\.fn\["([\w-]+)"\]', text):
+        for name in re.findall(r'google_service_account\.fn\["([\w-]+)@', text):
             assert name in topology["functions"], f"no function {name} in the topology"
         for kind, name in re.findall(r'local\.topology\.(topics|functions)\["([\w-]+)"\]', text):
             assert name in topology[kind], f"no {kind} {name} in the topology"
