@@ -178,7 +178,6 @@ def _one_by_one(cfg: Any, tenant: str, n: int, timeout: float) -> dict[str, Any]
     rows: list[dict[str, Any]] = []
     ticks = 0
     while time.monotonic() < deadline:
-        time.sleep(5)  # a deferral's retry time is seconds away; the scheduler's own period is minutes
         publish_tick(cfg.url("router"), tenant)
         ticks += 1
         wait_idle(cfg.url("router"), timeout=max(deadline - time.monotonic(), 1))
