@@ -25,10 +25,10 @@ from shared.warehouse import terraform_schemas
 from shared.warehouse.client import partition_expiration_ms
 from shared.warehouse.schema import TABLES, VIEWS, view_sql
 from shared.warehouse.terraform_schemas import COMMAND, SCHEMAS_DIR, generated, render_template, view_template
+from tests.unit.test_terraform import HCL  # one parse setting for every Terraform test
 
 REPO = Path(__file__).resolve().parents[2]
 TF_DIR = REPO / "infra" / "terraform"
-HCL = hcl2.SerializationOptions(with_comments=False, explicit_blocks=False, strip_string_quotes=True)
 PROJECT = "landline-proj"
 
 # Terraform-side tenants: one with every default, one with its own retention and thresholds.
