@@ -171,7 +171,11 @@ class _LoopThread:
 _loop_lock = threading.Lock()
 _loop: _LoopThread | None = None
 _providers: dict[tuple[str, str], tuple[float, Provider]] = {}
+_creating: dict[tuple[str, str], threading.Lock] = {}
 _PROVIDER_TTL_S = 600.0  # re-read credentials now and then: customers rotate keys
+# A provider handed out may be in use by another thread of this instance until that send's deadline (a tick or shard
+# never outlives the function's 540 s timeout): a replaced or refused one is closed only after that, never under it.
+RETIRED_PROVIDER_CLOSE_S = 600.0
 
 
 def _event_loop() -> _LoopThread:
@@ -183,27 +187,50 @@ def _event_loop() -> _LoopThread:
 
 
 def provider_for(tenant: Tenant, name: str) -> Provider:
+    """The tenant's provider client, shared by every thread of this instance (one HTTP/2 pool per provider), made
+    once per key even when threads ask at the same time, and re-made from the secret after ``_PROVIDER_TTL_S``."""
     key = (tenant.name, name)
     with _loop_lock:
         cached = _providers.get(key)
         if cached and time.monotonic() - cached[0] < _PROVIDER_TTL_S:
             return cached[1]
-    credentials = secret_source().get(tenant.name, name)  # SetupError naming the fix when missing
-    loop = _event_loop()
+        creating = _creating.setdefault(key, threading.Lock())
+    with creating:
+        with _loop_lock:  # another thread may have made it while we waited
+            cached = _providers.get(key)
+            if cached and time.monotonic() - cached[0] < _PROVIDER_TTL_S:
+                return cached[1]
+        credentials = secret_source().get(tenant.name, name)  # SetupError naming the fix when missing
+        loop = _event_loop()
 
-    async def make() -> Provider:
-        try:
-            return create_provider(credentials, timeout=REQUEST_TIMEOUT_S)
-        except (ValueError, TypeError, KeyError) as exc:  # e.g. a service-account key that does not parse
-            raise ProviderAuthError(f"unusable credentials ({type(exc).__name__})") from None
+        async def make() -> Provider:
+            try:
+                return create_provider(credentials, timeout=REQUEST_TIMEOUT_S)
+            except (ValueError, TypeError, KeyError) as exc:  # e.g. a service-account key that does not parse
+                raise ProviderAuthError(f"unusable credentials ({type(exc).__name__})") from None
 
-    provider: Provider = loop.run(make(), timeout=30)
-    with _loop_lock:
-        old = _providers.get(key)
-        _providers[key] = (time.monotonic(), provider)
+        provider: Provider = loop.run(make(), timeout=30)
+        with _loop_lock:
+            old = _providers.get(key)
+            _providers[key] = (time.monotonic(), provider)
     if old is not None:
-        loop.run(old[1].aclose(), timeout=30)
+        _retire(old[1])
     return provider
+
+
+def _retire(provider: Provider) -> None:
+    """Close ``provider`` once no send that was handed it can still be using it (closing it at once failed the
+    in-flight requests of other threads: ``ConnectionClosed`` -> outcome unknown, and ``StreamNotOpened``)."""
+    loop = _event_loop().loop
+
+    def report(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:  # a connection we no longer want: log only
+            log.warning("closing a provider failed", exc_info=task.exception())
+
+    def close() -> None:
+        loop.create_task(provider.aclose()).add_done_callback(report)
+
+    loop.call_soon_threadsafe(loop.call_later, RETIRED_PROVIDER_CLOSE_S, close)
 
 
 def forget_provider(tenant: Tenant, name: str) -> None:
@@ -211,10 +238,7 @@ def forget_provider(tenant: Tenant, name: str) -> None:
     with _loop_lock:
         old = _providers.pop((tenant.name, name), None)
     if old is not None:
-        try:
-            _event_loop().run(old[1].aclose(), timeout=30)
-        except Exception:  # closing a connection we no longer want must not stop anything
-            log.warning("closing a provider failed", exc_info=True)
+        _retire(old[1])
 
 
 def credentials_refused(tenant: Tenant, provider: str, reason: str) -> SetupError:

@@ -103,7 +103,8 @@ def push_accounting(
     stack: StackHandle, tenant: str, message_ids: Iterable[str], tokens: Iterable[str], provider: str = "fcm"
 ) -> dict[str, int]:
     """``lost``: due messages without a final outcome in message_sends (a message may end ``failed`` with a reason,
-    e.g. ``outcome_unknown``, but never disappear); ``duplicated``: deliveries beyond the first per device at the
+    e.g. ``outcome_unknown``, but never disappear); ``deferred``: the lost ones that were deferred (they wait for a
+    later tick); ``duplicated``: deliveries beyond the first per device at the
     fake provider, plus messages recorded ``sent`` more than once."""
     outcomes = sends(stack, tenant)
     ids = list(message_ids)
@@ -112,6 +113,7 @@ def push_accounting(
     ours = {t: delivered.get(t, 0) for t in tokens}
     return {
         "lost": sum(1 for m in ids if not any(s in FINAL for s, _ in outcomes.get(m, []))),
+        "deferred": sum(1 for m in ids if outcomes.get(m) and not any(s in FINAL for s, _ in outcomes[m])),
         "duplicated": duplicate_deliveries(ours) + sent_twice,
         "delivered": sum(ours.values()),
         "sent": sum(1 for m in ids if any(s == "sent" for s, _ in outcomes.get(m, []))),

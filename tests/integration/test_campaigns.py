@@ -277,7 +277,9 @@ def test_a_campaign_larger_than_a_shard_is_sent_once_by_concurrent_invocations(l
     variant = [m for m in members if m["arm"] != "holdout"]
     measured = push_accounting(local_stack, tenant, [m["message_id"] for m in variant],
                                [contacts[m["contact_id"]] for m in variant])
-    assert measured["lost"] == 0 and measured["duplicated"] == 0 and measured["sent"] == len(variant) == launch.scheduled
+    assert measured["lost"] == 0 and measured["duplicated"] == 0 and measured["sent"] == len(variant) == launch.scheduled, (
+        measured, Counter(r for m in variant for s, r in sends(local_stack, tenant).get(m["message_id"], [])
+                          if s == "deferred"))
     delivered = by_token(local_stack)
     assert not [m for m in members if m["arm"] == "holdout" and contacts[m["contact_id"]] in delivered]
     claims = list(storage_client().list_blobs(claims_bucket(t), prefix="claims/groups/"))
