@@ -20,6 +20,7 @@ retry, objects dropped but not yet ingested), which the emulator does not expose
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import os
@@ -81,9 +82,9 @@ class RouterState:
         if tenant:
             self.last_activity[tenant] = now
 
-    def count(self, kind: str, tenant: str | None, name: str) -> None:
+    def count(self, kind: str, tenant: str | None, name: str, n: int = 1) -> None:
         """Call with the lock held."""
-        self.counts[kind, tenant, name] = self.counts.get((kind, tenant, name), 0) + 1
+        self.counts[kind, tenant, name] = self.counts.get((kind, tenant, name), 0) + n
 
     def snapshot(self, tenant: str | None = None) -> dict[str, Any]:
         """What `landline wait` polls: for the whole stack, or only what is known to be ``tenant``'s."""
@@ -107,6 +108,11 @@ class RouterState:
                 "expected_objects": sorted(k for k, t in self.expected.items() if mine(t)),
                 "delivered": counted("delivered"),
                 "failures": counted("failures"),
+                # What a deployment is billed for (bench/cost): push deliveries and their message bytes (data plus
+                # attribute keys and values, Pub/Sub's message size) by topic, and request time by function.
+                "pushes": counted("pushes"),
+                "push_bytes": counted("push_bytes"),
+                "busy_ms": counted("busy_ms"),
             }
 
 
@@ -231,6 +237,7 @@ def make_handler(
             message = body.get("message") or {}
             headers, payload = _pubsub_event(body, project, topic)
             status = 500
+            started = time.monotonic()
             with _Delivery(
                 state, function, str(message.get("messageId") or ""), object_key(message.get("attributes") or {}),
                 tenant=topic_tenant(topic),
@@ -240,6 +247,11 @@ def make_handler(
                 except httpx.HTTPError as exc:
                     log.warning("delivery to %s failed: %s", function, exc)
                 delivery.ok = 200 <= status < 300
+            tenant, base = topic_tenant(topic), topic.partition(TENANT_TOPIC_SEPARATOR)[0]
+            with state.lock:
+                state.count("pushes", tenant, base)
+                state.count("push_bytes", tenant, base, message_size(message))
+                state.count("busy_ms", tenant, function, round((time.monotonic() - started) * 1000))
             self._reply(200 if 200 <= status < 300 else 500, {"function_status": status})
 
         def _fan_out(self, body: dict[str, Any]) -> None:
@@ -263,6 +275,13 @@ def make_handler(
             self._reply(200 if delivery.ok else 500, {"topic": target})
 
     return Handler
+
+
+def message_size(message: dict[str, Any]) -> int:
+    """A pushed message's size as Pub/Sub counts it: its data plus its attributes' keys and values (UTF-8)."""
+    data = base64.b64decode(message.get("data") or "")
+    attributes = message.get("attributes") or {}
+    return len(data) + sum(len(k.encode()) + len(str(v).encode()) for k, v in attributes.items())
 
 
 def topic_tenant(topic: str) -> str | None:

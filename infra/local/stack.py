@@ -156,7 +156,8 @@ def services(cfg: StackConfig, topology: Topology, functions_from: Path | None =
                 "-event.pubsub-project-id", cfg.project,
                 "-event.pubsub-topic", topology.local.storage_notifications_topic,
                 "-event.list", "finalize",
-                "-log-level", "warn",
+                # bench/cost counts Cloud Storage operations from the access log fake-gcs-server writes at info
+                "-log-level", os.environ.get("LANDLINE_STORAGE_LOG_LEVEL", "warn"),
             ],
             _http_ok(f"{cfg.url('storage')}/storage/v1/b", lambda r: r.status_code == 200),
             env={"PUBSUB_EMULATOR_HOST": env["PUBSUB_EMULATOR_HOST"]},
