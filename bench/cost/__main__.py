@@ -186,8 +186,8 @@ def _cli(env: dict[str, str], *args: str, timeout: float = 3600) -> str:
 
 def _warehouse_rows(tenant: str) -> dict[str, list[int]]:
     """Each table of the tenant's dataset -> the data size of each of its rows."""
-    from shared.warehouse.client import bigquery_client
     from shared.config import tenants
+    from shared.warehouse.client import bigquery_client
 
     client = bigquery_client()
     dataset = tenants().get(tenant).dataset
