@@ -157,6 +157,12 @@ DATASET_PATTERN = re.compile(r"[A-Za-z0-9_]{1,1024}")
 _BUCKET_CHARS = re.compile(r"[a-z0-9][a-z0-9._-]*[a-z0-9]")
 _GOOGLE_LOOKALIKE = re.compile(r"g[o0]{2}g[l1]e")
 CLAIMS_BUCKET_SUFFIX = "-claims"  # shared/push/claims.py: every tenant also gets <bucket>-claims
+STAGING_BUCKET_SUFFIX = "-staging"  # shared/bulk.py: a bulk backfill's validated rows, until their load jobs ran
+
+
+def tenant_buckets(bucket: str) -> tuple[str, str, str]:
+    """A tenant's own bucket and the two beside it, in its region: claims and staging."""
+    return bucket, bucket + CLAIMS_BUCKET_SUFFIX, bucket + STAGING_BUCKET_SUFFIX
 
 
 def bucket_name_problem(name: str) -> str | None:
@@ -212,7 +218,7 @@ class Tenant(BaseModel):
     @field_validator("bucket")
     @classmethod
     def _check_bucket(cls, value: str) -> str:
-        for name in (value, value + CLAIMS_BUCKET_SUFFIX):
+        for name in tenant_buckets(value):
             problem = bucket_name_problem(name)
             if problem:
                 raise ValueError(f"bucket {name!r} is not a valid Cloud Storage bucket name: {problem}")
@@ -246,8 +252,8 @@ def parse_registry(raw: dict[str, Any]) -> tuple[dict[str, Tenant], dict[str, st
             problems[name] = validation_message(exc)
     owners: dict[tuple[str, str], list[str]] = defaultdict(list)
     for name, tenant in tenants.items():
-        owners["bucket", tenant.bucket].append(name)
-        owners["bucket", tenant.bucket + CLAIMS_BUCKET_SUFFIX].append(name)
+        for bucket in tenant_buckets(tenant.bucket):
+            owners["bucket", bucket].append(name)
         owners["dataset", tenant.dataset].append(name)
     for (kind, value), names in owners.items():
         if len(names) > 1:

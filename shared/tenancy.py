@@ -25,7 +25,6 @@ from pydantic import ValidationError
 
 from shared.clients import storage_client
 from shared.config import (
-    CLAIMS_BUCKET_SUFFIX,
     TENANT_NAME_PATTERN,
     PrivacyConfig,
     PushPolicy,
@@ -33,6 +32,7 @@ from shared.config import (
     Tenant,
     region_problem,
     settings,
+    tenant_buckets,
     validation_message,
 )
 from shared.errors import SetupError
@@ -254,7 +254,7 @@ def save_tenant(tenant: Tenant, cfg: Settings | None = None, *, skip_if_current:
         raise SetupError("no tenant registry file", "set LANDLINE_TENANTS_FILE")
     _check_unique(cfg.tenants_file, tenant)
     client = storage_client()
-    for bucket in (tenant.bucket, tenant.bucket + CLAIMS_BUCKET_SUFFIX):  # shared.push.claims.claims_bucket
+    for bucket in tenant_buckets(tenant.bucket):
         _ensure_bucket(client, bucket, tenant, cfg)
     provision_dataset(bigquery_client(cfg), tenant, skip_if_current=skip_if_current)
     _write_registry(cfg.tenants_file, tenant)
@@ -262,13 +262,13 @@ def save_tenant(tenant: Tenant, cfg: Settings | None = None, *, skip_if_current:
 
 
 def _check_unique(path: Path, tenant: Tenant) -> None:
-    """No other tenant may use this tenant's bucket, claims bucket or dataset: their data would mix."""
+    """No other tenant may use this tenant's buckets (its own, claims, staging) or dataset: their data would mix."""
     current = json.loads(path.read_text() or "{}") if path.exists() else {}
-    mine = {tenant.bucket, tenant.bucket + CLAIMS_BUCKET_SUFFIX}
+    mine = set(tenant_buckets(tenant.bucket))
     for other, entry in current.items():
         if other == tenant.name or not isinstance(entry, dict):
             continue
-        theirs = {entry.get("bucket"), f"{entry.get('bucket')}{CLAIMS_BUCKET_SUFFIX}"}
+        theirs = set(tenant_buckets(str(entry.get("bucket"))))
         if mine & theirs:
             raise SetupError(
                 f"bucket {sorted(mine & theirs)[0]!r} for tenant {tenant.name!r} belongs to tenant {other!r}",

@@ -703,15 +703,29 @@ def backfill(
         bool, typer.Option("--include-loaded", help="also files the ledger says are loaded (adds no duplicates)")
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="count what would be published; publish nothing")] = False,
+    bulk: Annotated[
+        bool, typer.Option("--bulk", help="validate in parallel tasks and load with one load job per day and table")
+    ] = False,
+    tasks: Annotated[int, typer.Option(min=1, max=64, help="with --bulk: parallel tasks (processes here)")] = 2,
+    run: Annotated[str | None, typer.Option(help="with --bulk: finish this earlier run instead of planning one")] = None,
     as_json: JsonOpt = False,
     home: HomeOpt = None,
 ) -> None:
     """Re-ingest objects already in the tenant's bucket (files that arrived before the tenant existed, or while ingest
-    failed): a finalize notification per object to its object-notifications topic, so they take the usual path."""
+    failed): a finalize notification per object to its object-notifications topic, so they take the usual path.
+    With --bulk (months of archives): the same validation in parallel tasks, rows staged as files in the tenant's
+    staging bucket, and one BigQuery load job per day and table; re-running replaces those objects' rows."""
     from datetime import UTC, datetime
 
     from shared.backfill import backfill as run_backfill
 
+    if bulk:
+        if since or include_loaded or dry_run:
+            fail("--bulk replaces every object under --prefix: drop --since, --include-loaded and --dry-run", 2)
+        _bulk_backfill(tenant, prefix, tasks, run, as_json, home)
+        return
+    if run:
+        fail("--run goes with --bulk", 2)
     start = None
     if since:
         try:
@@ -727,6 +741,26 @@ def backfill(
         )
     expect(stack.cfg.url("router"), [f"msg:{message_id}" for message_id in result.message_ids], tenant)
     typer.echo(json.dumps(result.as_dict()) if as_json else result.summary())
+
+
+def _bulk_backfill(tenant: str, prefix: str, tasks: int, run: str | None, as_json: bool, home: Path | None) -> None:
+    from shared.bulk import plan_run, read_plan, run_local
+
+    _running(home)
+    _tenant(tenant)
+    plan = read_plan(tenant, run) if run else plan_run(tenant, prefix=prefix, tasks=tasks)
+    if not plan.objects:
+        fail(f"no data objects under gs://{_tenant(tenant).bucket}/{prefix}: nothing to backfill", 1)
+    with progress(f"bulk run {plan.run}: {plan.tasks} tasks, then load jobs") as advance:
+        advance(0, plan.tasks)
+        summary = run_local(tenant, run=plan.run, on_task=advance)
+    if as_json:
+        echo_json(summary.as_dict())
+        return
+    rows = ", ".join(f"{table} {n}" for table, n in sorted(summary.rows.items())) or "no rows"
+    replaced = sum(summary.replaced.values())
+    typer.echo(f"bulk run {summary.run}: {summary.objects} objects, {summary.lines} lines -> {rows} in "
+               f"{summary.load_jobs} load jobs ({replaced} earlier rows of these objects replaced)")  # fmt: skip
 
 
 @audience_app.command("create")

@@ -153,6 +153,8 @@ def services(cfg: StackConfig, topology: Topology, functions_from: Path | None =
                 "-host", "127.0.0.1",
                 "-port", str(cfg.port("storage")),
                 "-external-url", cfg.url("storage"),
+                # path-style XML API requests (DuckDB's reader, under the BigQuery emulator's load jobs) name this host
+                "-public-host", f"127.0.0.1:{cfg.port('storage')}",
                 "-event.pubsub-project-id", cfg.project,
                 "-event.pubsub-topic", topology.local.storage_notifications_topic,
                 "-event.list", "finalize",
@@ -177,8 +179,9 @@ def services(cfg: StackConfig, topology: Topology, functions_from: Path | None =
             _http_ok(
                 f"{cfg.url('bigquery')}/bigquery/v2/projects/{cfg.project}/datasets", lambda r: r.status_code == 200
             ),
-            # DuckDB extensions were installed offline into this HOME by scripts/bootstrap.
-            env={"HOME": str(bq_venv / "home")},
+            # DuckDB extensions were installed offline into this HOME by scripts/bootstrap; load jobs read gs:// URIs
+            # from fake-gcs-server (httpfs).
+            env={"HOME": str(bq_venv / "home"), "STORAGE_EMULATOR_HOST": env["STORAGE_EMULATOR_HOST"]},
         ),
         Service(
             "router",

@@ -22,7 +22,7 @@ def remove_tenant(cfg: StackConfig, name: str, *, purge: bool = False) -> list[s
     deleted."""
     from infra.local.secrets_file import locked, write_private_file
     from shared.clients import storage_client
-    from shared.config import CLAIMS_BUCKET_SUFFIX, settings, tenants
+    from shared.config import settings, tenant_buckets, tenants
     from shared.tenancy import registry_lock
     from shared.warehouse.client import bigquery_client
 
@@ -39,7 +39,7 @@ def remove_tenant(cfg: StackConfig, name: str, *, purge: bool = False) -> list[s
         return []
     deleted = []
     client = storage_client()
-    for bucket in (entry.get("bucket"), f"{entry.get('bucket')}{CLAIMS_BUCKET_SUFFIX}"):
+    for bucket in tenant_buckets(str(entry.get("bucket"))):
         try:
             # not delete(force=True): it refuses a bucket of more than 256 objects, and a tenant's bucket has more
             client.bucket(bucket).delete_blobs(list(client.list_blobs(bucket)), on_error=lambda _blob: None)

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
     from shared.envelopes import StorageObjectData
     from shared.ingest.decode import LineChunk
+    from shared.raw_events import RawEventsMessage
     from shared.sources.format import Format
 
 PROCESSOR = "landline.ingest"
@@ -210,51 +211,82 @@ def ingest_object(obj: StorageObjectData, notification_topic: str | None = None)
     return result
 
 
-def _publish_object(
-    tenant: Tenant, obj: StorageObjectData, fmt: str, source_id: str | None, progress: _Progress | None = None
-) -> tuple[IngestResult, str]:
-    cfg = settings()
-    topic = topic_path(tenant_topic(cfg.raw_events_topic, tenant.name))  # the tenant's own topic
-    origin = obj.origin
-    blob = storage_client().bucket(obj.bucket).blob(obj.name, generation=int(obj.generation))
-    # Settled futures are dropped as we go: a resolved publish future still references its batch (message bytes),
-    # so keeping them all would hold the whole file in memory. ``progress`` counts the lines of the confirmed ones.
-    progress = progress if progress is not None else _Progress()
-    pending = progress.pending
-    batches = 0
-    header: bytes | None = None
-    reader: LineReader
-    try:
+class ObjectMessages:
+    """The raw-events messages of one object generation, in file order: what ingest publishes, and what the bulk
+    backfill (shared/bulk.py) parses in place of the loader. Iterate once; afterwards ``result()`` says how the read
+    ended. Storage errors propagate as the client raises them (callers map them)."""
+
+    def __init__(self, tenant: Tenant, obj: StorageObjectData, fmt: str, source_id: str | None) -> None:
+        self.tenant, self.obj, self.fmt, self.source_id = tenant, obj, fmt, source_id
+        self.blob = storage_client().bucket(obj.bucket).blob(obj.name, generation=int(obj.generation))
+        self.reader: LineReader | None = None
+        self.header: bytes | None = None
+        self.batches = 0
+
+    def __iter__(self) -> Iterator[tuple[RawEventsMessage, int]]:
+        """(message, its batch's line count) for each batch."""
+        cfg = settings()
         # raw_download: the stored bytes, even for objects with Content-Encoding: gzip; the decoder sniffs them.
-        with blob.open("rb", chunk_size=READ_CHUNK_BYTES, raw_download=True) as raw:
-            source = registry.formats()[fmt]  # the layout's kind is a registered format's name
-            reader = open_reader(source.reader, raw)
+        with self.blob.open("rb", chunk_size=READ_CHUNK_BYTES, raw_download=True) as raw:
+            source = registry.formats()[self.fmt]  # the layout's kind is a registered format's name
+            self.reader = open_reader(source.reader, raw)
             if source.header:
-                header, rest = _header_row(source, reader.iter_chunks_of_lines())
-                extra = len(header) + 1 if header is not None else 0
+                self.header, rest = _header_row(source, self.reader.iter_chunks_of_lines())
+                extra = len(self.header) + 1 if self.header is not None else 0
                 batches_of = batch_chunks(rest, cfg.batch_max_lines, max(1, cfg.batch_max_bytes - extra))
             else:
-                batches_of = batch_lines(reader, cfg.batch_max_lines, cfg.batch_max_bytes)
+                batches_of = batch_lines(self.reader, cfg.batch_max_lines, cfg.batch_max_bytes)
             for batch in batches_of:
                 message = batch_message(
-                    batch, tenant=tenant.name, origin=origin, fmt=fmt, header=header,
-                    source_id=source_id[:256] if source_id else None,
+                    batch, tenant=self.tenant.name, origin=self.obj.origin, fmt=self.fmt, header=self.header,
+                    source_id=self.source_id[:256] if self.source_id else None,
                 )
                 if message.oversized and message.size > MAX_MESSAGE_BYTES:
                     # One line bigger than a Pub/Sub message: send its head so the loader rejects it with a reason.
                     message = replace(
                         message, payload=message.payload[:OVERSIZED_KEEP_BYTES], original_bytes=len(message.payload)
                     )
-                payload, attributes = message.encode()
-                pending.append((publisher().publish(topic, payload, **attributes), batch.line_count))
-                batches += 1
-                while pending and (pending[0][0].done() or len(pending) > MAX_PENDING_PUBLISHES):
-                    progress.confirm_oldest(PUBLISH_TIMEOUT_S)
-                progress.bytes_read = reader.bytes_in
-            while pending:
+                self.batches += 1
+                yield message, batch.line_count
+
+    @property
+    def bytes_read(self) -> int:
+        return self.reader.bytes_in if self.reader is not None else 0
+
+    def result(self) -> tuple[IngestResult, str]:
+        """How the read ended (loaded or truncated, lines, batches, bytes) and the encoding found."""
+        reader = self.reader
+        if reader is None:
+            raise RuntimeError("ObjectMessages.result() before the object was read")
+        status = "truncated" if reader.truncated else "loaded"
+        lines = reader.lines - 1 if self.header is not None else reader.lines  # a header row is not a record
+        result = IngestResult(self.obj.origin, status, lines=lines, batches=self.batches, bytes_read=reader.bytes_in,
+                              reason=reader.error)  # fmt: skip
+        return result, reader.encoding
+
+
+def _publish_object(
+    tenant: Tenant, obj: StorageObjectData, fmt: str, source_id: str | None, progress: _Progress | None = None
+) -> tuple[IngestResult, str]:
+    cfg = settings()
+    topic = topic_path(tenant_topic(cfg.raw_events_topic, tenant.name))  # the tenant's own topic
+    origin = obj.origin
+    messages = ObjectMessages(tenant, obj, fmt, source_id)
+    # Settled futures are dropped as we go: a resolved publish future still references its batch (message bytes),
+    # so keeping them all would hold the whole file in memory. ``progress`` counts the lines of the confirmed ones.
+    progress = progress if progress is not None else _Progress()
+    pending = progress.pending
+    try:
+        for message, line_count in messages:
+            payload, attributes = message.encode()
+            pending.append((publisher().publish(topic, payload, **attributes), line_count))
+            while pending and (pending[0][0].done() or len(pending) > MAX_PENDING_PUBLISHES):
                 progress.confirm_oldest(PUBLISH_TIMEOUT_S)
+            progress.bytes_read = messages.bytes_read
+        while pending:
+            progress.confirm_oldest(PUBLISH_TIMEOUT_S)
     except gexc.NotFound as exc:
-        if _object_gone(blob, exc):
+        if _object_gone(messages.blob, exc):
             raise PermanentError("object_gone", f"{origin} no longer exists (deleted or overwritten)") from exc
         raise SetupError(f"topic {topic} not found: {exc}", "create the topology (`landline up` or terraform apply)") from exc
     except (gexc.Forbidden, gexc.PermissionDenied) as exc:
@@ -265,10 +297,7 @@ def _publish_object(
         ) from exc
     except (gexc.GoogleAPICallError, media_errors.InvalidResponse, ConnectionError, TimeoutError) as exc:
         raise TransientError(f"ingesting {origin} failed: {exc}") from exc
-    status = "truncated" if reader.truncated else "loaded"
-    lines = reader.lines - 1 if header is not None else reader.lines  # a header row is not a record
-    result = IngestResult(origin, status, lines=lines, batches=batches, bytes_read=reader.bytes_in, reason=reader.error)
-    return result, reader.encoding
+    return messages.result()
 
 
 def _object_gone(blob: storage.Blob, exc: gexc.NotFound) -> bool:

@@ -21,8 +21,15 @@ def tenant_job_config(tenant_name: str, params: dict[str, Any] | None = None, **
         default_dataset=f"{settings().project}.{tenants().get(tenant_name).dataset}", **options
     )
     if params:
-        job_config.query_parameters = [bigquery.ScalarQueryParameter(k, _bq_type(v), v) for k, v in params.items()]
+        job_config.query_parameters = [_parameter(k, v) for k, v in params.items()]
     return job_config
+
+
+def _parameter(name: str, value: Any) -> bigquery.ScalarQueryParameter | bigquery.ArrayQueryParameter:
+    """A list is an ARRAY<STRING> parameter (``IN UNNEST(@name)``); anything else a scalar of its type."""
+    if isinstance(value, (list, tuple)):
+        return bigquery.ArrayQueryParameter(name, "STRING", [str(v) for v in value])
+    return bigquery.ScalarQueryParameter(name, _bq_type(value), value)
 
 
 def run_query(tenant_name: str, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
