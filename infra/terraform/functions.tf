@@ -77,7 +77,8 @@ resource "google_pubsub_topic_iam_member" "ingest_publishes" {
 # - read: roles/bigquery.dataViewer on that table or view, for query jobs (run_query). A view is read with the
 #   caller's rights on the tables under it too (no authorised views), so a view's tables are listed as well.
 # Datasets: roles/bigquery.metadataViewer via the dataset's `access` (main.tf), for check_region's datasets.get.
-# Query jobs: roles/bigquery.jobUser on the project, for send_due only (the others never run a query).
+# Query jobs: roles/bigquery.jobUser on the project, for send_due only (the others never run a query); the operators'
+# bulk load jobs: bulk.tf operators_run_bigquery_jobs.
 # Which tables: from the code (the row types each function's modules build, the tables and views their SQL names);
 # tests/unit/test_terraform_iam.py derives them from the code and fails when this map differs.
 locals {

@@ -159,6 +159,25 @@ resource "google_storage_bucket" "claims" {
   }
 }
 
+# Bulk backfill (shared/bulk.py, `landline backfill --bulk`) stages validated rows as newline-delimited JSON under
+# bulk/<run>/ in "<bucket>-staging" (shared/config.py tenant_buckets), in the tenant's region, for the run's BigQuery
+# load jobs to read. The region's bulk job writes them (bulk.tf); the operators write the run's plan (and the files
+# when tasks run locally) and their load jobs read them (bulk.tf operators_use_staging).
+resource "google_storage_bucket" "staging" {
+  # checkov:skip=CKV_GCP_62: staged rows are written only by the region's bulk job account (or an operator's local tasks) and read by the operators' load jobs; each run's task manifests list its files and each loaded object gets file-ledger rows
+  # checkov:skip=CKV_GCP_78: every run rewrites its own files (a retried task overwrites them) and they are only needed until its load jobs ran; versions would keep copies of personal data past staging_retention_days
+  for_each                    = var.tenants
+  name                        = "${each.value.bucket}-staging"
+  location                    = upper(each.value.region)
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  # Staged rows hold the same personal data as the tables: deleted once no load job can still need them.
+  lifecycle_rule {
+    condition { age = var.staging_retention_days }
+    action { type = "Delete" }
+  }
+}
+
 resource "google_bigquery_dataset" "tenant" {
   # checkov:skip=CKV_GCP_81: Google-managed encryption; CMEK would need a Cloud KMS key in every tenant region, granted to BigQuery's service agent, which this deployment does not manage
   for_each   = var.tenants

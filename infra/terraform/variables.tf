@@ -81,6 +81,27 @@ variable "claim_retention_days" {
   }
 }
 
+variable "staging_retention_days" {
+  type        = number
+  default     = 7
+  description = "Bulk backfill's staged rows (each tenant's <bucket>-staging) are deleted after this many days: they are only needed until the run's load jobs ran"
+  validation {
+    condition     = var.staging_retention_days >= 1
+    error_message = "staging_retention_days must be at least 1: a run's files must outlive its tasks and its load jobs."
+  }
+}
+
+variable "bulk_job_image" {
+  type        = string
+  default     = null
+  description = "Image of the bulk backfill job (bulk.tf: `python -m shared.bulk task`), name@sha256:<digest>; null: no job (`landline backfill --bulk` runs the tasks locally)"
+  validation {
+    # A tag would run whatever it points at on the day the job is executed, not the reviewed image.
+    condition     = var.bulk_job_image == null ? true : can(regex("^[^@]+@sha256:[0-9a-f]{64}$", var.bulk_job_image))
+    error_message = "bulk_job_image must be pinned by digest (name@sha256:<64 hex>)."
+  }
+}
+
 variable "raw_file_retention_days" {
   type        = number
   default     = 30

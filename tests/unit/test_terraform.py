@@ -25,7 +25,15 @@ import yaml
 from pydantic import BaseModel
 
 import shared.load.pipeline as load_pipeline
-from shared.config import PrivacyConfig, Settings, Tenant, TenantRegistry, tenant_of_topic, tenant_topic
+from shared.config import (
+    PrivacyConfig,
+    Settings,
+    Tenant,
+    TenantRegistry,
+    tenant_buckets,
+    tenant_of_topic,
+    tenant_topic,
+)
 from shared.dead_letters import dead_letter_topic, keep_subscription
 from shared.errors import SetupError
 from shared.push.claims import claims_bucket
@@ -90,6 +98,26 @@ EXPECTED_ROLES: dict[str, set[tuple[str, str]]] = {
         RUN_INVOKER,
     },
 }
+# Roles of the bulk backfill job's account (bulk.tf, one per region; shared/bulk.py run_task), and nothing else: no
+# BigQuery role (the operator runs the load jobs). Which tenants' resources each grant reaches: test_terraform_iam.py.
+EXPECTED_BULK_ROLES = {
+    ("roles/storage.objectViewer", "google_storage_bucket.tenant"),  # reads the objects of its share
+    ("roles/storage.objectAdmin", "google_storage_bucket.staging"),  # reads the plan, (over)writes its rows
+    ("roles/secretmanager.secretAccessor", "google_secret_manager_secret.privacy_salt"),  # parses as load_events
+}
+# Grants to var.dataset_owners (operators running `landline backfill --bulk` from their machine, with their own
+# credentials) outside the datasets' ACLs, and nothing else. Which buckets, jobs and gating: test_terraform_iam.py.
+EXPECTED_OPERATOR_ROLES = {
+    ("roles/storage.objectAdmin", "google_storage_bucket.staging"),  # write the plan (and local tasks' files), load
+    ("roles/run.jobsExecutorWithOverrides", "google_cloud_run_v2_job.bulk"),  # execute with --args / --tasks
+    ("roles/bigquery.jobUser", "project"),  # their load jobs and the DELETE before them (bigquery.jobs.create)
+}
+# The resources granting them (each ranges over var.dataset_owners).
+OPERATOR_GRANTS = {
+    "google_storage_bucket_iam_member.operators_use_staging",
+    "google_cloud_run_v2_job_iam_member.operators_execute_bulk",
+    "google_project_iam_member.operators_run_bigquery_jobs",
+}
 # Grants to Google's service agents (not to a function).
 PUBSUB_AGENT = "service-<project number>@gcp-sa-pubsub.iam.gserviceaccount.com"
 EXPECTED_AGENT_ROLES = {
@@ -110,6 +138,7 @@ IAM_TARGET = {
     "google_secret_manager_secret_iam_member": "secret_id",
     "google_project_iam_member": "project",
     "google_cloud_run_v2_service_iam_member": "name",
+    "google_cloud_run_v2_job_iam_member": "name",
     "google_pubsub_subscription_iam_member": "subscription",
     "google_service_account_iam_member": "service_account_id",
 }
@@ -1043,6 +1072,39 @@ def test_claims_buckets_are_the_ones_send_due_writes(tf: Terraform) -> None:
     assert created == expected
 
 
+def test_staging_buckets_are_the_ones_bulk_backfill_writes(tf: Terraform) -> None:
+    # GIVEN sample tenants and the tenant, claims and staging bucket resources
+    tenants = tenants_value(tf)
+    resources = {kind: tf.resources[f"google_storage_bucket.{kind}"] for kind in ("tenant", "claims", "staging")}
+    assert unwrap(resources["staging"]["for_each"]) == "var.tenants"
+    # WHEN the staging bucket's instances are rendered
+    staging = {
+        n: (render(resources["staging"]["name"], {"each": {"key": n, "value": t}}),
+            render(resources["staging"]["location"], {"each": {"value": t}}))
+        for n, t in tenants.items()
+    }  # fmt: skip
+    # THEN there is one per tenant, named as shared/config.py tenant_buckets names it, in the tenant's region ...
+    assert staging == {n: (tenant_buckets(t["bucket"])[2], t["region"].upper()) for n, t in tenants.items()}
+    # ... beside the tenant's own bucket and its claims bucket, the other two tenant_buckets names
+    for n, t in tenants.items():
+        scope = {"each": {"key": n, "value": t}}
+        assert render(resources["tenant"]["name"], scope) == tenant_buckets(t["bucket"])[0]
+        if t["push_provider"]:
+            assert render(resources["claims"]["name"], scope) == tenant_buckets(t["bucket"])[1]
+    # ... private, with uniform access, like the claims bucket
+    for kind in ("uniform_bucket_level_access", "public_access_prevention"):
+        assert resources["staging"][kind] == resources["claims"][kind], kind
+    # ... and its files are deleted after staging_retention_days (they are only needed until the load jobs ran), which
+    # is at least a day
+    [rule] = resources["staging"]["lifecycle_rule"]
+    assert unwrap(rule["condition"][0]["age"]) == "var.staging_retention_days"
+    assert rule["action"][0]["type"] == "Delete"
+    variable = tf.variables["staging_retention_days"]
+    assert variable["default"] == 7
+    [validation] = variable["validation"]
+    assert unwrap(validation["condition"]) == "var.staging_retention_days >= 1"
+
+
 def _functions_iterated(tf: Terraform, expr: str, topology: dict[str, Any]) -> set[str]:
     """The functions a for_each ranges over (each.key / each.value.<fn>), for the forms the .tf uses."""
     text = re.sub(  # expand the locals it ranges over (local.function_deployments), not the topology itself
@@ -1108,6 +1170,8 @@ def test_each_service_account_gets_only_the_roles_its_function_needs(tf: Terrafo
     assert not [k for k in tf.resources if re.search(r"_iam_(binding|policy)$", k.split(".")[0])]
     grants: dict[str, set[tuple[str, str]]] = {name: set() for name in topology["functions"]}
     agents: set[tuple[str, str, str]] = set()
+    bulk: set[tuple[str, str]] = set()
+    operators: set[tuple[str, str]] = set()
     # WHEN each grant's member, role and target are resolved
     for key, body in tf.resources.items():
         rtype = key.split(".")[0]
@@ -1116,9 +1180,17 @@ def test_each_service_account_gets_only_the_roles_its_function_needs(tf: Terrafo
         role, target, member = body["role"], _grant_target(tf, rtype, body), unwrap(body["member"])
         if local := re.fullmatch(r"local\.(\w+)", member):
             member = unwrap(tf.locals[local.group(1)])
-        if member == "each.value.member":  # a tenant's own publishers (test_publishers_are_granted_per_tenant_topic...)
+        if "var.dataset_owners" in unwrap(body.get("for_each", "")):  # the operators, each an IAM member as it is
+            assert key in OPERATOR_GRANTS and member in {"each.value.member", "each.value"}, key
+            operators.add((role, target))
+            continue
+        if member == "each.value.member":
+            # a tenant's own publishers (test_publishers_are_granted_per_tenant_topic...)
             assert key == "google_pubsub_topic_iam_member.tenant_publishers", key
             assert (role, target) == ("roles/pubsub.publisher", "google_pubsub_topic.topic"), key
+            continue
+        if re.fullmatch(r"serviceAccount:\$\{google_service_account\.bulk\[.+\]\.email\}", member):
+            bulk.add((role, target))
             continue
         m = re.fullmatch(r"serviceAccount:\$\{google_service_account\.fn\[(.+)\]\.email\}", member)
         if not m:
@@ -1148,6 +1220,10 @@ def test_each_service_account_gets_only_the_roles_its_function_needs(tf: Terrafo
             grants[name].add((role, target))
     # THEN each account has exactly the roles in the expected table, and service agents only theirs
     assert grants == EXPECTED_ROLES
+    assert bulk == EXPECTED_BULK_ROLES
+    assert operators == EXPECTED_OPERATOR_ROLES
+    to_operators = {k for k, body in tf.resources.items() if "var.dataset_owners" in unwrap(body.get("for_each", ""))}
+    assert to_operators == OPERATOR_GRANTS
     assert agents == EXPECTED_AGENT_ROLES
     # ... Pub/Sub's service agent can dead-letter from every trigger subscription to every dead-letter topic, and
     # mint tokens for exactly the accounts the subscriptions push as

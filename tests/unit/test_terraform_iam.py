@@ -22,12 +22,20 @@ import pytest
 import yaml
 
 import shared.warehouse.rows as rows_module
+from shared.config import tenant_buckets
 from tests.unit.test_terraform import (
+    EXPECTED_BULK_ROLES,
     SAMPLE_TENANTS,
     TF_DIR,
+    TOPOLOGY_FILE,
     Terraform,
     _module_of_locals,
+    environment,
+    filter_for,
+    function_deployments,
     parse_tf,
+    render,
+    tenants_value,
     unwrap,
 )
 
@@ -130,10 +138,13 @@ def tf() -> Terraform:
     return Terraform.from_files({p.name: parse_tf(p.read_text()) for p in sorted(TF_DIR.glob("*.tf"))})
 
 
-def terraform_eval(tmp_path: Path, expression: str, tenants: dict[str, Any] = SAMPLE_TENANTS) -> Any:
-    """`expression` over the deployment's variables and locals, evaluated by terraform console."""
+def terraform_eval(
+    tmp_path: Path, expression: str, tenants: dict[str, Any] = SAMPLE_TENANTS, variables: dict[str, Any] | None = None
+) -> Any:
+    """`expression` over the deployment's variables and locals (`variables` besides the tenants), evaluated by
+    terraform console."""
     module = _module_of_locals(tmp_path)
-    (module / "sample.tfvars.json").write_text(json.dumps({"tenants": tenants}))
+    (module / "sample.tfvars.json").write_text(json.dumps({"tenants": tenants, **(variables or {})}))
     result = subprocess.run(
         ["terraform", "console", "-var", "project=proj", "-var", "source_version=v", "-var-file=sample.tfvars.json"],
         input=f"jsonencode({expression})", cwd=module, capture_output=True, text=True, timeout=120, check=False,
@@ -198,9 +209,15 @@ def test_no_function_gets_a_dataset_wide_or_project_wide_data_role(tf: Terraform
             line = text[: m.start()].count("\n")
             context = text.splitlines()[line]
             assert role == "dataViewer" and "each.value.use ==" in context, f"roles/bigquery.{role}: {context}"
-    # ... the only project-wide BigQuery role is jobUser, for send_due's deployments
+    # ... the only project-wide grants are jobUser (bigquery.jobs.create), for send_due's deployments and for the
+    # operators' bulk load jobs (bulk.tf), whose data access is the datasets' ACL
+    project = {k: b for k, b in tf.resources.items() if k.startswith("google_project_iam_member.")}
+    assert set(project) == {
+        "google_project_iam_member.job_users",
+        "google_project_iam_member.operators_run_bigquery_jobs",
+    }
+    assert {unwrap(b["role"]) for b in project.values()} == {"roles/bigquery.jobUser"}
     jobs = tf.resources["google_project_iam_member.job_users"]
-    assert unwrap(jobs["role"]) == "roles/bigquery.jobUser"
     assert unwrap(jobs["for_each"]) == (
         '{for key, d in local.function_deployments : key => d if d.name == "send_due"}'
     )
@@ -322,3 +339,244 @@ def test_the_apply_trigger_refuses_an_image_by_tag(tmp_path: Path, image: str, v
     assert refused is not valid, result.stdout + result.stderr
     if valid:
         assert result.returncode == 0 and image in result.stdout, result.stderr
+
+
+# --- bulk backfill (bulk.tf) ----------------------------------------------------------------------------------------
+
+
+BULK_IMAGE = "europe-docker.pkg.dev/proj/landline/bulk@sha256:" + "c" * 64
+BULK_GRANTS = {
+    "google_storage_bucket_iam_member.bulk_reads_bucket": "bucket",
+    "google_storage_bucket_iam_member.bulk_writes_staging": "bucket",
+    "google_secret_manager_secret_iam_member.bulk_reads_salt": "secret_id",
+}
+
+
+def _bulk_scope(tf: Terraform, tenants: dict[str, Any]) -> dict[str, Any]:
+    """What Terraform knows once the buckets, salts and bulk accounts exist, with bulk_job_image set."""
+
+    def names(key: str, attribute: str, source: dict[str, Any]) -> dict[str, dict[str, str]]:
+        value = tf.resources[key][attribute]
+        return {n: {attribute: render(value, {"each": {"key": n, "value": t}})} for n, t in source.items()}
+
+    salts = filter_for(tf.resources["google_secret_manager_secret.privacy_salt"]["for_each"], tenants)
+    return {
+        "local": {"bulk_tenants": tenants},
+        "google_storage_bucket": {
+            "tenant": names("google_storage_bucket.tenant", "name", tenants),
+            "staging": names("google_storage_bucket.staging", "name", tenants),
+        },
+        "google_secret_manager_secret": {
+            "privacy_salt": names("google_secret_manager_secret.privacy_salt", "secret_id", salts)
+        },
+        "google_service_account": {
+            "bulk": {t["region"]: {"email": f"bulk-{t['region']}@proj.iam"} for t in tenants.values()}
+        },
+    }
+
+
+def test_the_bulk_jobs_account_gets_only_its_regions_tenants_buckets_and_salts(tf: Terraform) -> None:
+    # GIVEN the sample tenants (one in hash mode) and every grant to a bulk job's account
+    tenants = tenants_value(tf)
+    scope = _bulk_scope(tf, tenants)
+    granting = {
+        key for key, body in tf.resources.items()
+        if key.split(".")[0].endswith("_iam_member") and "google_service_account.bulk[" in str(body.get("member"))
+    }  # fmt: skip
+    assert granting == set(BULK_GRANTS)
+    # WHEN each grant is rendered for every tenant it ranges over
+    granted = set()
+    for key, attribute in BULK_GRANTS.items():
+        body = tf.resources[key]
+        for_each = unwrap(body["for_each"])
+        instances = tenants if for_each == "local.bulk_tenants" else filter_for(for_each, tenants)
+        # (the account of the granted tenant's region, never one named otherwise)
+        assert unwrap(body["member"]) == "serviceAccount:${google_service_account.bulk[each.value.region].email}", key
+        for name, t in instances.items():
+            each = {"each": {"key": name, "value": t}}
+            account = render(body["member"], {**scope, **each}).removeprefix("serviceAccount:")
+            granted.add((render(body[attribute], {**scope, **each}), body["role"], account))
+    # THEN the account of a tenant's region reads the tenant's bucket, administers its staging bucket's objects (a
+    # retried task overwrites its files) and reads its salt in hash mode, as load_events does, and nothing else
+    salted = filter_for(tf.resources["google_secret_manager_secret_iam_member.bulk_reads_salt"]["for_each"], tenants)
+    expected = set()
+    for name, t in tenants.items():
+        bucket, _, staging = tenant_buckets(t["bucket"])
+        account = f"bulk-{t['region']}@proj.iam"
+        expected |= {(bucket, "roles/storage.objectViewer", account), (staging, "roles/storage.objectAdmin", account)}
+        if name in salted:
+            expected.add((f"landline-{name}-privacy", "roles/secretmanager.secretAccessor", account))
+    assert granted == expected
+    targets = {
+        (tf.resources[k]["role"], re.sub(r"^\$\{|\[.*$", "", tf.resources[k][a])) for k, a in BULK_GRANTS.items()
+    }
+    assert targets == EXPECTED_BULK_ROLES  # the roles test_terraform.py holds the account to
+    # ... the same hash-mode tenants as load_events' salt grant
+    load_events = tf.resources["google_secret_manager_secret_iam_member.load_events_reads_salt"]
+    assert unwrap(load_events["for_each"]) == "google_secret_manager_secret.privacy_salt"
+    salts = tf.resources["google_secret_manager_secret.privacy_salt"]
+    assert set(salted) == set(filter_for(salts["for_each"], tenants))
+    assert set(salted) == {"globex_eu"}
+    # ... and nothing dataset- or project-wide: no BigQuery or project grant names it, nor does any dataset's ACL
+    for key, body in tf.resources.items():
+        if key.startswith(("google_bigquery_", "google_project_iam_")):
+            assert "google_service_account.bulk" not in json.dumps(body), key
+
+
+def test_bulk_accounts_are_per_region_with_valid_ids_no_function_shares(tf: Terraform) -> None:
+    # GIVEN the account resource and the regions with the longest names
+    account = tf.resources["google_service_account.bulk"]
+    assert unwrap(account["for_each"]) == "local.bulk_regions"
+    regions = {"europe-west1", "us-central1", "northamerica-northeast1", "australia-southeast2"}
+    topology = yaml.safe_load(TOPOLOGY_FILE.read_text())
+    functions = {
+        render(tf.resources["google_service_account.fn"]["account_id"], {"each": {"value": d}})
+        for d in function_deployments(tf, topology, regions).values()
+    }
+    # WHEN its account id is rendered for each region
+    ids = {render(account["account_id"], {"each": {"value": {"region": r}}}) for r in regions}
+    # THEN each is a valid account id (6-30 characters), one per region, none a function's
+    for account_id in ids:
+        assert re.fullmatch(r"[a-z][-a-z0-9]{4,28}[a-z0-9]", account_id), f"invalid account_id {account_id}"
+    assert len(ids) == len(regions) and not ids & functions
+
+
+def test_the_bulk_job_runs_the_task_as_its_regions_account_with_the_functions_settings(tf: Terraform) -> None:
+    # GIVEN the job resource
+    job = tf.resources["google_cloud_run_v2_job.bulk"]
+    [execution] = job["template"]
+    [task] = execution["template"]
+    [container] = task["containers"]
+    # THEN there is one per region with the job (named as the operator executes it), running as that region's account
+    assert unwrap(job["for_each"]) == "local.bulk_regions"
+    assert render(job["name"], {"each": {"value": {"region": "europe-west1"}}}) == "landline-bulk-europe-west1"
+    assert unwrap(job["location"]) == "each.value.region"
+    assert unwrap(task["service_account"]) == "google_service_account.bulk[each.key].email"
+    # ... the digest-pinned image running shared/bulk.py's task command (--tenant/--run come from the execution's
+    # --args), which takes its index and count from Cloud Run Jobs
+    assert unwrap(container["image"]) == "var.bulk_job_image"
+    assert container["command"] == ["python", "-m", "shared.bulk", "task"]
+    assert "args" not in container
+    bulk = (REPO / "shared" / "bulk.py").read_text()
+    assert 'add_parser("task"' in bulk and "CLOUD_RUN_TASK_INDEX" in bulk and "CLOUD_RUN_TASK_COUNT" in bulk
+    # ... an hour per task, retried (a retry rewrites the same files), and removable (it holds no data)
+    assert (task["timeout"], task["max_retries"]) == ("3600s", 3)
+    assert job["deletion_protection"] is False
+    # ... and the functions' settings: the project and the region's tenants, by the same expressions
+    [dynamic] = container["dynamic"]
+    env = dynamic["env"]
+    assert env["content"] == [{"name": "${env.key}", "value": "${env.value}"}]
+    functions = {k: unwrap(v) for k, v in environment(tf).items() if k != "THREADS"}  # THREADS: gunicorn's
+    assert {k: unwrap(v) for k, v in env["for_each"].items()} == functions
+
+
+@needs_terraform
+@pytest.mark.parametrize("image", [None, BULK_IMAGE])
+def test_the_bulk_job_and_its_account_exist_only_with_an_image(tmp_path: Path, image: str | None) -> None:
+    # GIVEN the sample tenants, with or without bulk_job_image WHEN terraform computes what the job ranges over
+    computed = terraform_eval(
+        tmp_path,
+        "{regions = local.bulk_regions, tenants = keys(local.bulk_tenants)}",
+        variables={"bulk_job_image": image},
+    )
+    # THEN without an image there is no job, account or grant; with one, one per region and a grant per tenant
+    if image is None:
+        assert computed == {"regions": {}, "tenants": []}
+    else:
+        regions = {t["region"] for t in SAMPLE_TENANTS.values()}
+        assert computed == {"regions": {r: {"region": r} for r in regions}, "tenants": sorted(SAMPLE_TENANTS)}
+
+
+@needs_terraform
+@pytest.mark.parametrize(
+    ("image", "valid"),
+    [
+        ("europe-docker.pkg.dev/proj/landline/bulk:v1", False),
+        ("europe-docker.pkg.dev/proj/landline/bulk@sha256:" + "C" * 64, False),
+        ("europe-docker.pkg.dev/proj/landline/bulk:v1@sha256:" + "c" * 63, False),
+        (BULK_IMAGE, True),
+        ("europe-docker.pkg.dev/proj/landline/bulk:v1@sha256:" + "c" * 64, True),
+    ],
+)
+def test_a_bulk_job_image_not_pinned_by_digest_is_refused(tmp_path: Path, image: str, valid: bool) -> None:
+    module = _module_of_locals(tmp_path)
+    (module / "sample.tfvars.json").write_text(json.dumps({"tenants": SAMPLE_TENANTS, "bulk_job_image": image}))
+    result = subprocess.run(
+        ["terraform", "console", "-var", "project=proj", "-var", "source_version=v", "-var-file=sample.tfvars.json"],
+        input="var.bulk_job_image", cwd=module, capture_output=True, text=True, timeout=120, check=False,
+        env={"PATH": "/usr/bin:/bin:/usr/local/bin", "TF_CLI_CONFIG_FILE": "/dev/null", "HOME": str(tmp_path)},
+    )  # fmt: skip
+    # (terraform console reports an invalid variable but may still exit 0)
+    refused = "must be pinned by digest" in re.sub(r"\s+", " ", result.stdout + result.stderr)
+    assert refused is not valid, result.stdout + result.stderr
+    if valid:
+        assert result.returncode == 0 and image in result.stdout, result.stderr
+
+
+OWNERS = ["user:ops@acme.com", "group:data@acme.com", "serviceAccount:deployer@proj.iam.gserviceaccount.com"]
+
+
+@needs_terraform
+def test_operators_use_every_staging_bucket_and_nothing_else_there(tf: Terraform, tmp_path: Path) -> None:
+    # GIVEN dataset_owners of each kind the variable takes WHEN terraform computes the operators' staging grants
+    grant = tf.resources["google_storage_bucket_iam_member.operators_use_staging"]
+    computed = terraform_eval(tmp_path, unwrap(grant["for_each"]), variables={"dataset_owners": OWNERS})
+    # THEN each owner (an IAM member as it is) gets every tenant's staging bucket, with or without the job (tasks may
+    # run locally) ...
+    assert computed == {
+        f"{tenant}/{member}": {"tenant": tenant, "member": member} for tenant in SAMPLE_TENANTS for member in OWNERS
+    }
+    assert unwrap(grant["bucket"]) == "google_storage_bucket.staging[each.value.tenant].name"
+    # ... as objectAdmin: `landline backfill --bulk` writes bulk/<run>/plan.json there (and, with local tasks, the row
+    # files and manifests), lists the run's objects and its load jobs read them; objectViewer could not write the plan
+    assert (grant["role"], unwrap(grant["member"])) == ("roles/storage.objectAdmin", "each.value.member")
+    bulk = (REPO / "shared" / "bulk.py").read_text()
+    assert '_put_json(staging_bucket(tenant), f"{PREFIX}/{plan.run}/plan.json"' in bulk
+    # ... and no operator grant on the tenants' own buckets
+    for key, body in tf.resources.items():
+        if key.startswith("google_storage_bucket_iam_member.") and "var.dataset_owners" in unwrap(body["for_each"]):
+            assert "google_storage_bucket.tenant" not in json.dumps(body), key
+
+
+@needs_terraform
+@pytest.mark.parametrize("image", [None, BULK_IMAGE])
+@pytest.mark.parametrize("owners", [OWNERS, []])
+def test_operators_execute_each_bulk_job_with_overrides_only_when_it_exists(
+    tf: Terraform, tmp_path: Path, image: str | None, owners: list[str]
+) -> None:
+    # GIVEN the sample tenants (two regions), with or without bulk_job_image, with or without dataset_owners
+    grant = tf.resources["google_cloud_run_v2_job_iam_member.operators_execute_bulk"]
+    # WHEN terraform computes the operators' grants on the jobs
+    computed = terraform_eval(
+        tmp_path, unwrap(grant["for_each"]), variables={"dataset_owners": owners, "bulk_job_image": image}
+    )
+    # THEN without the job there is none; with it, each owner on each region's job (one job per region with tenants)
+    regions = sorted({t["region"] for t in SAMPLE_TENANTS.values()}) if image else []
+    assert computed == {
+        f"{region}/{member}": {"region": region, "member": member} for region in regions for member in owners
+    }
+    assert "local.bulk_regions" in unwrap(grant["for_each"])  # the job's own gating
+    # ... on that region's job, by its name and location ...
+    assert unwrap(grant["name"]) == "google_cloud_run_v2_job.bulk[each.value.region].name"
+    assert unwrap(grant["location"]) == "google_cloud_run_v2_job.bulk[each.value.region].location"
+    assert unwrap(tf.resources["google_cloud_run_v2_job.bulk"]["for_each"]) == "local.bulk_regions"
+    # ... executing it with overrides (--args=--tenant,T,--run,R --tasks N: run.jobs.runWithOverrides, which
+    # roles/run.invoker or roles/run.jobsExecutor lack), and nothing more (no developer or admin role on the job)
+    assert (grant["role"], unwrap(grant["member"])) == ("roles/run.jobsExecutorWithOverrides", "each.value.member")
+
+
+@needs_terraform
+def test_operators_may_run_bigquery_jobs_in_the_project(tf: Terraform, tmp_path: Path) -> None:
+    # GIVEN dataset_owners of each kind WHEN terraform computes the operators' project grants
+    grant = tf.resources["google_project_iam_member.operators_run_bigquery_jobs"]
+    computed = terraform_eval(tmp_path, unwrap(grant["for_each"]), variables={"dataset_owners": OWNERS})
+    # THEN each owner, an IAM member as it is, with or without the job (local tasks load too) ...
+    assert sorted(computed) == sorted(OWNERS) and unwrap(grant["member"]) == "each.value"
+    (tmp_path / "none").mkdir()
+    assert terraform_eval(tmp_path / "none", unwrap(grant["for_each"]), variables={"dataset_owners": []}) == []
+    # ... may create jobs in the deployment's project (load jobs and the DELETE query: bigquery.jobs.create), the
+    # same role send_due's deployments have, and no BigQuery data role: what the jobs touch is the datasets' ACL
+    assert (unwrap(grant["project"]), grant["role"]) == ("var.project", "roles/bigquery.jobUser")
+    assert grant["role"] == tf.resources["google_project_iam_member.job_users"]["role"]
+    bulk = (REPO / "shared" / "bulk.py").read_text()
+    assert "client.load_table_from_uri(" in bulk and 'run_dml(tenant.name, f"DELETE FROM' in bulk
