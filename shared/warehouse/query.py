@@ -26,8 +26,11 @@ def tenant_job_config(tenant_name: str, params: dict[str, Any] | None = None, **
 
 
 def _parameter(name: str, value: Any) -> bigquery.ScalarQueryParameter | bigquery.ArrayQueryParameter:
-    """A list is an ARRAY<STRING> parameter (``IN UNNEST(@name)``); anything else a scalar of its type."""
+    """A list is an ARRAY parameter (``IN UNNEST(@name)``): of INT64 if every item is an int, else of STRING;
+    anything else a scalar of its type."""
     if isinstance(value, (list, tuple)):
+        if value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return bigquery.ArrayQueryParameter(name, "INT64", list(value))
         return bigquery.ArrayQueryParameter(name, "STRING", [str(v) for v in value])
     return bigquery.ScalarQueryParameter(name, _bq_type(value), value)
 
