@@ -113,6 +113,20 @@ class SendWindow(BaseModel):
         return self
 
 
+class BestTime(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    within_hours: int = Field(default=24, ge=1, le=168, description="the window after launch to choose in")
+    explore: float = Field(default=0.1, ge=0, le=0.5, description="share sent at a random time of the window")
+
+
+class SendBest(BaseModel):
+    """Each contact at its own best hour of the window after launch, from its behaviour in its timezone
+    (shared/campaigns/send_time.py); quiet hours are never chosen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    best_time: BestTime = Field(default_factory=BestTime)
+
+
 class SendNow(BaseModel):
     """At launch (the default)."""
 
@@ -136,7 +150,7 @@ class Campaign(BaseModel):
     audience: str = Field(pattern=AUDIENCE_NAME_PATTERN)
     variants: list[Variant] = Field(min_length=1, max_length=26)
     holdout: float = Field(default=0.0, ge=0, lt=1)
-    send: SendAt | SendLocal | SendWindow | SendNow = Field(default_factory=SendNow)
+    send: SendAt | SendLocal | SendWindow | SendBest | SendNow = Field(default_factory=SendNow)
     expires_after_hours: float = Field(default=48, gt=0, le=24 * 28, description="after its planned send time")
     conversion: Conversion | None = None
     stratify_by: list[str] = Field(default_factory=lambda: [ACTIVITY, "country"], max_length=4)
@@ -232,9 +246,14 @@ def parse_campaign(raw: dict[str, Any], *, where: str = "campaign") -> Campaign:
 
 
 # -- when each member is sent ---------------------------------------------------------------------------------------
-def planned_send_at(send: SendAt | SendLocal | SendWindow | SendNow, tz: ZoneInfo, launched_at: datetime) -> datetime:
+def planned_send_at(
+    send: SendAt | SendLocal | SendWindow | SendBest | SendNow, tz: ZoneInfo, launched_at: datetime
+) -> datetime:
     """When a contact in ``tz`` is (or, in the holdout, would have been) sent, in UTC. Computed once per timezone of
-    the audience at launch, never per contact (shared/campaigns/launch.py)."""
+    the audience at launch, never per contact (shared/campaigns/launch.py). For ``best_time``: the window's start
+    (the launch, at the next full hour), for a member whose whole window is quiet (the tick defers it)."""
+    if isinstance(send, SendBest):
+        return window_start(launched_at)
     if isinstance(send, SendAt):
         return send.at.astimezone(UTC)
     if isinstance(send, SendNow):
@@ -251,6 +270,13 @@ def planned_send_at(send: SendAt | SendLocal | SendWindow | SendNow, tz: ZoneInf
             return max(opens, local_now).astimezone(UTC)
         day += timedelta(days=1)
     raise AssertionError("a daily window opens within three days")  # pragma: no cover
+
+
+def window_start(launched_at: datetime) -> datetime:
+    """A best-time window's first slot: the launch, rounded up to the next full hour (slots are whole hours)."""
+    at = launched_at.astimezone(UTC)
+    top = at.replace(minute=0, second=0, microsecond=0)
+    return top if top == at else top + timedelta(hours=1)
 
 
 def _clock_time(hhmm: str) -> time:

@@ -31,7 +31,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.campaigns.audience import PROPERTIES_PREFIX, WHERE_COLUMNS, CompiledQuery, _json_path, compile_audience
-from shared.campaigns.campaign import ACTIVITY, HOLDOUT, SHARE_SCALE, Campaign, SendAt, SendNow, planned_send_at
+from shared.campaigns.campaign import (
+    ACTIVITY,
+    HOLDOUT,
+    SHARE_SCALE,
+    Campaign,
+    SendAt,
+    SendBest,
+    SendNow,
+    planned_send_at,
+    window_start,
+)
+from shared.campaigns.send_time import SendTimeModel, allowed_hours, best_time_query
 from shared.campaigns.store import get_audience, launch_inputs
 from shared.config import tenants
 from shared.errors import SetupError
@@ -82,6 +93,8 @@ def launch_campaign(
     now = now or datetime.now(UTC)
     audience = (inputs.audience or get_audience(tenant_name, campaign.audience)).audience  # None: raises, naming them
     members = compile_audience(audience, now, extra=("timezone", "properties"))
+    if isinstance(campaign.send, SendBest):
+        members = _with_best_times(tenant_name, campaign, campaign.send, members, now)
     launch_id = uuid.uuid4().hex[:16]
     plan = _send_plan(tenant_name, campaign, members, now)
     assign = assignment_sql(campaign, members, plan, launch_id, now)
@@ -99,6 +112,20 @@ def launch_campaign(
     return Launch(name, launch_id, now, audience_size, scheduled, True)
 
 
+def _with_best_times(
+    tenant_name: str, campaign: Campaign, send: SendBest, members: CompiledQuery, now: datetime
+) -> CompiledQuery:
+    """The members with their best send time and its reason (``best_send_at``, ``send_reason``), from one query over
+    the tenant's events (shared/campaigns/send_time.py), seeded by the campaign so a re-launch chooses the same."""
+    policy = tenants().get(tenant_name).push_policy
+    best = best_time_query(members, start=window_start(now), hours=send.best_time.within_hours,
+                           allowed_hours=allowed_hours(policy), now=now, seed=campaign.name,
+                           model=SendTimeModel(explore=send.best_time.explore))  # fmt: skip
+    sql = (f"SELECT m.*, b.send_at AS best_send_at, b.reason AS send_reason FROM ({members.sql}) AS m "
+           f"LEFT JOIN ({best.sql}) AS b ON b.contact_id = m.contact_id")  # fmt: skip
+    return CompiledQuery(sql, {**members.params, **best.params})
+
+
 # -- planning ---------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _SendPlan:
@@ -107,10 +134,17 @@ class _SendPlan:
     send_at: str
     expires_at: str
     params: dict[str, Any]
+    reason: str = "CAST(NULL AS STRING)"  # why this time (best_time campaigns only)
 
 
 def _send_plan(tenant_name: str, campaign: Campaign, members: CompiledQuery, now: datetime) -> _SendPlan:
     expiry = timedelta(hours=campaign.expires_after_hours)
+    if isinstance(campaign.send, SendBest):  # a member with no allowed hour in the window: its start (the tick defers)
+        fallback = planned_send_at(campaign.send, zone(None), now)
+        return _SendPlan("IFNULL(best_send_at, @best_fallback)",
+                         "TIMESTAMP_ADD(IFNULL(best_send_at, @best_fallback), INTERVAL @best_expiry_s SECOND)",
+                         {"best_fallback": fallback, "best_expiry_s": int(expiry.total_seconds())},
+                         "IFNULL(send_reason, 'fallback')")  # fmt: skip
     if isinstance(campaign.send, SendAt | SendNow):
         at = planned_send_at(campaign.send, zone(None), now)
         return _SendPlan("@send_at", "@expires_at", {"send_at": at, "expires_at": at + expiry})
@@ -177,18 +211,18 @@ def assignment_sql(
     arm_sql = f"CASE {' '.join(cases)} ELSE @arm{last} END" if cases else f"@arm{last}"
     sql = f"""
 INSERT INTO campaign_assignments_all
-  (campaign, launch_id, contact_id, arm, stratum, assigned_at, message_id, planned_send_at, activity)
+  (campaign, launch_id, contact_id, arm, stratum, assigned_at, message_id, planned_send_at, activity, send_reason)
 SELECT @campaign, @launch_id, contact_id, {arm_sql}, stratum, @now, CONCAT(@prefix, SUBSTR(h, 1, 40)), planned_send_at,
-       activity
+       activity, send_reason
 FROM (
-  SELECT contact_id, stratum, planned_send_at, h, activity,
+  SELECT contact_id, stratum, planned_send_at, h, activity, send_reason,
          ROW_NUMBER() OVER (PARTITION BY stratum ORDER BY h, contact_id) - 1 AS r,
          COUNT(*) OVER (PARTITION BY stratum) AS n,
          MOD(CAST(CONCAT('0x', SUBSTR(TO_HEX(SHA256(CONCAT(@campaign, '|stratum|', stratum))), 1, 6)) AS INT64),
              {_OFFSET_SCALE}) AS u
   FROM (
     SELECT contact_id, {stratum} AS stratum, {plan.send_at} AS planned_send_at, activity,
-           TO_HEX(SHA256(CONCAT(@campaign, '|', contact_id))) AS h
+           {plan.reason} AS send_reason, TO_HEX(SHA256(CONCAT(@campaign, '|', contact_id))) AS h
     FROM ({members.sql})
   )
 )

@@ -25,10 +25,14 @@ local emulator with a column for the zone (``DATETIME(timestamp, tz)`` is not).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime, time, timedelta
+from typing import TYPE_CHECKING, Any
 
 from shared.campaigns.audience import CompiledQuery
+from shared.push.policy import in_quiet_hours
+
+if TYPE_CHECKING:
+    from shared.config import PushPolicy
 
 HOURS_OF_WEEK = 168
 
@@ -52,7 +56,7 @@ WITH people AS (
            + EXTRACT(HOUR FROM e.timestamp AT TIME ZONE p.tz) AS how,
          COUNT(*) AS n
   FROM events_deduped AS e JOIN people AS p ON p.contact_id = e.contact_id
-  WHERE e.timestamp >= @since AND e.timestamp < @until
+  WHERE e.timestamp >= @bt_since AND e.timestamp < @bt_until
   GROUP BY 1, 2
 ), contact_total AS (
   SELECT contact_id, SUM(n) AS total FROM per_contact GROUP BY 1
@@ -69,38 +73,44 @@ WITH people AS (
   SELECT p.contact_id, p.tz, p.activity FROM people AS p
   WHERE p.contact_id IN (SELECT contact_id FROM ({members}))
 ), slots AS (
-  SELECT k, TIMESTAMP_ADD(@start, INTERVAL k HOUR) AS at FROM UNNEST(GENERATE_ARRAY(0, @hours - 1)) AS k
+  SELECT k, TIMESTAMP_ADD(@bt_start, INTERVAL k HOUR) AS at FROM UNNEST(GENERATE_ARRAY(0, @bt_hours - 1)) AS k
 ), candidates AS (
   SELECT m.contact_id, m.activity, s.k, s.at,
          (EXTRACT(DAYOFWEEK FROM s.at AT TIME ZONE m.tz) - 1) * 24 + EXTRACT(HOUR FROM s.at AT TIME ZONE m.tz) AS how,
          EXTRACT(HOUR FROM s.at AT TIME ZONE m.tz) AS local_hour,
-         MOD(CAST(CONCAT('0x', SUBSTR(TO_HEX(SHA256(CONCAT(@seed, '|explore|', m.contact_id))), 1, 8)) AS INT64),
-             1000000) < @explore_ppm AS explore,
-         TO_HEX(SHA256(CONCAT(@seed, '|slot|', m.contact_id, '|', CAST(s.k AS STRING)))) AS slot_hash
+         MOD(CAST(CONCAT('0x', SUBSTR(TO_HEX(SHA256(CONCAT(@bt_seed, '|explore|', m.contact_id))), 1, 8)) AS INT64),
+             1000000) < @bt_explore_ppm AS explore,
+         TO_HEX(SHA256(CONCAT(@bt_seed, '|slot|', m.contact_id, '|', CAST(s.k AS STRING)))) AS slot_hash
   FROM members AS m CROSS JOIN slots AS s
 ), allowed AS (
-  SELECT * FROM candidates WHERE local_hour IN UNNEST(@allowed_hours)
+  SELECT * FROM candidates WHERE local_hour IN UNNEST(@bt_allowed_hours)
 ), tenant_scored AS (
   SELECT c.*, (IFNULL(t.n, 0) + 1) / (tt.total + 168) AS p_t
   FROM allowed AS c CROSS JOIN tenant_total AS tt LEFT JOIN per_tenant AS t ON t.how = c.how
 ), level_scored AS (
-  SELECT c.*, (IFNULL(l.n, 0) + @k_level * c.p_t) / (IFNULL(lt.total, 0) + @k_level) AS p_l
+  SELECT c.*, (IFNULL(l.n, 0) + @bt_k_level * c.p_t) / (IFNULL(lt.total, 0) + @bt_k_level) AS p_l
   FROM tenant_scored AS c
   LEFT JOIN per_level AS l ON l.activity = c.activity AND l.how = c.how
   LEFT JOIN level_total AS lt ON lt.activity = c.activity
 ), scored AS (
   SELECT c.*, IFNULL(ct.total, 0) AS events,
-         IF(ct.total IS NULL, c.p_t, (IFNULL(pc.n, 0) + @k_contact * c.p_l) / (ct.total + @k_contact)) AS score
+         IF(ct.total IS NULL, c.p_t, (IFNULL(pc.n, 0) + @bt_k_contact * c.p_l) / (ct.total + @bt_k_contact)) AS score
   FROM level_scored AS c
   LEFT JOIN per_contact AS pc ON pc.contact_id = c.contact_id AND pc.how = c.how
   LEFT JOIN contact_total AS ct ON ct.contact_id = c.contact_id
 )
 SELECT contact_id, activity, at AS send_at, how AS hour_of_week, local_hour, score, events,
-       CASE WHEN explore THEN 'exploration' WHEN events >= @min_events THEN 'profile' ELSE 'fallback' END AS reason
+       CASE WHEN explore THEN 'exploration' WHEN events >= @bt_min_events THEN 'profile' ELSE 'fallback' END AS reason
 FROM scored
 WHERE TRUE
 QUALIFY ROW_NUMBER() OVER (PARTITION BY contact_id ORDER BY IF(explore, slot_hash, ''), score DESC, k) = 1
 """
+
+
+def allowed_hours(policy: PushPolicy) -> list[int]:
+    """The local hours a best-time slot may start at: those whose start is outside the tenant's quiet hours (the
+    send tick would defer a message planned inside them)."""
+    return [h for h in range(24) if not in_quiet_hours(time(h), policy)]
 
 
 def best_time_query(
@@ -125,15 +135,15 @@ def best_time_query(
         raise ValueError("allowed_hours: local hours 0-23, at least one")
     params: dict[str, Any] = {
         **members.params,
-        "since": now - timedelta(days=model.lookback_days),
-        "until": now,
-        "start": start,
-        "hours": hours,
-        "allowed_hours": allowed,
-        "k_level": float(model.level_strength),
-        "k_contact": float(model.contact_strength),
-        "min_events": model.min_events,
-        "explore_ppm": round(model.explore * 1_000_000),
-        "seed": seed,
+        "bt_since": now - timedelta(days=model.lookback_days),
+        "bt_until": now,
+        "bt_start": start,
+        "bt_hours": hours,
+        "bt_allowed_hours": allowed,
+        "bt_k_level": float(model.level_strength),
+        "bt_k_contact": float(model.contact_strength),
+        "bt_min_events": model.min_events,
+        "bt_explore_ppm": round(model.explore * 1_000_000),
+        "bt_seed": seed,
     }
     return CompiledQuery(_SQL.format(members=members.sql), params)

@@ -43,15 +43,22 @@ def _hhmm(value: str) -> time:
     return time(int(hours), int(minutes))
 
 
+def in_quiet_hours(t: time, policy: PushPolicy) -> bool:
+    """Whether the local clock time ``t`` is inside the policy's quiet hours (which may wrap past midnight)."""
+    if not policy.quiet_hours_start or not policy.quiet_hours_end:
+        return False
+    start, end = _hhmm(policy.quiet_hours_start), _hhmm(policy.quiet_hours_end)
+    return (start <= t or t < end) if start > end else (start <= t < end)
+
+
 def quiet_until(now: datetime, policy: PushPolicy, tz: ZoneInfo) -> datetime | None:
     """End of the quiet period containing ``now`` (UTC), or None when ``now`` is outside quiet hours."""
     if not policy.quiet_hours_start or not policy.quiet_hours_end:
         return None
-    start, end = _hhmm(policy.quiet_hours_start), _hhmm(policy.quiet_hours_end)
+    end = _hhmm(policy.quiet_hours_end)
     local = now.astimezone(tz)
     t = local.timetz().replace(tzinfo=None)
-    inside = (start <= t or t < end) if start > end else (start <= t < end)
-    if not inside:
+    if not in_quiet_hours(t, policy):
         return None
     end_day = local.date() if t < end else local.date() + timedelta(days=1)
     # fold=0 and zoneinfo resolve a DST gap to a valid instant; the next tick re-checks anyway

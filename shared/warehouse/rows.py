@@ -470,6 +470,7 @@ class CampaignAssignmentRow(Row):
     message_id: str
     planned_send_at: datetime | None
     activity: str | None = None
+    send_reason: str | None = None
 
     table = "campaign_assignments_all"
     columns = (
@@ -482,6 +483,8 @@ class CampaignAssignmentRow(Row):
         Column("message_id", "STRING", description="message_schedule / message_sends id (also for the holdout)"),
         Column("planned_send_at", "TIMESTAMP"),
         Column("activity", "STRING", description="the member's activity level at launch: results by activity level"),
+        Column("send_reason", "STRING",
+               description="best_time campaigns: why this time (profile, fallback or exploration); else null"),
     )
 
     @property

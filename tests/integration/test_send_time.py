@@ -137,3 +137,57 @@ def test_best_times_equal_a_python_reference_of_the_model(local_stack: StackHand
         if not ref["explore"]:
             picked = next(s for s in ref["slots"] if s["at"] == row["send_at"])
             assert picked["p_t"] == pytest.approx(max(s["p_t"] for s in ref["slots"]), rel=1e-9), cid
+
+
+def test_a_best_time_campaign_plans_and_sends_each_contact_at_its_own_time(local_stack: StackHandle) -> None:
+    from shared.campaigns.audience import Audience, compile_audience
+    from shared.campaigns.campaign import parse_campaign, window_start
+    from shared.campaigns.launch import launch_campaign
+    from shared.campaigns.store import save_audience, save_campaign
+    from shared.config import tenants
+    from shared.push.shards import run_shard
+    from shared.warehouse.client import bigquery_client
+    from shared.warehouse.query import run_query
+    from shared.warehouse.rows import EventRow, Lineage, UserPropertiesRow
+    from shared.warehouse.writer import write_rows
+
+    # GIVEN the same kind of contacts, each with a push token, a tenant with quiet hours 22:00-08:00, and a campaign
+    # to all of them sent at each one's best time within 24 hours (25% exploring, 20% holdout)
+    ppl = people(random.Random(15))
+    tenant = local_stack.add_tenant(push_provider="fcm", quiet_hours="22:00-08:00")
+    tenants.cache_clear()
+    t = tenants().get(tenant)
+    rows: list[Any] = []
+    for n, p in enumerate(ppl):
+        rows.append(UserPropertiesRow(p["id"], NOW - timedelta(days=60), unique("u"), Lineage("native", "test://u", n, NOW),
+                                      timezone=p["tz"], push_token=f"tok-{tenant}-{p['id']}"))  # fmt: skip
+        rows += [EventRow(p["id"], e, "App Opened", unique("e"), Lineage("native", "test://e", j, NOW))
+                 for j, e in enumerate(p["events"])]  # fmt: skip
+    write_rows(bigquery_client(), t, rows, processor="test")
+    save_audience(tenant, Audience(name="all"))
+    save_campaign(tenant, parse_campaign({"name": "bt", "audience": "all", "holdout": 0.2,
+                                          "variants": [{"id": "a", "title": "A", "body": "a"}],
+                                          "send": {"best_time": {"within_hours": 24, "explore": 0.25}}}))  # fmt: skip
+    # WHEN it is launched
+    launch = launch_campaign(tenant, "bt", now=NOW)
+    # THEN every member (the holdout too) is planned at the time and for the reason the best-time query gives, in an
+    # allowed local hour; and each variant member's message is scheduled then
+    members = compile_audience(Audience(name="all"), NOW, extra=("timezone", "properties"))
+    query = best_time_query(members, start=window_start(NOW), hours=24, allowed_hours=ALLOWED, now=NOW, seed="bt",
+                            model=SendTimeModel(explore=0.25))  # fmt: skip
+    best = {r["contact_id"]: r for r in run_query(tenant, query.sql, query.params)}
+    assigned = {r["contact_id"]: r for r in run_query(
+        tenant, "SELECT contact_id, arm, planned_send_at, send_reason, message_id FROM campaign_assignments")}
+    assert set(assigned) == set(best) == {p["id"] for p in ppl} and launch.audience_size == len(ppl)
+    for cid, row in assigned.items():
+        assert (row["planned_send_at"], row["send_reason"]) == (best[cid]["send_at"], best[cid]["reason"]), cid
+        assert best[cid]["local_hour"] in ALLOWED
+    assert {r["send_reason"] for r in assigned.values()} == {"profile", "fallback", "exploration"}
+    scheduled = {r["contact_id"]: r["send_at"] for r in run_query(tenant, "SELECT contact_id, send_at FROM message_schedule")}
+    assert scheduled == {cid: r["planned_send_at"] for cid, r in assigned.items() if r["arm"] != "holdout"}
+    # ... and when the first planned hour comes, the shards send exactly the members planned for it
+    first = min(scheduled.values())
+    chunks = [r["chunk"] for r in run_query(tenant, "SELECT DISTINCT chunk FROM message_schedule")]
+    run_shard(t, chunks, now=first)
+    sent = {r["contact_id"] for r in run_query(tenant, "SELECT contact_id FROM message_sends WHERE status = 'sent'")}
+    assert sent == {cid for cid, at in scheduled.items() if at == first} and sent
