@@ -46,6 +46,7 @@ class RouterState:
     def __init__(self, max_delivery_attempts: int) -> None:
         self.lock = threading.Lock()
         self.inflight: dict[str | None, int] = {}  # tenant (None: no tenant, e.g. a tick) -> deliveries running
+        self.inflight_functions: dict[str, int] = {}  # function (or "notifications") -> deliveries running
         self.last_activity: dict[str | None, float] = {None: time.monotonic()}  # None: any tenant
         self.max_attempts = max_delivery_attempts
         self.failing: dict[str, int] = {}  # message id -> failed attempts, until it succeeds or is dead-lettered
@@ -102,6 +103,7 @@ class RouterState:
             return {
                 "tenant": tenant,
                 "inflight": sum(n for t, n in self.inflight.items() if mine(t)),
+                "inflight_functions": {k: n for k, n in self.inflight_functions.items() if n},  # the whole stack
                 "idle_seconds": round(time.monotonic() - last, 3),
                 "awaiting_retry": sum(1 for m in self.failing if mine(self.tenant_of.get(m))),
                 "dead_lettered": sum(counted("dead_lettered").values()),
@@ -306,6 +308,7 @@ class _Delivery:
     def __enter__(self) -> _Delivery:
         with self.state.lock:
             self.state.inflight[self.tenant] = self.state.inflight.get(self.tenant, 0) + 1
+            self.state.inflight_functions[self.name] = self.state.inflight_functions.get(self.name, 0) + 1
             self.state.touch(self.tenant)
         return self
 
@@ -313,6 +316,7 @@ class _Delivery:
         state = self.state
         with state.lock:
             state.inflight[self.tenant] -= 1
+            state.inflight_functions[self.name] -= 1
             state.touch(self.tenant)
             if self.ok:
                 state.count("delivered", self.tenant, self.name)

@@ -306,8 +306,10 @@ def test_function_killed_mid_file_then_redelivered_leaves_no_duplicates(
     assert pid
     router = stack.cfg.url("router")
     failures_before = httpx.get(f"{router}/stats").json()["failures"].get("ingest_file", 0)
+    # (wait until ingest_file itself is delivering: the router republishing the notification, or a load_events
+    # delivery, is in flight before it, and a kill then would interrupt nothing)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and httpx.get(f"{router}/stats").json()["inflight"] == 0:
+    while time.monotonic() < deadline and not httpx.get(f"{router}/stats").json()["inflight_functions"].get("ingest_file"):
         time.sleep(0.02)
     time.sleep(0.2)
     os.killpg(pid, signal.SIGKILL)
