@@ -13,8 +13,9 @@ Three stages; they share nothing but the tenant's staging bucket (``<bucket>-sta
    runs again writes the same bytes.
 2. **task** i of N (``run_task``; in the cloud a Cloud Run Jobs task, ``python -m shared.bulk task --tenant T --run R``
    with ``CLOUD_RUN_TASK_INDEX``/``CLOUD_RUN_TASK_COUNT``; locally a process): each object of its share becomes rows,
-   written as newline-delimited JSON to ``bulk/<run>/rows/<table>/<day>/task-<i>.json`` (one file per table, day of
-   the table's partition column and task), then ``bulk/<run>/tasks/task-<i>.json`` says what each object gave. A task
+   written as newline-delimited JSON to ``bulk/<run>/rows/<table>/<day>/task-<i>-<part>.json`` (per table, day of
+   the table's partition column and task, in parts of up to ``PART_BYTES`` uploaded as they fill), then
+   ``bulk/<run>/tasks/task-<i>.json`` says what each object gave. A task
    run twice overwrites its own files.
 3. **load** (``load_run``): once every task's manifest is there, per table one DELETE of the rows any earlier run or
    the streaming path stored for these objects, then one load job per day (WRITE_APPEND of that day's files), then
@@ -59,6 +60,7 @@ from shared.warehouse.writer import encode_row, write_rows
 PROCESSOR = "landline.bulk"
 PREFIX = "bulk"
 ROW_TABLES = ("events", "user_properties", "rejected")  # what parsing a line can produce
+PART_BYTES = 256 * 1024 * 1024  # a staged file is uploaded once this big (BigQuery takes 10,000 URIs per load job)
 
 
 def staging_bucket(tenant: Tenant) -> str:
@@ -182,6 +184,59 @@ def _day(table: str, row: dict[str, Any]) -> str:
     return str(value)[:10] if value else "none"
 
 
+@dataclass
+class _Part:
+    path: Path
+    handle: Any
+    number: int
+    rows: int = 0
+    bytes: int = 0
+
+
+class _Staging:
+    """A task's row files: one open part per (table, day), uploaded and removed once it reaches ``PART_BYTES``, so a
+    task keeps at most one part per table and day locally (on Cloud Run ``/tmp`` is memory), whatever its share.
+    Parts are cut at the same rows on every run of the task (the rows come in file order), so a retried task
+    overwrites its own parts."""
+
+    def __init__(self, tmp: Path, bucket: Any, run: str, index: int) -> None:
+        self.tmp, self.bucket, self.run, self.index = tmp, bucket, run, index
+        self.open: dict[tuple[str, str], _Part] = {}
+        self.next_part: dict[tuple[str, str], int] = defaultdict(int)
+        self.files: list[dict[str, Any]] = []
+
+    def write(self, key: tuple[str, str], line: bytes) -> None:
+        part = self.open.get(key)
+        if part is None:
+            number = self.next_part[key]
+            self.next_part[key] += 1
+            path = self.tmp / f"{key[0]}-{key[1]}-{number}.json"
+            part = self.open[key] = _Part(path, path.open("wb"), number)
+        part.handle.write(line + b"\n")
+        part.rows += 1
+        part.bytes += len(line) + 1
+        if part.bytes >= PART_BYTES:
+            self._upload(key)
+
+    def _upload(self, key: tuple[str, str]) -> None:
+        part = self.open.pop(key)
+        part.handle.close()
+        table, day = key
+        name = f"{PREFIX}/{self.run}/rows/{table}/{day}/task-{self.index:05d}-{part.number:04d}.json"
+        self.bucket.blob(name).upload_from_filename(str(part.path), content_type="application/x-ndjson")
+        part.path.unlink()
+        self.files.append({"table": table, "day": day, "uri": f"gs://{self.bucket.name}/{name}", "rows": part.rows})
+
+    def finish(self) -> list[dict[str, Any]]:
+        for key in sorted(self.open):
+            self._upload(key)
+        return sorted(self.files, key=lambda f: (f["table"], f["day"], f["uri"]))
+
+    def close(self) -> None:
+        for part in self.open.values():
+            part.handle.close()
+
+
 def run_task(tenant_name: str, run: str, index: int, count: int | None = None) -> TaskManifest:
     """Task ``index`` of a run: its objects' rows as files in the staging bucket, and its manifest."""
     plan = read_plan(tenant_name, run)
@@ -194,8 +249,7 @@ def run_task(tenant_name: str, run: str, index: int, count: int | None = None) -
     published = at.isoformat().replace("+00:00", "Z")
     outcomes: list[ObjectOutcome] = []
     with tempfile.TemporaryDirectory(prefix="landline-bulk-") as tmp:
-        handles: dict[tuple[str, str], Any] = {}
-        counts: dict[tuple[str, str], int] = defaultdict(int)
+        staging = _Staging(Path(tmp), storage_client().bucket(staging_bucket(tenant)), run, index)
         try:
             for planned in plan.share(index):
                 obj = planned.storage_object(tenant.bucket)
@@ -223,24 +277,14 @@ def run_task(tenant_name: str, run: str, index: int, count: int | None = None) -
                     result, encoding = IngestResult(obj.origin, "gone", reason="object_gone"), None
                     written = []
                 for key, line in written:
-                    if key not in handles:
-                        handles[key] = (Path(tmp) / f"{key[0]}-{key[1]}.json").open("wb")
-                    handles[key].write(line + b"\n")
-                    counts[key] += 1
+                    staging.write(key, line)
                     outcome.rows[key[0]] = outcome.rows.get(key[0], 0) + 1
                 outcome.status, outcome.lines, outcome.batches = result.status, result.lines, result.batches
                 outcome.bytes_read, outcome.encoding, outcome.reason = result.bytes_read, encoding, result.reason
                 outcomes.append(outcome)
+            files = staging.finish()
         finally:
-            for handle in handles.values():
-                handle.close()
-        bucket = storage_client().bucket(staging_bucket(tenant))
-        files = []
-        for (table, day), rows in sorted(counts.items()):
-            name = f"{PREFIX}/{run}/rows/{table}/{day}/task-{index:05d}.json"
-            bucket.blob(name).upload_from_filename(str(Path(tmp) / f"{table}-{day}.json"),
-                                                   content_type="application/x-ndjson")  # fmt: skip
-            files.append({"table": table, "day": day, "uri": f"gs://{bucket.name}/{name}", "rows": rows})
+            staging.close()
     manifest = TaskManifest(index, outcomes, files)
     _put_json(staging_bucket(tenant), f"{PREFIX}/{run}/tasks/task-{index:05d}.json", asdict(manifest))
     return manifest

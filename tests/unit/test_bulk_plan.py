@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
+from shared import bulk
 from shared.bulk import Plan, PlannedObject, _day
 
 
@@ -35,3 +37,41 @@ def test_rows_are_filed_under_the_day_of_their_tables_partition_column() -> None
     assert _day("user_properties", {"updated_at": "2024-05-02T00:00:00+00:00"}) == "2024-05-02"
     assert _day("rejected", {"rejected_at": "2026-12-03T10:00:00+00:00"}) == "2026-12-03"
     assert _day("user_properties", {"updated_at": None}) == "none"
+
+
+class _Bucket:
+    name = "b-acme-staging"
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def blob(self, name: str) -> object:
+        bucket = self
+
+        class Blob:
+            def upload_from_filename(self, filename: str, content_type: str) -> None:
+                bucket.objects[name] = Path(filename).read_bytes()
+
+        return Blob()
+
+
+def test_staged_rows_are_uploaded_in_parts_as_they_fill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN parts of at most 100 bytes, and 25 rows of 10 bytes (with their newline) for one table and day, 3 for another
+    monkeypatch.setattr(bulk, "PART_BYTES", 100)
+    bucket = _Bucket()
+    staging = bulk._Staging(tmp_path, bucket, "r1", 2)
+    for i in range(25):
+        staging.write(("events", "2024-05-01"), f"row-{i:05d}".encode())
+    for i in range(3):
+        staging.write(("rejected", "2026-12-03"), f"bad-{i:05d}".encode())
+    # WHEN the task finishes
+    files = staging.finish()
+    # THEN each full part was uploaded as it filled and the rest at the end: every row once, in order, nothing left
+    # on local disk, and the manifest lists each part with its rows
+    names = sorted(bucket.objects)
+    assert names == [f"bulk/r1/rows/events/2024-05-01/task-00002-{n:04d}.json" for n in range(3)] + [
+        "bulk/r1/rows/rejected/2026-12-03/task-00002-0000.json"]
+    events = b"".join(bucket.objects[n] for n in names[:3]).split()
+    assert events == [f"row-{i:05d}".encode() for i in range(25)]
+    assert [f["rows"] for f in files] == [10, 10, 5, 3] and not list(tmp_path.iterdir())
+    assert files[0]["uri"] == f"gs://b-acme-staging/{names[0]}"
