@@ -5,7 +5,6 @@ best hour, and exploration picks the contacts and slots its seeded hash says."""
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -14,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bench.learning.send_time_model import choose
 from shared.campaigns.audience import CompiledQuery
 from shared.campaigns.send_time import SendTimeModel, best_time_query
 from tests.stack_support import unique
@@ -26,11 +26,6 @@ pytestmark = pytest.mark.stack
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 ZONES = ("Europe/Paris", "America/New_York", "Asia/Tokyo", None)
 ALLOWED = list(range(8, 22))  # quiet hours 22:00-08:00
-
-
-def how(at: datetime, tz: str | None) -> int:
-    local = at.astimezone(ZoneInfo(tz or "UTC"))
-    return (local.isoweekday() % 7) * 24 + local.hour  # BigQuery's DAYOFWEEK: Sunday = 1
 
 
 def people(rng: random.Random) -> list[dict[str, Any]]:
@@ -46,43 +41,6 @@ def people(rng: random.Random) -> list[dict[str, Any]]:
             hour = favourite if rng.random() < 0.7 else rng.randrange(24)
             events.append(day.replace(hour=hour, minute=rng.randrange(60)).astimezone(UTC))
         out.append({"id": f"c{i:02d}", "tz": tz, "events": events})
-    return out
-
-
-def reference(ppl: list[dict[str, Any]], activity: dict[str, str], start: datetime, model: SendTimeModel,
-              seed: str) -> dict[str, dict[str, Any]]:  # fmt: skip
-    since = NOW - timedelta(days=model.lookback_days)
-    contact: dict[str, Counter[int]] = {}
-    for p in ppl:
-        contact[p["id"]] = Counter(how(e, p["tz"]) for e in p["events"] if since <= e < NOW)
-    level: dict[str, Counter[int]] = {}
-    for p in ppl:
-        level.setdefault(activity[p["id"]], Counter()).update(contact[p["id"]])
-    tenant: Counter[int] = Counter()
-    for c in contact.values():
-        tenant.update(c)
-    n_t = sum(tenant.values())
-    out = {}
-    for p in ppl:
-        cid, tz = p["id"], p["tz"]
-        lv = level[activity[cid]]
-        n_l, n_c = sum(lv.values()), sum(contact[cid].values())
-        slots = []
-        for k in range(24):
-            at = start + timedelta(hours=k)
-            if at.astimezone(ZoneInfo(tz or "UTC")).hour not in ALLOWED:
-                continue
-            h = how(at, tz)
-            p_t = (tenant[h] + 1) / (n_t + 168)
-            p_l = (lv[h] + model.level_strength * p_t) / (n_l + model.level_strength)
-            score = p_t if n_c == 0 else (contact[cid][h] + model.contact_strength * p_l) / (n_c + model.contact_strength)
-            slot_hash = hashlib.sha256(f"{seed}|slot|{cid}|{k}".encode()).hexdigest()
-            slots.append({"k": k, "at": at, "score": score, "p_t": p_t, "hash": slot_hash})
-        explore = int(hashlib.sha256(f"{seed}|explore|{cid}".encode()).hexdigest()[:8], 16) % 1_000_000 < round(
-            model.explore * 1_000_000)
-        best = max(s["score"] for s in slots)
-        out[cid] = {"slots": slots, "best": best, "explore": explore, "events": n_c,
-                    "explored_at": min(slots, key=lambda s: s["hash"])["at"]}  # fmt: skip
     return out
 
 
@@ -112,31 +70,32 @@ def test_best_times_equal_a_python_reference_of_the_model(local_stack: StackHand
     query = best_time_query(CompiledQuery("SELECT contact_id FROM users_latest", {}), start=start, hours=24,
                             allowed_hours=ALLOWED, now=NOW, seed=seed, model=model)  # fmt: skip
     chosen = {r["contact_id"]: r for r in run_query(tenant, query.sql, query.params)}
-    expected = reference(ppl, activity, start, model, seed)
+    expected = choose({p["id"]: (p["tz"], p["events"]) for p in ppl}, activity, start=start, hours=24,
+                      allowed=ALLOWED, now=NOW, seed=seed, model=model)  # fmt: skip
     # THEN every contact has a time; each non-exploring one the slot of highest score by the reference (ties aside),
     # each exploring one the slot its hash picks; the reasons say which, and no time falls in quiet hours
     assert set(chosen) == {p["id"] for p in ppl}
     reasons = Counter(r["reason"] for r in chosen.values())
     for cid, row in chosen.items():
         ref = expected[cid]
+        assert ref.chosen is not None
         local = row["send_at"].astimezone(ZoneInfo(next(p["tz"] for p in ppl if p["id"] == cid) or "UTC"))
         assert local.hour in ALLOWED and local.hour == row["local_hour"]
-        assert row["events"] == ref["events"]
-        if ref["explore"]:
-            assert row["reason"] == "exploration" and row["send_at"] == ref["explored_at"], cid
+        assert row["events"] == ref.events and row["reason"] == ref.reason, cid
+        if ref.explore:
+            assert row["send_at"] == ref.chosen.at, cid
             continue
-        picked = next(s for s in ref["slots"] if s["at"] == row["send_at"])
-        assert picked["score"] == pytest.approx(ref["best"], rel=1e-9), cid
-        assert row["score"] == pytest.approx(picked["score"], rel=1e-9)
-        assert row["reason"] == ("profile" if ref["events"] >= model.min_events else "fallback")
+        picked = next(s for s in ref.slots if s.at == row["send_at"])
+        assert picked.score == pytest.approx(ref.chosen.score, rel=1e-9), cid
+        assert row["score"] == pytest.approx(picked.score, rel=1e-9)
     assert reasons["exploration"] and reasons["profile"] and reasons["fallback"]
     # ... and a contact without history gets the tenant's best allowed hour, not its (dormant) level's
-    assert activity["c39"] == "dormant" and expected["c39"]["events"] > 0
+    assert activity["c39"] == "dormant" and expected["c39"].events > 0
     for cid in ("c40", "c41", "c42", "c43"):
         ref, row = expected[cid], chosen[cid]
-        if not ref["explore"]:
-            picked = next(s for s in ref["slots"] if s["at"] == row["send_at"])
-            assert picked["p_t"] == pytest.approx(max(s["p_t"] for s in ref["slots"]), rel=1e-9), cid
+        if not ref.explore:
+            picked = next(s for s in ref.slots if s.at == row["send_at"])
+            assert picked.p_t == pytest.approx(max(s.p_t for s in ref.slots), rel=1e-9), cid
 
 
 def test_a_best_time_campaign_plans_and_sends_each_contact_at_its_own_time(local_stack: StackHandle) -> None:

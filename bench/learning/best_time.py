@@ -1,0 +1,193 @@
+"""``python -m bench.learning.best_time [--contacts N] [--runs R] [--json]``: the best-time model against a fixed hour
+and an oracle, on a simulator with known truth.
+
+Each simulated contact lives in a timezone (four with DST changes, and UTC) and has a true weekly activity profile:
+a main daily peak (evenings, spread across contacts) and a smaller second one (mornings or lunch), an hour later on
+weekends. A push's true effect at a local hour is the contact's responsiveness (2-8 points) times how active it is
+then (a push is seen when the contact is active). **Trap contacts** (a fifth of those with history) are active at
+their main peak to buy anyway: a push there causes nothing, only their second peak responds. 30% of contacts are new
+(no events); the others have 28 days of events drawn from their profile, at a rate set by their activity level.
+
+For a campaign launched at 06:00 UTC with a 24-hour window and quiet hours 22:00-08:00 local, each policy picks a
+slot per contact and gains the true effect there:
+
+- **oracle**: each contact's true best allowed slot;
+- **fixed**: the single local hour that is best for the whole audience (what a marketer would pick with hindsight);
+- **random**: the mean over allowed slots (what exploration gets);
+- **model**: shared/campaigns/send_time.py's choice, computed by its Python twin (bench/learning/send_time_model.py;
+  tests/integration/test_send_time.py proves the SQL chooses the same), without exploration.
+
+Captured share of the oracle's gain = (model - random) / (oracle - random), for new contacts, contacts with 28 days
+of history, and the trap contacts. Targets (issue 14): >= 0.4 with no history, >= 0.6 after 28 days, the model never
+below the fixed hour for new contacts, and the trap's peak hour not preferred.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from bench.learning.send_time_model import choose, hour_of_week
+from shared.campaigns.send_time import SendTimeModel
+
+ZONES = ("Europe/Paris", "America/New_York", "Asia/Tokyo", "Australia/Sydney", None)
+ALLOWED = list(range(8, 22))
+LEVEL_EVENTS_PER_DAY = {"low": 0.15, "medium": 0.6, "high": 2.0}
+NOW = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)  # a Monday, 06:00 UTC; the last 28 days include the US DST change
+
+
+@dataclass
+class Person:
+    id: str
+    tz: str | None
+    activity: np.ndarray  # 168 weights (hour of week, local), summing to 1
+    effect: np.ndarray  # 168 true push effects
+    new: bool
+    trap: bool
+    events: list[datetime]
+
+
+def _bump(center: float, width: float = 1.2) -> np.ndarray:
+    hours = np.arange(24)
+    distance = np.minimum(np.abs(hours - center), 24 - np.abs(hours - center))
+    return np.exp(-0.5 * (distance / width) ** 2)
+
+
+def _weekly(main: float, second: float, w_main: float) -> np.ndarray:
+    days = []
+    for dow in range(7):  # 0 = Sunday, as BigQuery's DAYOFWEEK - 1
+        shift = 1.0 if dow in (0, 6) else 0.0
+        days.append(w_main * _bump(main + shift) + (1 - w_main) * _bump(second + shift) + 0.01)
+    week = np.concatenate(days)
+    return week / week.sum()
+
+
+def population(n: int, rng: np.random.Generator) -> list[Person]:
+    people = []
+    for i in range(n):
+        tz = ZONES[i % len(ZONES)]
+        new = rng.random() < 0.3
+        trap = (not new) and rng.random() < 0.2
+        main = float(rng.normal(19.5, 1.5))
+        second = float(rng.choice([8.0, 12.5])) + float(rng.normal(0, 0.5))
+        activity = _weekly(main, second, 0.8 if trap else float(rng.uniform(0.55, 0.8)))
+        responsiveness = float(rng.uniform(0.02, 0.08))
+        # a push is seen when the contact is active; a trap contact's main peak is buying anyway: no effect there
+        seen = _weekly(main, second, 0.0) if trap else activity
+        effect = responsiveness * seen / seen.max()
+        level = str(rng.choice(list(LEVEL_EVENTS_PER_DAY), p=[0.4, 0.4, 0.2]))
+        events: list[datetime] = []
+        if not new:
+            zone = ZoneInfo(tz or "UTC")
+            for day in range(1, 29):
+                date = (NOW - timedelta(days=day)).astimezone(zone).date()
+                dow = date.isoweekday() % 7
+                daily = activity[dow * 24 : dow * 24 + 24] / activity[dow * 24 : dow * 24 + 24].sum()
+                for _ in range(rng.poisson(LEVEL_EVENTS_PER_DAY[level])):
+                    hour = int(rng.choice(24, p=daily))
+                    local = datetime(date.year, date.month, date.day, hour, int(rng.integers(60)), tzinfo=zone)
+                    events.append(local.astimezone(UTC))
+        people.append(Person(f"p{i:05d}", tz, activity, effect, new, trap, events))
+    return people
+
+
+def activity_levels(people: list[Person]) -> dict[str, str]:
+    """contact_activity's default thresholds on events of the last 30 days (shared/config.py ActivityLevels)."""
+    out = {}
+    for p in people:
+        n = sum(1 for e in p.events if e >= NOW - timedelta(days=30))
+        out[p.id] = "high" if n >= 10 else "medium" if n >= 3 else "low" if n >= 1 else "dormant"
+    return out
+
+
+def measure_once(n: int, seed: int) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    people = population(n, rng)
+    slots = [NOW + timedelta(hours=k) for k in range(24)]
+    choices = choose({p.id: (p.tz, p.events) for p in people}, activity_levels(people), start=NOW, hours=24,
+                     allowed=ALLOWED, now=NOW, seed=f"sim-{seed}", model=SendTimeModel(explore=0.0))  # fmt: skip
+    # the fixed local hour best for everyone: each contact's gain at that local hour within the window
+    def at_local_hour(p: Person, hour: int) -> float:
+        for at in slots:
+            if at.astimezone(ZoneInfo(p.tz or "UTC")).hour == hour:
+                return float(p.effect[hour_of_week(at, p.tz)])
+        return 0.0
+
+    fixed_hour = max(ALLOWED, key=lambda h: sum(at_local_hour(p, h) for p in people))
+    gains: dict[str, dict[str, list[float]]] = {}
+    trap_peak_chosen = 0
+    traps = 0
+    for p in people:
+        allowed = [float(p.effect[s.how]) for s in choices[p.id].slots]
+        chosen = choices[p.id].chosen
+        assert chosen is not None
+        row = {"oracle": max(allowed), "random": statistics.fmean(allowed), "model": float(p.effect[chosen.how]),
+               "fixed": at_local_hour(p, fixed_hour)}  # fmt: skip
+        group = "new" if p.new else "trap" if p.trap else "history"
+        for policy, value in row.items():
+            gains.setdefault(group, {}).setdefault(policy, []).append(value)
+        if p.trap:
+            traps += 1
+            peak = max((s for s in choices[p.id].slots), key=lambda s: p.activity[s.how])
+            trap_peak_chosen += chosen.how == peak.how
+    out: dict[str, Any] = {"fixed_local_hour": fixed_hour, "trap_peak_chosen": trap_peak_chosen / max(traps, 1)}
+    for group, by_policy in gains.items():
+        total = {policy: sum(values) for policy, values in by_policy.items()}
+        span = total["oracle"] - total["random"]
+        out[group] = {
+            "contacts": len(by_policy["model"]),
+            "captured_model": (total["model"] - total["random"]) / span if span else math.nan,
+            "captured_fixed": (total["fixed"] - total["random"]) / span if span else math.nan,
+            "gain_per_contact": {k: v / len(by_policy["model"]) for k, v in total.items()},
+        }
+    return out
+
+
+def measure(n: int, runs: int) -> dict[str, Any]:
+    results = [measure_once(n, seed) for seed in range(runs)]
+
+    def summary(group: str, key: str) -> dict[str, float]:
+        values = [r[group][key] for r in results]
+        return {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
+
+    return {
+        "contacts": n,
+        "runs": runs,
+        "new": {"model": summary("new", "captured_model"), "fixed": summary("new", "captured_fixed")},
+        "history": {"model": summary("history", "captured_model"), "fixed": summary("history", "captured_fixed")},
+        "trap": {"model": summary("trap", "captured_model"), "fixed": summary("trap", "captured_fixed"),
+                 "peak_chosen": statistics.fmean(r["trap_peak_chosen"] for r in results)},
+        "fixed_local_hours": [r["fixed_local_hour"] for r in results],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--contacts", type=int, default=3000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--json", dest="as_json", action="store_true")
+    args = parser.parse_args()
+    m = measure(args.contacts, args.runs)
+    if args.as_json:
+        print(json.dumps(m, indent=2))
+        return
+    print(f"{m['runs']} runs of {m['contacts']} contacts; best fixed local hours {m['fixed_local_hours']}")
+    print("share of the oracle's gain captured (over a random slot), mean [min, max] over the runs:")
+    for group, label in (("new", "no history"), ("history", "28 days of history"), ("trap", "trap contacts")):
+        model, fixed = m[group]["model"], m[group]["fixed"]
+        print(f"  {label:<20} model {model['mean']:.3f} [{model['min']:.3f}, {model['max']:.3f}]   "
+              f"fixed hour {fixed['mean']:.3f} [{fixed['min']:.3f}, {fixed['max']:.3f}]")  # fmt: skip
+    print(f"trap contacts sent at their (non-responsive) activity peak: {m['trap']['peak_chosen']:.3f}")
+    print(f"captured with no history = {m['new']['model']['mean']:.3f}, after 28 days = {m['history']['model']['mean']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
