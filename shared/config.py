@@ -2,7 +2,8 @@
 
 The same code runs in Cloud Functions and on the local stack; only these settings differ. Emulators are found through
 the variables the Google clients already honour (``PUBSUB_EMULATOR_HOST``, ``STORAGE_EMULATOR_HOST``) plus
-``LANDLINE_BIGQUERY_ENDPOINT``, which the BigQuery client has no variable for.
+``LANDLINE_BIGQUERY_ENDPOINT`` and ``LANDLINE_BIGQUERY_WRITE_ENDPOINT`` (its Storage Write API, gRPC), which the
+BigQuery clients have no variable for.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class Settings(BaseSettings):
     tenants_file: Path | None = None
     tenants_json: str | None = None
     bigquery_endpoint: str | None = None
+    # The emulator's Storage Write API (gRPC host:port); in the cloud the client's default endpoint is used.
+    bigquery_write_endpoint: str | None = None
     # Batching of raw lines into Pub/Sub messages: well under the 10 MB message limit and the 10 MB request limit.
     batch_max_lines: int = Field(default=1000, ge=1, le=100_000)
     batch_max_bytes: int = Field(default=2_000_000, ge=1024, le=8_000_000)

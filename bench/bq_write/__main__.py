@@ -45,7 +45,7 @@ from shared.config import Tenant
 from shared.load import parse_lines
 from shared.warehouse.rows import EventRow, Lineage
 from shared.warehouse.schema import TABLES, VIEWS
-from shared.warehouse.writer import MAX_BYTES_PER_REQUEST, MAX_ROWS_PER_REQUEST, write_rows
+from shared.warehouse.writer import write_rows
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -57,6 +57,8 @@ QUICK_EVENTS = 10_000
 BATCH_LINES = 1000  # Settings.batch_max_lines: the lines of one Pub/Sub message, the loader's unit of work
 REGION = "europe-west1"
 PROCESSOR = "bench.bq_write"
+MAX_ROWS_PER_REQUEST = 500  # the insertAll writer's chunks, which this evaluation compared
+MAX_BYTES_PER_REQUEST = 8_000_000
 BAD_INDEX = 37  # the bad row's position in the 100-row bad-row batches
 _FD = descriptor_pb2.FieldDescriptorProto
 # Storage Write API wire types (https://cloud.google.com/bigquery/docs/write-api#data_type_conversions):

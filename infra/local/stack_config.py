@@ -75,6 +75,7 @@ class StackConfig:
             "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{self.port('pubsub')}",
             "STORAGE_EMULATOR_HOST": self.url("storage"),
             "LANDLINE_BIGQUERY_ENDPOINT": self.url("bigquery"),
+            "LANDLINE_BIGQUERY_WRITE_ENDPOINT": f"127.0.0.1:{self.port('bigquery_grpc')}",
             "LANDLINE_TENANTS_FILE": str(paths.tenants),
             "LANDLINE_SECRETS_FILE": str(paths.secrets),
             "LANDLINE_FAKES_URL": self.url("fakes"),

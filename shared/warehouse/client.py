@@ -12,10 +12,13 @@ import time
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+import grpc
 from google.api_core import exceptions as gexc
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
+from google.cloud.bigquery_storage_v1 import BigQueryWriteClient
+from google.cloud.bigquery_storage_v1.services.big_query_write.transports import BigQueryWriteGrpcTransport
 
 from shared.config import Settings, Tenant, settings
 from shared.errors import RegionMismatchError, SetupError
@@ -40,6 +43,25 @@ def _client(project: str, endpoint: str | None) -> bigquery.Client:
 def bigquery_client(cfg: Settings | None = None) -> bigquery.Client:
     cfg = cfg or settings()
     return _client(cfg.project, cfg.bigquery_endpoint)
+
+
+@lru_cache(maxsize=8)
+def _write_client(endpoint: str | None) -> BigQueryWriteClient:
+    if endpoint:  # the emulator speaks plaintext gRPC without credentials
+        channel = grpc.insecure_channel(endpoint, options=[("grpc.max_send_message_length", 16 * 1024 * 1024)])
+        return BigQueryWriteClient(transport=BigQueryWriteGrpcTransport(channel=channel))
+    return BigQueryWriteClient()
+
+
+def write_client(cfg: Settings | None = None) -> BigQueryWriteClient:
+    """The Storage Write API client (the writer's appends), one per process: its channel is reused."""
+    cfg = cfg or settings()
+    if cfg.bigquery_endpoint and not cfg.bigquery_write_endpoint:
+        raise SetupError(
+            "LANDLINE_BIGQUERY_ENDPOINT is set (the local emulator) but LANDLINE_BIGQUERY_WRITE_ENDPOINT is not",
+            "set it to the emulator's gRPC host:port (`landline env` prints both for the running stack)",
+        )
+    return _write_client(cfg.bigquery_write_endpoint)
 
 
 def dataset_ref(tenant: Tenant, cfg: Settings | None = None) -> str:

@@ -1,66 +1,66 @@
-"""Streaming inserts with stable insertIds, chunked within BigQuery's limits, with per-row error classification.
+"""Rows into BigQuery through the Storage Write API's default stream, in appends within its limits, with per-row errors.
 
-* ``row_ids`` are always the rows' stable ids: the client's default is a fresh random UUID per call, which defeats
-  dedup on redelivery.
-* ``skip_invalid_rows=True`` so one bad row does not stop its neighbours; if ``stopped`` rows come back anyway they are
-  retried under a derived insertId, because BigQuery (and the emulator) remember an insertId even for a row they did
-  not store, and a retry under the same id within the dedup window would be dropped silently. Exact dedup happens in
-  the views, so the derived id cannot create a visible duplicate.
-* Rows BigQuery calls ``invalid`` become rejected rows (reason ``warehouse_invalid``); everything else raises.
-* A whole-request 400 (or 413: an oversized body, a request BigQuery cannot parse) is deterministic, so retrying it
-  only ends in the dead-letter topic: the chunk is bisected, the good halves are written, and a row that is refused
-  even alone becomes a ``warehouse_invalid`` rejection saying so. A refused request stores nothing, so its halves can
-  reuse its insertIds.
-* Retries are bounded in time, so one message can never run past the function's 540 s timeout: each insert retries
-  5xx/429/connection errors for at most ``INSERT_DEADLINE_S`` with a ``REQUEST_TIMEOUT_S`` per request (the client's
-  ``DEFAULT_RETRY`` alone would retry for 600 s, with no request timeout), and all inserts of one ``write_rows`` call
-  share ``WRITE_BUDGET_S``; past it the write raises ``TransientError`` and the redelivery continues idempotently.
+Why the Write API and not insertAll (infra/SCALING.md, "Cost per million events"): it bills the bytes sent, with no
+1 KB minimum per row and at half insertAll's rate; measured at 100,000 events it cuts the total cost by 31%.
+
+* **At-least-once.** The ``_default`` stream has no insertIds: a redelivered message, or an append retried after its
+  response was lost, stores its rows again. Exactness lives where it already lived for redeliveries outside
+  insertAll's one-minute dedup window: in the views (``events_deduped``, ``users_latest``, the ledgers' readers) and in
+  ``landline stats``, which counts distinct positions.
+* **Rows as protobuf**, one proto2 message type per table built from its schema (shared/warehouse/schema.py):
+  TIMESTAMP as int64 µs, JSON as its text. A value that cannot be a value of its column (malformed JSON text, a
+  non-integer in an INTEGER column, a column the table does not have) becomes a rejected row without being sent.
+* **One bad row fails its whole append** (``row_errors``; the API stores none of the append's rows): the rows named
+  become rejected rows (reason ``warehouse_invalid``) and the rest are appended again.
+* **An append refused as a whole** without row errors (INVALID_ARGUMENT: too large, a writer schema the table lacks)
+  is deterministic, so retrying it only ends in the dead-letter topic: the chunk is bisected, and a row refused even
+  alone becomes a ``warehouse_invalid`` rejection saying so.
+* **Bounded in time**, so one message never runs past the function's 540 s timeout: each append waits for its
+  response at most ``APPEND_TIMEOUT_S`` (woken by a done-callback: ``AppendRowsFuture.result()`` alone polls with a
+  1 s backoff, BENCHMARKS.md "BigQuery writes"), all appends of one ``write_rows`` call share ``WRITE_BUDGET_S``, and
+  past it, or on an unavailable service, the write raises ``TransientError`` and the redelivery continues.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol
 
 from google.api_core import exceptions as gexc
-from google.cloud.bigquery.retry import DEFAULT_RETRY
+from google.cloud.bigquery_storage_v1 import exceptions as storage_exceptions
+from google.cloud.bigquery_storage_v1 import types, writer
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from pydantic_core import PydanticSerializationError, to_json
 
 from shared import __version__
 from shared.errors import SetupError, TransientError
-from shared.warehouse.client import check_region
+from shared.warehouse.client import check_region, write_client
 from shared.warehouse.rows import Lineage, RejectedRow
+from shared.warehouse.schema import TABLES
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from google.cloud import bigquery
+    from google.cloud.bigquery_storage_v1 import BigQueryWriteClient
+    from google.protobuf.message import Message
 
     from shared.config import Tenant
 
-MAX_ROWS_PER_REQUEST = 500  # BigQuery's recommendation (the hard limit is 50,000)
-MAX_BYTES_PER_REQUEST = 8_000_000  # the hard limit is 10 MB per request, JSON overhead included
-MAX_STOPPED_RETRIES = 3
-INSERT_DEADLINE_S = 60.0  # retries of one insertAll request
-REQUEST_TIMEOUT_S = 30.0  # one HTTP request (the emulator and BigQuery answer a 10 MB insert in a few seconds)
-WRITE_BUDGET_S = 240.0  # every insert of one write_rows call: a message also parses, and ingest writes 2 ledger rows
+MAX_ROWS_PER_APPEND = 5_000
+MAX_BYTES_PER_APPEND = 8_000_000  # the hard limit is 10 MB per AppendRows request, framing included
+APPEND_TIMEOUT_S = 60.0  # one append's response
+WRITE_BUDGET_S = 240.0  # every append of one write_rows call: a message also parses, and ingest writes 2 ledger rows
 REJECTED_PAYLOAD_MAX_BYTES = 100_000  # what a request-level rejection keeps of the row (the row may be the problem)
-_TRANSIENT = (
-    gexc.ServiceUnavailable,
-    gexc.InternalServerError,
-    gexc.TooManyRequests,
-    gexc.BadGateway,
-    gexc.GatewayTimeout,
-    gexc.DeadlineExceeded,
-    gexc.RetryError,  # what DEFAULT_RETRY raises when its deadline passes (5xx, 429, connection errors, timeouts)
-    ConnectionError,
-    TimeoutError,
-)
-_REQUEST_REFUSED = (400, 413)  # the request itself, deterministically: bisect instead of retrying
+MAX_ROW_ERROR_ROUNDS = 3  # re-appends after row errors; each round removes at least one named row
+_SETUP = (gexc.NotFound, gexc.Forbidden, gexc.Unauthenticated)  # PermissionDenied is a Forbidden
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Row(Protocol):
@@ -84,15 +84,11 @@ class WriteResult:
         return sum(self.written.values())
 
 
-Item = tuple[str, bytes, Row]  # (insertId, the row's JSON, the row)
-
-
 def encode_row(row: dict[str, Any]) -> bytes:
-    """A row's JSON, once: the same bytes size the request and go into it.
+    """A row's BigQuery JSON (what a rejected row keeps as its payload, and bulk loads' NDJSON).
 
-    ``pydantic_core.to_json`` (Rust) is ~3x the stdlib's speed here. Non-finite floats cannot come from strict JSON
-    input; should one appear it becomes null rather than failing the whole request. Anything it cannot serialise
-    falls back to ``str`` like the stdlib path did.
+    ``pydantic_core.to_json`` (Rust) is ~3x the stdlib's speed. Non-finite floats cannot come from strict JSON input;
+    should one appear it becomes null rather than failing. Anything it cannot serialise falls back to ``str``.
     """
     try:
         return to_json(row, inf_nan_mode="null", fallback=str)
@@ -100,13 +96,160 @@ def encode_row(row: dict[str, Any]) -> bytes:
         return json.dumps(row, default=str).encode("utf-8", "replace")
 
 
-def _chunks(items: list[Item]) -> list[list[Item]]:
-    chunks: list[list[Item]] = []
-    current: list[Item] = []
+# -- rows as protobuf ----------------------------------------------------------------------------------------------
+
+
+class Unencodable(ValueError):
+    """A value that cannot be a value of its column: the row is rejected without being sent."""
+
+
+def _string(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return to_json(value).decode()
+    raise Unencodable(f"a {type(value).__name__} is not a STRING")
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise Unencodable(f"{value!r} is not an INTEGER")
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise Unencodable(f"{value!r} is not an INTEGER") from exc
+    if not -(2**63) <= number < 2**63:
+        raise Unencodable(f"{value} is outside INTEGER's range")
+    return number
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise Unencodable(f"{value!r} is not a FLOAT")
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise Unencodable(f"{value!r} is not a FLOAT") from exc
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise Unencodable(f"{value!r} is not a BOOLEAN")
+
+
+def _timestamp(value: Any) -> int:
+    """Microseconds since the epoch, as the Write API takes TIMESTAMP (insertAll's inputs: ISO text, or seconds)."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise Unencodable(f"{value!r} is not a TIMESTAMP") from exc
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        return round(value * 1_000_000)
+    else:
+        raise Unencodable(f"a {type(value).__name__} is not a TIMESTAMP")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _json(value: Any) -> str:
+    """A JSON column's text: a string is taken as JSON text (as insertAll does) and must parse."""
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except ValueError as exc:
+            raise Unencodable(f"malformed JSON text: {exc}") from exc
+        return value
+    return encode_row(value).decode()
+
+
+_PROTO_TYPES: dict[str, tuple[int, Callable[[Any], Any]]] = {
+    "STRING": (descriptor_pb2.FieldDescriptorProto.TYPE_STRING, _string),
+    "JSON": (descriptor_pb2.FieldDescriptorProto.TYPE_STRING, _json),
+    "TIMESTAMP": (descriptor_pb2.FieldDescriptorProto.TYPE_INT64, _timestamp),
+    "INTEGER": (descriptor_pb2.FieldDescriptorProto.TYPE_INT64, _integer),
+    "FLOAT": (descriptor_pb2.FieldDescriptorProto.TYPE_DOUBLE, _float),
+    "BOOLEAN": (descriptor_pb2.FieldDescriptorProto.TYPE_BOOL, _boolean),
+}
+_PROTO_TYPES |= {"INT64": _PROTO_TYPES["INTEGER"], "FLOAT64": _PROTO_TYPES["FLOAT"], "BOOL": _PROTO_TYPES["BOOLEAN"]}
+
+
+@dataclass(frozen=True)
+class Codec:
+    """A table's rows as proto2 messages, the type built at run time from its schema (no .proto file, no protoc).
+
+    Every field is optional on the wire so that REQUIRED is enforced by BigQuery, which names the row and field."""
+
+    table: str
+    descriptor: descriptor_pb2.DescriptorProto
+    message: type[Message]
+    converters: dict[str, Callable[[Any], Any]]
+
+    def encode(self, row: dict[str, Any]) -> bytes:
+        """The row's protobuf bytes; ``Unencodable`` names the column of a value that cannot be sent."""
+        fields: dict[str, Any] = {}
+        for name, value in row.items():
+            if value is None:
+                continue
+            convert = self.converters.get(name)
+            if convert is None:
+                raise Unencodable(f"{name}: no such column in {self.table}")
+            try:
+                fields[name] = convert(value)
+            except Unencodable as exc:
+                raise Unencodable(f"{name}: {exc}") from None
+        try:
+            return self.message(**fields).SerializeToString()
+        except (TypeError, ValueError) as exc:  # e.g. a string that is not valid UTF-8
+            raise Unencodable(str(exc)) from None
+
+
+@cache
+def codec(table: str) -> Codec:
+    """The codec of one of the product's tables (schema.py's ``TABLES``)."""
+    spec = next((t for t in TABLES if t.name == table), None)
+    if spec is None:
+        raise SetupError(f"no table {table!r} in this version's schema", "write rows of the product's row types only")
+    proto = descriptor_pb2.DescriptorProto(name="Row")
+    converters: dict[str, Callable[[Any], Any]] = {}
+    for number, column in enumerate(spec.schema, 1):
+        kind, converters[column.name] = _PROTO_TYPES[column.field_type]
+        proto.field.add(
+            name=column.name, number=number, type=kind, label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
+        )
+    file = descriptor_pb2.FileDescriptorProto(name=f"landline_{table}.proto", package=f"landline.{table}", syntax="proto2")
+    file.message_type.add().CopyFrom(proto)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    message = message_factory.GetMessageClass(pool.FindMessageTypeByName(f"landline.{table}.Row"))
+    return Codec(table, proto, message, converters)
+
+
+# -- appending ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Item:
+    row: Row
+    proto: bytes
+    bq: dict[str, Any]
+
+
+def _chunks(items: list[_Item]) -> list[list[_Item]]:
+    chunks: list[list[_Item]] = []
+    current: list[_Item] = []
     size = 0
     for item in items:
-        item_size = len(item[1]) + len(item[0]) + 32  # the exact body bytes: {"insertId":"...","json":...},
-        if current and (len(current) >= MAX_ROWS_PER_REQUEST or size + item_size > MAX_BYTES_PER_REQUEST):
+        item_size = len(item.proto) + 8  # the row's bytes and their framing in ProtoRows
+        if current and (len(current) >= MAX_ROWS_PER_APPEND or size + item_size > MAX_BYTES_PER_APPEND):
             chunks.append(current)
             current, size = [], 0
         current.append(item)
@@ -116,38 +259,196 @@ def _chunks(items: list[Item]) -> list[list[Item]]:
     return chunks
 
 
-def _insert(
-    client: bigquery.Client,
-    table: str,
-    rows: list[bytes],
-    ids: list[str],
-    *,
-    skip_invalid_rows: bool = True,
-    deadline: float = INSERT_DEADLINE_S,
-) -> list[dict[str, Any]]:
-    """tabledata.insertAll with the rows' JSON as encoded once; returns the per-row ``insertErrors``.
+@dataclass(frozen=True)
+class _Budget:
+    """The time left for the appends of one ``write_rows`` call."""
 
-    Written by hand instead of ``client.insert_rows_json`` because that takes dicts and re-encodes every row with the
-    stdlib (~8 µs a row, more than the rest of the writer): the body here is the pre-encoded rows joined. It goes
-    through the client's own ``_call_api`` (auth, endpoint), so only the body building is ours; the request is the
-    documented insertAll one. Retried for at most ``deadline`` seconds, each request for ``REQUEST_TIMEOUT_S``.
-    """
-    project, dataset, table_id = table.split(".")
-    skip = b"true" if skip_invalid_rows else b"false"
-    body = b'{"skipInvalidRows":%s,"rows":[%s]}' % (
-        skip,
-        b",".join(b'{"insertId":%s,"json":%s}' % (to_json(i), row) for i, row in zip(ids, rows, strict=True)),
-    )
-    response = client._call_api(
-        DEFAULT_RETRY.with_timeout(deadline),  # the client's predicate, our deadline
-        span_name="BigQuery.insertRowsJson",
-        method="POST",
-        path=f"/projects/{project}/datasets/{dataset}/tables/{table_id}/insertAll",
-        data=body,
-        content_type="application/json",
-        timeout=REQUEST_TIMEOUT_S,
-    )
-    return list(response.get("insertErrors", []))
+    ends_at: float
+
+    def append_timeout(self, table: str) -> float:
+        left = self.ends_at - time.monotonic()
+        if left <= 1.0:
+            raise TransientError(f"writing to {table} used its {WRITE_BUDGET_S:.0f} s budget; the redelivery continues")
+        return min(APPEND_TIMEOUT_S, left)
+
+
+class _Stream:
+    """One AppendRows connection to a table's ``_default`` stream, for one ``write_rows`` call.
+
+    Appends are pipelined: ``send`` returns at once and ``wait`` blocks until that append's response is in."""
+
+    def __init__(self, client: BigQueryWriteClient, table: str, table_codec: Codec) -> None:
+        self.table = table
+        project, dataset, table_id = table.split(".")
+        template = types.AppendRowsRequest(
+            write_stream=f"projects/{project}/datasets/{dataset}/tables/{table_id}/streams/_default",
+            proto_rows=types.AppendRowsRequest.ProtoData(
+                writer_schema=types.ProtoSchema(proto_descriptor=table_codec.descriptor)
+            ),
+        )
+        self._manager = writer.AppendRowsStream(client, template)
+
+    def send(self, rows: list[bytes]) -> writer.AppendRowsFuture:
+        request = types.AppendRowsRequest(
+            proto_rows=types.AppendRowsRequest.ProtoData(rows=types.ProtoRows(serialized_rows=rows))
+        )
+        return self._manager.send(request)
+
+    @staticmethod
+    def wait(future: writer.AppendRowsFuture, timeout: float) -> None:
+        """Return when the append succeeded; raise its error (``GoogleAPICallError`` with ``.response``) otherwise."""
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(timeout):
+            raise TimeoutError(f"no AppendRows response in {timeout:.0f} s")
+        future.result()
+
+    def close(self) -> None:
+        try:
+            self._manager.close()
+        except storage_exceptions.StreamClosedError:
+            pass  # the connection had already ended (an error closed it)
+
+
+def write_rows(
+    client: bigquery.Client,
+    tenant: Tenant,
+    rows: Sequence[Row],
+    *,
+    processor: str,
+    appends: BigQueryWriteClient | None = None,
+) -> WriteResult:
+    """Write ``rows`` (any mix of tables) to the tenant's dataset after checking its region.
+
+    ``appends`` is the Storage Write API client (default: the process's, ``shared.warehouse.client.write_client``)."""
+    result = WriteResult()
+    if not rows:
+        return result
+    budget = _Budget(time.monotonic() + WRITE_BUDGET_S)
+    check_region(client, tenant)
+    appends = appends or write_client()
+    loaded_at = datetime.now(UTC)
+    by_table: dict[str, list[_Item]] = defaultdict(list)
+    for row in rows:
+        bq = row.to_bq(loaded_at)
+        try:
+            by_table[row.table].append(_Item(row, codec(row.table).encode(bq), bq))
+        except Unencodable as exc:
+            result.invalid.append(_rejection(row, bq, f"BigQuery cannot take the row for {row.table}: {exc}", processor))
+    for table_name, items in by_table.items():
+        _write_table(client, appends, tenant, table_name, items, result, processor, budget)
+    if result.invalid:
+        # Rejections of rejections are not expected (all-STRING payload); if they happen, raise rather than loop.
+        nested = WriteResult()
+        items = [_Item(r, codec("rejected").encode(bq), bq) for r in result.invalid for bq in [r.to_bq(loaded_at)]]
+        _write_table(client, appends, tenant, "rejected", items, nested, processor, budget)
+        if nested.invalid:
+            raise SetupError("the rejected table refused a bad row", "check the rejected table's schema")
+        result.written["rejected"] += nested.written["rejected"]
+    return result
+
+
+def _write_table(
+    client: bigquery.Client,
+    appends: BigQueryWriteClient,
+    tenant: Tenant,
+    table_name: str,
+    items: list[_Item],
+    result: WriteResult,
+    processor: str,
+    budget: _Budget,
+) -> None:
+    table = f"{client.project}.{tenant.dataset}.{table_name}"
+    stream = _Stream(appends, table, codec(table_name))
+    try:
+        pending = items
+        for _ in range(MAX_ROW_ERROR_ROUNDS + 1):
+            pending = _append_round(client, stream, table, table_name, pending, result, processor, budget)
+            if not pending:
+                return
+        raise TransientError(f"{len(pending)} rows into {table} kept failing alongside rows BigQuery named as bad")
+    finally:
+        stream.close()
+
+
+def _append_round(
+    client: bigquery.Client,
+    stream: _Stream,
+    table: str,
+    table_name: str,
+    items: list[_Item],
+    result: WriteResult,
+    processor: str,
+    budget: _Budget,
+) -> list[_Item]:
+    """Append ``items`` in pipelined chunks; returns the good rows of appends that failed on row errors (to append
+    again). Rows BigQuery names become rejections; a chunk refused as a whole is bisected."""
+    budget.append_timeout(table)  # raises when spent: better than appending rows whose outcome cannot be awaited
+    sent = [(chunk, _send(client, stream, table, chunk)) for chunk in _chunks(items)]
+    again: list[_Item] = []
+    for chunk, future in sent:
+        error = _outcome(client, stream, table, future, budget)
+        if error is None:
+            result.written[table_name] += len(chunk)
+            continue
+        response = getattr(error, "response", None)
+        named = {e.index: e.message for e in response.row_errors} if response is not None else {}
+        if named:
+            for index, item in enumerate(chunk):
+                if index in named:
+                    message = f"BigQuery rejected the row for {table_name}: {named[index]}"
+                    result.invalid.append(_rejection(item.row, item.bq, message, processor))
+                else:
+                    again.append(item)
+        elif len(chunk) == 1:
+            result.invalid.append(_refused_row(chunk[0], table_name, error, processor))
+        else:
+            # Nothing of a refused append was stored, so its halves can be appended as they are.
+            half = len(chunk) // 2
+            for part in (chunk[:half], chunk[half:]):
+                again.extend(_append_round(client, stream, table, table_name, part, result, processor, budget))
+    return again
+
+
+def _send(client: bigquery.Client, stream: _Stream, table: str, chunk: list[_Item]) -> writer.AppendRowsFuture:
+    try:
+        return stream.send([item.proto for item in chunk])
+    except gexc.GoogleAPICallError as exc:  # opening the connection failed
+        raise _classified(client, table, exc) from exc
+    except storage_exceptions.StreamClosedError as exc:
+        raise TransientError(f"the append stream into {table} closed: {exc}") from exc
+
+
+def _outcome(
+    client: bigquery.Client, stream: _Stream, table: str, future: writer.AppendRowsFuture, budget: _Budget
+) -> gexc.InvalidArgument | None:
+    """None when the append succeeded, the ``InvalidArgument`` that refused it; anything else raises."""
+    try:
+        stream.wait(future, budget.append_timeout(table))
+    except gexc.InvalidArgument as exc:
+        return exc
+    except gexc.GoogleAPICallError as exc:
+        raise _classified(client, table, exc) from exc
+    except (storage_exceptions.StreamClosedError, TimeoutError, ConnectionError) as exc:
+        raise TransientError(f"append into {table} failed: {exc}") from exc
+    return None
+
+
+def _classified(client: bigquery.Client, table: str, exc: gexc.GoogleAPICallError) -> Exception:
+    """A setup error when the table is missing or access is refused, else transient (the redelivery retries).
+
+    Opening a stream to a missing table can surface as the client's generic ``Unknown`` ("a problem opening the
+    stream"), so that case asks the table API which it is."""
+    if isinstance(exc, _SETUP):
+        return _setup_error(exc, table)
+    if isinstance(exc, gexc.Unknown):
+        try:
+            client.get_table(table)
+        except _SETUP as missing:
+            return _setup_error(missing, table)
+        except gexc.GoogleAPICallError:
+            pass
+    return TransientError(f"append into {table} failed: {exc}")
 
 
 def _setup_error(exc: Exception, table: str) -> SetupError:
@@ -162,110 +463,21 @@ def _setup_error(exc: Exception, table: str) -> SetupError:
     )
 
 
-def write_rows(client: bigquery.Client, tenant: Tenant, rows: Sequence[Row], *, processor: str) -> WriteResult:
-    """Write ``rows`` (any mix of tables) to the tenant's dataset after checking its region."""
-    result = WriteResult()
-    if not rows:
-        return result
-    budget = _Budget(time.monotonic() + WRITE_BUDGET_S)
-    check_region(client, tenant)
-    loaded_at = datetime.now(UTC)
-    by_table: dict[str, list[Item]] = defaultdict(list)
-    for row in rows:
-        by_table[row.table].append((row.insert_id, encode_row(row.to_bq(loaded_at)), row))
-    for table_name, items in by_table.items():
-        table = f"{client.project}.{tenant.dataset}.{table_name}"
-        for chunk in _chunks(items):
-            _write_chunk(client, table, table_name, chunk, result, processor, budget)
-    if result.invalid:
-        # Rejections of rejections are not expected (all-STRING payload); if they happen, raise rather than loop.
-        nested = WriteResult()
-        for chunk in _chunks([(r.insert_id, encode_row(r.to_bq(loaded_at)), r) for r in result.invalid]):
-            _write_chunk(
-                client, f"{client.project}.{tenant.dataset}.rejected", "rejected", chunk, nested, processor, budget
-            )
-        if nested.invalid:
-            raise SetupError("the rejected table refused a bad row", "check the rejected table's schema")
-        result.written["rejected"] += nested.written["rejected"]
-    return result
-
-
-@dataclass(frozen=True)
-class _Budget:
-    """The time left for the inserts of one ``write_rows`` call."""
-
-    ends_at: float
-
-    def insert_deadline(self, table: str) -> float:
-        left = self.ends_at - time.monotonic()
-        if left <= 1.0:
-            raise TransientError(f"writing to {table} used its {WRITE_BUDGET_S:.0f} s budget; the redelivery continues")
-        return min(INSERT_DEADLINE_S, left)
-
-
-def _write_chunk(
-    client: bigquery.Client,
-    table: str,
-    table_name: str,
-    chunk: list[Item],
-    result: WriteResult,
-    processor: str,
-    budget: _Budget,
-    first_attempt: int = 0,
-) -> None:
-    pending = chunk
-    for attempt in range(first_attempt, MAX_STOPPED_RETRIES + 1):
-        ids = [i if attempt == 0 else f"{i}~retry{attempt}" for i, _, _ in pending]
-        try:
-            errors = _insert(client, table, [r for _, r, _ in pending], ids, deadline=budget.insert_deadline(table))
-        except (gexc.NotFound, gexc.Forbidden) as exc:
-            raise _setup_error(exc, table) from exc
-        except _TRANSIENT as exc:
-            raise TransientError(f"insert into {table} failed after retries: {exc}") from exc
-        except gexc.GoogleAPICallError as exc:
-            if exc.code not in _REQUEST_REFUSED:
-                raise TransientError(f"insert into {table} failed: {exc}") from exc
-            if len(pending) == 1:
-                result.invalid.append(_refused_row(pending[0], table_name, exc, processor))
-                return
-            # Nothing of a refused request was stored, so each half may reuse this attempt's ids.
-            half = len(pending) // 2
-            for part in (pending[:half], pending[half:]):
-                _write_chunk(client, table, table_name, part, result, processor, budget, attempt)
-            return
-        failed: dict[int, list[dict[str, Any]]] = {e["index"]: e.get("errors", []) for e in errors}
-        stopped: list[Item] = []
-        for index, (insert_id, payload, row) in enumerate(pending):
-            row_errors = failed.get(index)
-            if row_errors is None:
-                result.written[table_name] += 1
-            elif all(e.get("reason") == "stopped" for e in row_errors):
-                stopped.append((insert_id, payload, row))
-            else:
-                message = "; ".join(f"{e.get('location') or '-'}: {e.get('message') or e.get('reason')}" for e in row_errors)
-                result.invalid.append(
-                    _rejection(insert_id, payload, row, f"BigQuery rejected the row for {table_name}: {message}", processor)
-                )
-        if not stopped:
-            return
-        pending = stopped
-    raise TransientError(f"{len(pending)} rows into {table} kept being stopped by other rows' errors")
-
-
-def _refused_row(item: Item, table_name: str, exc: gexc.GoogleAPICallError, processor: str) -> RejectedRow:
-    insert_id, payload, row = item
+def _refused_row(item: _Item, table_name: str, exc: gexc.GoogleAPICallError, processor: str) -> RejectedRow:
     message = (
-        f"BigQuery refused an insertAll request into {table_name} holding only this row "
-        f"(HTTP {exc.code}, {len(payload)} bytes): {exc.message}"
+        f"BigQuery refused an append into {table_name} holding only this row "
+        f"({len(item.proto)} bytes as protobuf): {exc.message}"
     )
+    return _rejection(item.row, item.bq, message, processor)
+
+
+def _rejection(row: Row, bq: dict[str, Any], message: str, processor: str) -> RejectedRow:
+    payload = encode_row(bq)
     if len(payload) > REJECTED_PAYLOAD_MAX_BYTES:
         message += f"; payload cut to its first {REJECTED_PAYLOAD_MAX_BYTES} bytes"
-    return _rejection(insert_id, payload[:REJECTED_PAYLOAD_MAX_BYTES], row, message, processor)
-
-
-def _rejection(insert_id: str, payload: bytes, row: Row, message: str, processor: str) -> RejectedRow:
+        payload = payload[:REJECTED_PAYLOAD_MAX_BYTES]
     return RejectedRow(
-        rejected_id=f"warehouse:{insert_id}",
+        rejected_id=f"warehouse:{row.insert_id}",
         reason_code="warehouse_invalid",
         message=message[:2000],
         payload=payload.decode("utf-8", "replace"),

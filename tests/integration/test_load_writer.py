@@ -1,27 +1,24 @@
-"""Issue 4: the streaming writer against the real BigQuery emulator (local-bigquery), nothing mocked.
+"""The writer (Storage Write API, ``_default`` stream) against the real BigQuery emulator (local-bigquery).
 
 A batch with one row BigQuery refuses (an event without its REQUIRED contact_id) must store every good row, turn the
 bad one into a ``warehouse_invalid`` rejection, and a redelivery of the same batch must add no visible duplicate.
 
-What the emulator does (checked by ``test_emulator_insert_all_semantics`` so a version change is noticed):
+What the emulator's Write API does (checked by ``test_emulator_write_api_semantics`` so a version change is noticed):
 
-* ``skip_invalid_rows=True``: the good rows are stored; the bad row comes back with reason ``invalid``.
-* ``skip_invalid_rows=False``: nothing is stored; the bad row is ``invalid``, every other row is ``stopped``.
-* The insertId of a row that was *not* stored (``stopped`` or ``invalid``) is not remembered: retrying it under the
-  same id stores it. (the emulator is meant to remember such ids for 60 s; local-bigquery 0.4.0 does not.
-  The writer retries ``stopped`` rows under a derived insertId, which is correct either way.)
+* An append holding a row without a REQUIRED column fails as a whole with ``row_errors`` naming that row, and stores
+  nothing (the documented contract).
+* The ``_default`` stream is at-least-once: the same rows appended twice are stored twice.
+* An append holding malformed JSON text for a JSON column also fails with ``row_errors``, but the emulator has stored
+  the good rows already (BigQuery stores none). The writer never sends such a row: it checks JSON text before
+  appending and rejects the row itself (``test_malformed_json_is_rejected_before_it_is_sent``).
 """
 
 from __future__ import annotations
 
 import json
-import threading
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, cast
 
-import httpx
 import pytest
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
@@ -35,7 +32,6 @@ from tests.faults import pipeline_accounting
 from tests.stack_support import unique
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
 
     from tests.faults import Fault
     from tests.stack_support import StackHandle
@@ -54,7 +50,6 @@ def bq(stack: StackHandle, endpoint: str | None = None) -> bigquery.Client:
 
 
 def new_tenant(stack: StackHandle) -> Tenant:
-    import json
 
     name = stack.add_tenant()
     return Tenant.model_validate(json.loads(stack.stack.cfg.paths.tenants.read_text())[name])
@@ -125,150 +120,144 @@ def test_one_invalid_row_does_not_stop_its_neighbours_and_a_redelivery_adds_no_v
     dedup = rows_of(client, tenant, "SELECT COUNT(*) AS n, COUNT(DISTINCT event_instance_id) AS d FROM `{ds}.events_deduped`")
     assert dedup == [{"n": 5, "d": 5}]
     assert count(client, tenant, "rejected_deduped") == 1
-    # (inside the insertId window the raw table has no second copy either)
-    assert count(client, tenant, "events") == 5
-    assert count(client, tenant, "rejected") == 1
+    # (the raw tables hold the second copy: the default stream is at-least-once, and readers go through the views)
+    assert count(client, tenant, "events") == 10
+    assert count(client, tenant, "rejected") == 2
     fault.report(
-        "the second write stores nothing new: one row per event in events_deduped, one rejection",
+        "the second write adds nothing visible: one row per event in events_deduped, one rejection "
+        "(the raw tables hold a second copy: the Write API's default stream is at-least-once)",
         **pipeline_accounting(local_stack, tenant.name, expected_lines=len(rows)),
     )
 
 
-def test_stopped_rows_are_retried_under_derived_ids_and_stored_once(
-    local_stack: StackHandle, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # GIVEN a BigQuery that answers "stopped" for the good neighbours of a bad row (what insertAll does without
-    # skipInvalidRows): the writer's first request is sent to the emulator with skip_invalid_rows=False
-    tenant, run = new_tenant(local_stack), unique("r")
+class JsonText:
+    """A row of ``events`` with hand-made values: how a malformed JSON text reaches the writer."""
+
+    table = "events"
+
+    def __init__(self, insert_id: str, metadata: str) -> None:
+        self.insert_id = insert_id
+        self.metadata = metadata
+
+    def to_bq(self, loaded_at: datetime) -> dict[str, Any]:
+        return {"contact_id": "u", "timestamp": TS.isoformat(), "event_name": "E", "event_instance_id": self.insert_id,
+                "metadata": self.metadata, "loaded_at": loaded_at.isoformat()}
+
+
+def test_malformed_json_is_rejected_before_it_is_sent(local_stack: StackHandle) -> None:
+    # GIVEN 50 rows, one of which carries malformed JSON text for the JSON column (the emulator would store its
+    # neighbours and still report the append as failed, so a re-append would double them)
+    tenant, run = new_tenant(local_stack), unique("j")
     client = bq(local_stack)
-    calls: list[tuple[int, list[str]]] = []
-    real_insert = writer._insert
-
-    def first_call_stops(
-        c: bigquery.Client, table: str, rows: list[bytes], ids: list[str], **options: Any
-    ) -> list[dict[str, Any]]:
-        calls.append((len(rows), list(ids)))
-        return real_insert(c, table, rows, ids, **{**options, "skip_invalid_rows": len(calls) > 1})
-
-    monkeypatch.setattr(writer, "_insert", first_call_stops)
-    rows = [r for r in batch(run) if isinstance(r, EventRow)]
-
-    # WHEN the batch is written
+    rows = [JsonText(f"{run}-{n}", '{"not json' if n == 17 else f'{{"n": {n}}}') for n in range(50)]
+    # WHEN written
     result = write_rows(client, tenant, rows, processor="test")
-
-    # THEN the stopped rows were retried once, under derived insertIds, and every good row is stored exactly once
-    assert calls[0][0] == 6
-    assert calls[1][0] == 5
-    assert all(i.endswith("~retry1") for i in calls[1][1])
-    assert result.written["events"] == 5
-    assert [r.reason_code for r in result.invalid] == ["warehouse_invalid"]
-    stored = rows_of(client, tenant, "SELECT event_instance_id FROM `{ds}.events` ORDER BY line_number")
-    assert [r["event_instance_id"] for r in stored] == [f"{run}-{n}" for n in range(1, 6)]
+    # THEN the bad row is a warehouse_invalid rejection naming the column, and the 49 others are stored exactly once
+    [bad] = result.invalid
+    assert bad.rejected_id == f"warehouse:{run}-17" and "metadata: malformed JSON text" in bad.message
+    assert result.written["events"] == 49 == count(client, tenant, "events")
+    assert count(client, tenant, "rejected") == 1
 
 
-def test_emulator_insert_all_semantics(local_stack: StackHandle) -> None:
-    # GIVEN a fresh events table
+def test_emulator_write_api_semantics(local_stack: StackHandle) -> None:
+    from google.cloud.bigquery_storage_v1 import types
+
+    # GIVEN an events table and the writer's own append stream to its _default stream
     tenant = new_tenant(local_stack)
     client = bq(local_stack)
     table = f"{client.project}.{tenant.dataset}.events"
+    events = writer.codec("events")
 
-    def row(i: str, contact: str | None = "u") -> dict[str, Any]:
-        return {"contact_id": contact, "timestamp": TS.isoformat(), "event_name": "x", "event_instance_id": i}
+    def row(event_id: str, contact: str | None = "u", metadata: str = "{}") -> bytes:
+        # encoded by hand: the writer's codec would refuse the malformed JSON text before sending it
+        fields = {"contact_id": contact, "timestamp": writer._timestamp(TS), "event_name": "E",
+                  "event_instance_id": event_id, "metadata": metadata}
+        return events.message(**{k: v for k, v in fields.items() if v is not None}).SerializeToString()
+
+    def append(*rows: bytes) -> types.AppendRowsResponse | None:
+        stream = writer._Stream(writer.write_client(), table, events)
+        try:
+            stream.wait(stream.send(list(rows)), 60)
+            return None
+        except Exception as exc:  # the append's error, with the response it came in
+            return cast("types.AppendRowsResponse", getattr(exc, "response", None))
+        finally:
+            stream.close()
 
     def ids() -> list[str]:
-        return [r["event_instance_id"] for r in rows_of(client, tenant, "SELECT * FROM `{ds}.events` ORDER BY 4")]
+        return sorted(r["event_instance_id"] for r in rows_of(client, tenant, "SELECT event_instance_id FROM `{ds}.events`"))
 
-    # WHEN a good row and a bad row are inserted without skip_invalid_rows
-    errors = client.insert_rows_json(table, [row("a"), row("b", None)], row_ids=["ia", "ib"], skip_invalid_rows=False)
-    # THEN nothing is stored: the bad row is "invalid", its neighbour "stopped"
-    assert {e["index"]: [x["reason"] for x in e["errors"]] for e in errors} == {0: ["stopped"], 1: ["invalid"]}
+    # WHEN a good row and one without its REQUIRED contact_id are appended together
+    failed = append(row("a"), row("b", contact=None))
+    # THEN the append fails naming row 1 and nothing is stored
+    assert failed is not None and [(e.index, "contact_id" in e.message) for e in failed.row_errors] == [(1, True)]
     assert ids() == []
-
-    # WHEN the stopped row and the corrected bad row are retried under the SAME insertIds
-    assert client.insert_rows_json(table, [row("a"), row("b")], row_ids=["ia", "ib"], skip_invalid_rows=True) == []
-    # THEN both are stored: ids of rows that were not stored were not remembered
-    assert ids() == ["a", "b"]
-
-    # WHEN a good row and a bad row are inserted with skip_invalid_rows, then the good one is sent again
-    errors = client.insert_rows_json(table, [row("c"), row("d", None)], row_ids=["ic", "id"], skip_invalid_rows=True)
-    assert [(e["index"], e["errors"][0]["reason"]) for e in errors] == [(1, "invalid")]
-    client.insert_rows_json(table, [row("c")], row_ids=["ic"], skip_invalid_rows=True)
-    # THEN the good row was stored once (its insertId is remembered), the bad one not at all
-    assert ids() == ["a", "b", "c"]
+    # WHEN the good row is appended twice
+    assert append(row("a")) is None and append(row("a")) is None
+    # THEN it is stored twice (at-least-once: no insertIds on the default stream)
+    assert ids() == ["a", "a"]
+    # WHEN a good row and one with malformed JSON text are appended together
+    failed = append(row("c"), row("d", metadata='{"not json'))
+    # THEN the append fails naming row 1, yet the emulator stored the good row (BigQuery would not): the divergence
+    # the writer avoids by never sending malformed JSON text
+    assert failed is not None and [e.index for e in failed.row_errors] == [1]
+    assert ids() == ["a", "a", "c"]
 
 
-@contextmanager
-def refusing_endpoint(emulator: str, poison: bytes) -> Iterator[tuple[str, list[int]]]:
-    """A BigQuery endpoint in front of the emulator that refuses, as a whole (HTTP 400, BigQuery's error body), every
-    insertAll request into ``events`` holding ``poison``, and passes everything else through. Yields its URL and the
-    row count of each insertAll request it saw."""
-    requests: list[int] = []
+def refuse_appends_holding(monkeypatch: pytest.MonkeyPatch, poison: bytes) -> list[int]:
+    """Make BigQuery refuse, as a whole (INVALID_ARGUMENT without row errors, as for an oversized or malformed
+    request), every append into ``events`` holding a row that contains ``poison``; every other append goes to the
+    emulator. Returns the row count of each append into ``events``."""
+    from google.api_core import exceptions as gexc
+    from google.cloud.bigquery_storage_v1 import types
+    from google.cloud.bigquery_storage_v1.writer import AppendRowsFuture
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+    appends: list[int] = []
+    real_send = writer._Stream.send
 
-        def _forward(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length") or 0))
-            if self.path.split("?")[0].endswith("/insertAll"):
-                requests.append(len(json.loads(body)["rows"]))
-                if poison in body and "/tables/events/" in self.path:
-                    error = {"code": 400, "status": "INVALID_ARGUMENT",
-                             "message": "Request payload size exceeds the limit: 10485760 bytes.",
-                             "errors": [{"reason": "badRequest", "message": "Request payload size exceeds the limit"}]}
-                    self._send(400, json.dumps({"error": error}).encode())
-                    return
-            headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "accept")}
-            upstream = httpx.request(self.command, emulator + self.path, content=body, headers=headers, timeout=60)
-            self._send(upstream.status_code, upstream.content)
+    def send(self: writer._Stream, rows: list[bytes]) -> AppendRowsFuture:
+        if self.table.endswith(".events"):
+            appends.append(len(rows))
+            if any(poison in r for r in rows):
+                refused = AppendRowsFuture(cast("Any", None))
+                refused.set_exception(gexc.InvalidArgument(
+                    "AppendRows request too large: 10485760 bytes", response=types.AppendRowsResponse()
+                ))
+                return refused
+        return real_send(self, rows)
 
-        def _send(self, status: int, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _forward
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", requests
-    finally:
-        server.shutdown()
-        server.server_close()
+    monkeypatch.setattr(writer._Stream, "send", send)
+    return appends
 
 
 @pytest.mark.scenario(
-    "insertAll whole-request 400 (oversized or malformed request)",
-    injected="a BigQuery endpoint answering HTTP 400 to every insertAll request that holds one given row of 1,000",
+    "Write API append refused as a whole (oversized or malformed request)",
+    injected="BigQuery refusing, as a whole and without row errors, every append that holds one given row of 1,000",
     findings=[15],
 )
 def test_a_whole_request_400_writes_the_good_rows_and_rejects_the_offending_one(
-    local_stack: StackHandle, fault: Fault
+    local_stack: StackHandle, fault: Fault, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # GIVEN 1,000 events of one batch, one of which makes BigQuery refuse any request that holds it
+    # GIVEN 1,000 events of one batch, one of which makes BigQuery refuse any append that holds it
     tenant, run = new_tenant(local_stack), unique("r")
     origin = f"gs://writer-test/{run}.gz#1"
     rows = [
         EventRow(f"user-{n}", TS, "POISON" if n == 613 else "Item Viewed", f"{run}-{n}", Lineage("segment", origin, n))
         for n in range(1, 1001)
     ]
-    with refusing_endpoint(local_stack.env["LANDLINE_BIGQUERY_ENDPOINT"], b"POISON") as (endpoint, requests):
-        # WHEN the batch is written through that endpoint
-        result = write_rows(bq(local_stack, endpoint), tenant, rows, processor="test")
-    # THEN the 999 good rows are stored and the offending row is a warehouse_invalid rejection naming the 400
+    appends = refuse_appends_holding(monkeypatch, b"POISON")
+    # WHEN the batch is written
     client = bq(local_stack)
-    assert result.written["events"] == 999 == count(client, tenant, "events_deduped")
+    result = write_rows(client, tenant, rows, processor="test")
+    # THEN the 999 good rows are stored once and the offending row is a warehouse_invalid rejection naming the refusal
+    assert result.written["events"] == 999 == count(client, tenant, "events") == count(client, tenant, "events_deduped")
     [rejected] = rows_of(client, tenant, "SELECT reason_code, line_number, message FROM `{ds}.rejected_deduped`")
     assert (rejected["reason_code"], rejected["line_number"]) == ("warehouse_invalid", 613)
-    assert "HTTP 400" in rejected["message"]
-    # AND the chunks were bisected (a few dozen requests for 1,000 rows), not retried until dead-lettered
-    assert len(requests) < 60
+    assert "holding only this row" in rejected["message"] and "too large" in rejected["message"]
+    # AND the append was bisected (a few dozen appends for 1,000 rows), not retried until dead-lettered
+    assert len(appends) < 40
     fault.report(
-        "the request is bisected down to the one row, which becomes a warehouse_invalid rejection; 999 rows load",
+        "the append is bisected down to the one row, which becomes a warehouse_invalid rejection; 999 rows load once",
         **pipeline_accounting(local_stack, tenant.name, expected_lines=len(rows)),
-        insert_requests=len(requests),
+        appends=len(appends),
     )

@@ -916,7 +916,7 @@ def test_settings_the_cloud_needs_are_set_for_the_region(tf: Terraform, topology
     assert render(env[f"{prefix}PROJECT"], scope) == "proj"
     assert f"{prefix}TENANTS_JSON" in env
     # ... and the local-stack-only settings are not (an endpoint would make the code use anonymous credentials)
-    for local_only in ("bigquery_endpoint", "secrets_file", "tenants_file"):
+    for local_only in ("bigquery_endpoint", "bigquery_write_endpoint", "secrets_file", "tenants_file"):
         assert f"{prefix}{local_only}".upper() not in env
 
 
