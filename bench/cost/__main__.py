@@ -8,7 +8,8 @@ dropped into its bucket as a Segment destination would, then ``landline wait``. 
   the local router's counters; each message billed at least 1,000 bytes, once published and once delivered.
 - **BigQuery**: every row in every table of the tenant's dataset, sized by BigQuery's data-size rules (``data_size``:
   a STRING is 2 bytes plus its UTF-8 length, INT64/FLOAT64/TIMESTAMP 8, BOOL 1, JSON its text, NULL 0). Legacy
-  streaming (insertAll, the writer today) bills each row as at least 1 KB; the Storage Write API bills the bytes.
+  streaming (insertAll, the writer until 2026-12-03) bills each row as at least 1 KB; the Storage Write API (the writer
+  now) bills the bytes.
 - **Functions**: request-seconds per function (the router times every delivery; request-based billing charges the
   instance's vCPU and memory while it handles a request, so with concurrency > 1 this is an upper bound) and the
   CPU-seconds the function processes used (psutil), which is what the work needs on this machine.
