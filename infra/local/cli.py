@@ -966,8 +966,23 @@ def report_campaign(
     if report.by_activity:
         typer.echo("by activity level:")
         typer.echo(table([_report_row(r) for r in report.by_activity], ["activity", *_REPORT_COLUMNS]))
+    if report.waves:
+        typer.echo(f"waves ({report.allocation} allocation): shares per activity level (* = every other level)")
+        typer.echo(table(_wave_rows(report.waves), ["wave", "launched", "members", "level", "shares"]))
+        typer.echo("lifts weighted by the recorded shares (inverse-propensity; pooling the waves would be biased):")
+        typer.echo(table([{"arm": r["arm"], "members": r["members"], "lift": _number(r["lift_abs"], True),
+                           "95% interval": f"[{_number(r['lift_ci_low'], True)}, {_number(r['lift_ci_high'], True)}]"}
+                          for r in report.weighted_lifts], ["arm", "members", "lift", "95% interval"]))  # fmt: skip
     if html_file is not None:
         typer.echo(f"page: {html_file}")
+
+
+def _wave_rows(waves: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"wave": w["wave"], "launched": f"{w['launched_at']:%Y-%m-%d %H:%M}", "members": w["audience_size"],
+         "level": level, "shares": " ".join(f"{arm} {share:.0%}" for arm, share in arms.items())}
+        for w in waves for level, arms in sorted(w["shares"].items())
+    ]  # fmt: skip
 
 
 @report_app.command("pipeline")

@@ -115,7 +115,29 @@ def campaign_page(report: CampaignReport, tenant: str) -> str:
         ("Over time", _figure_html(timeline, first=False)),
         ("By activity level", _table(report.by_activity, activity_columns)),
     ]
+    if report.waves:
+        sections += _wave_sections(report, color)
     return _page(f"Campaign {report.campaign}", summary, sections)
+
+
+def _wave_sections(report: CampaignReport, color: dict[str, str]) -> list[tuple[str, str]]:
+    """A campaign in waves: each wave's shares per activity level (stacked), and the weighted lifts."""
+    import plotly.graph_objects as go
+
+    bars = [(f"wave {w['wave']} · {level}", arms) for w in report.waves for level, arms in sorted(w["shares"].items())]
+    history = go.Figure()
+    for arm in color:
+        history.add_trace(go.Bar(name=arm, marker_color=color[arm], x=[label for label, _ in bars],
+                                 y=[arms.get(arm, 0.0) for _, arms in bars]))  # fmt: skip
+    history.update_layout(title=f"Shares per wave and activity level ({report.allocation} allocation)",
+                          barmode="stack", yaxis_tickformat=".0%", height=380)  # fmt: skip
+    columns = [("arm", "arm"), ("members", "members"), ("lift_abs", "lift"), ("lift_ci_low", "95% low"),
+               ("lift_ci_high", "95% high")]  # fmt: skip
+    note = f"<p><small>Method: {html.escape(report.weighted_method)}.</small></p>"
+    return [
+        ("Allocation by wave", _figure_html(history, first=False)),
+        ("Lift weighted by the recorded shares", _table(report.weighted_lifts, columns) + note),
+    ]
 
 
 def pipeline_page(stats: dict[str, Any], sends: list[dict[str, Any]]) -> str:

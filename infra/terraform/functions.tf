@@ -90,8 +90,8 @@ locals {
     # send_due: schedules (send requests, campaign launches' INSERT ... SELECT), sends, invalid tokens, campaign
     # requests (audiences, campaigns, launches, assignments) and rejected requests; it reads the schedule and sends
     # (pending.py, tick.py), users (users_latest, tick's narrowed user_properties query), campaigns and audiences
-    # (store.py), launches (campaign_launched) and assignments (launch.py), and audiences' events (contact_activity,
-    # events_deduped in audience.py).
+    # (store.py), launches (campaign_launched) and assignments (launch.py; campaign_assignments for the next wave's
+    # shares, waves.py), and audiences' events (contact_activity, events_deduped in audience.py).
     send_due = {
       writes = [
         "audiences", "campaign_assignments_all", "campaign_launches", "campaigns", "invalid_tokens",
@@ -100,7 +100,7 @@ locals {
       reads = [
         "audiences", "campaign_assignments_all", "campaign_launches", "campaigns", "events", "invalid_tokens",
         "message_schedule", "message_sends", "user_properties",
-        "campaign_launched", "contact_activity", "events_deduped", "users_latest",
+        "campaign_assignments", "campaign_launched", "contact_activity", "events_deduped", "users_latest",
       ]
     }
   }

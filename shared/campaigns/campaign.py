@@ -140,6 +140,20 @@ class Conversion(BaseModel):
     within_hours: float = Field(default=72, gt=0, le=24 * 90)
 
 
+class Waves(BaseModel):
+    """The audience split into ``count`` waves by a seeded hash of (campaign, contact), one launched every
+    ``every_hours`` after the first (the send tick launches them); each wave is sent like a launch of its own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    count: int = Field(ge=2, le=52)
+    every_hours: float = Field(default=24, ge=1, le=24 * 28)
+
+
+Allocation = Literal["even", "adaptive"]
+EVEN: Allocation = "even"
+ADAPTIVE: Allocation = "adaptive"
+
+
 class Campaign(BaseModel):
     """A campaign file."""
 
@@ -155,6 +169,10 @@ class Campaign(BaseModel):
     conversion: Conversion | None = None
     stratify_by: list[str] = Field(default_factory=lambda: [ACTIVITY, "country"], max_length=4)
     launch_at: AwareDatetime | None = Field(default=None, description="the send tick launches it then")
+    waves: Waves | None = None
+    allocation: Allocation = Field(
+        default=EVEN, description="adaptive: each wave's variant shares by Thompson sampling per activity level"
+    )
 
     @field_validator("launch_at")
     @classmethod
@@ -194,6 +212,22 @@ class Campaign(BaseModel):
         tiny = [arm for arm, share in arms.items() if share < smallest]
         if tiny:
             raise ValueError(f"{', '.join(tiny)}: a share below one millionth cannot be assigned (use 0 or more)")
+        if self.waves is not None and not isinstance(self.send, SendNow | SendWindow | SendBest):
+            raise ValueError("waves: each wave is sent after its own launch, so send must be now, a daily window "
+                             "or best_time (an absolute time would send every wave at once)")
+        if self.waves is not None and isinstance(self.send, SendWindow) and self.send.date is not None:
+            raise ValueError("waves: a daily window with a date would send every wave that day; leave out date")
+        if self.allocation == ADAPTIVE:
+            problems = [
+                (self.waves is None, "waves (the shares move between waves)"),
+                (len(self.variants) < 2, "at least two variants"),
+                (self.conversion is None, "conversion (what the shares learn from)"),
+                (ACTIVITY not in self.stratify_by, "activity in stratify_by (shares are per activity level)"),
+                (bool(given), "no variant shares (Thompson sampling sets them)"),
+            ]
+            missing = [what for bad, what in problems if bad]
+            if missing:
+                raise ValueError(f"allocation adaptive needs {'; '.join(missing)}")
         return self
 
     def arm_shares(self) -> list[tuple[str, int]]:
@@ -202,14 +236,7 @@ class Campaign(BaseModel):
         variant_total = 1 - self.holdout
         wanted = [(HOLDOUT, self.holdout)] if self.holdout > 0 else []
         wanted += [(v.id, v.share if v.share is not None else variant_total / len(self.variants)) for v in self.variants]
-        exact = [(arm, share * SHARE_SCALE) for arm, share in wanted]
-        floors = [(arm, max(int(value), 1)) for arm, value in exact]
-        left = SHARE_SCALE - sum(n for _, n in floors)
-        by_remainder = sorted(range(len(exact)), key=lambda i: (-(exact[i][1] - int(exact[i][1])), i))
-        parts = [n for _, n in floors]
-        for i in by_remainder[: max(left, 0)]:
-            parts[i] += 1
-        return [(arm, n) for (arm, _), n in zip(floors, parts, strict=True)]
+        return millionths(wanted)
 
     def variant(self, arm: str) -> Variant:
         return next(v for v in self.variants if v.id == arm)
@@ -221,6 +248,19 @@ class Campaign(BaseModel):
     @classmethod
     def from_json(cls, text: str) -> Campaign:
         return cls.model_validate_json(text)
+
+
+def millionths(wanted: list[tuple[str, float]]) -> list[tuple[str, int]]:
+    """Shares (adding up to 1) in millionths adding up to ``SHARE_SCALE`` exactly (largest remainder); an arm with
+    a positive share gets at least one millionth."""
+    exact = [(arm, share * SHARE_SCALE) for arm, share in wanted]
+    floors = [(arm, max(int(value), 1)) for arm, value in exact]
+    left = SHARE_SCALE - sum(n for _, n in floors)
+    by_remainder = sorted(range(len(exact)), key=lambda i: (-(exact[i][1] - int(exact[i][1])), i))
+    parts = [n for _, n in floors]
+    for i in by_remainder[: max(left, 0)]:
+        parts[i] += 1
+    return [(arm, n) for (arm, _), n in zip(floors, parts, strict=True)]
 
 
 def load_campaign(path: Path) -> Campaign:

@@ -18,6 +18,11 @@ function per row, which made a 16,000-member launch 10x slower than its audience
 see a launch once its marker is there, and only the first committed launch of a campaign; so a launch that fails
 half-way leaves nothing anyone reads, and launching again (or twice at once) changes nothing.
 
+**Waves.** A campaign with ``waves: {count: N}`` gives each member a wave by another seeded hash of (campaign,
+contact) and launches wave 0 first; each later wave is a launch of its own (its marker carries ``wave``), made by
+shared/campaigns/waves.py with shares per activity level. Within a stratum (which then includes the level) the arms'
+slices are that level's shares, so every arm stays within one contact of its share in every stratum of every wave.
+
 **Send times** are planned per timezone of the audience (a few hundred at most), in Python with ``zoneinfo`` (the
 same fallback to UTC as the send tick's for a missing or unknown zone), and reach the query as parameters.
 """
@@ -30,7 +35,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.campaigns.audience import PROPERTIES_PREFIX, WHERE_COLUMNS, CompiledQuery, _json_path, compile_audience
+from shared.campaigns.audience import (
+    PROPERTIES_PREFIX,
+    WHERE_COLUMNS,
+    Audience,
+    CompiledQuery,
+    _json_path,
+    compile_audience,
+)
 from shared.campaigns.campaign import (
     ACTIVITY,
     HOLDOUT,
@@ -69,13 +81,8 @@ class Launch:
 
 
 def launched(tenant_name: str, campaign: str) -> Launch | None:
-    """The launch that counts (the first committed one), if any."""
-    rows = run_query(
-        tenant_name,
-        "SELECT launch_id, launched_at, audience_size, scheduled FROM campaign_launched WHERE campaign = @c",
-        {"c": campaign},
-    )
-    return _launch_of(campaign, rows[0]) if rows else None
+    """The launch that counts (the first committed one; for a campaign sent in waves, its first wave's), if any."""
+    return _committed(tenant_name, campaign, 0)
 
 
 def _launch_of(campaign: str, row: dict[str, Any]) -> Launch:
@@ -90,26 +97,75 @@ def launch_campaign(
     if inputs.launch is not None:
         return _launch_of(name, inputs.launch)
     campaign = inputs.campaign.campaign
-    now = now or datetime.now(UTC)
     audience = (inputs.audience or get_audience(tenant_name, campaign.audience)).audience  # None: raises, naming them
+    wave = Wave(0, None) if campaign.waves is not None else None
+    return expand(tenant_name, campaign, audience, now or datetime.now(UTC), wave=wave, chunk_size=chunk_size)
+
+
+@dataclass(frozen=True)
+class Wave:
+    """Which wave a launch is, and each activity level's arm shares in it (None: the campaign's own shares)."""
+
+    number: int
+    shares: dict[str, list[tuple[str, int]]] | None  # level -> [(arm, millionths)], holdout first
+
+
+def expand(
+    tenant_name: str, campaign: Campaign, audience: Audience, now: datetime, *, wave: Wave | None,
+    chunk_size: int = CHUNK_SIZE,
+) -> Launch:  # fmt: skip
+    """One launch: the members' assignments and the variants' schedule rows, then the commit marker."""
     members = compile_audience(audience, now, extra=("timezone", "properties"))
+    if wave is not None and campaign.waves is not None:
+        members = _in_wave(campaign, members, wave.number, campaign.waves.count)
     if isinstance(campaign.send, SendBest):
         members = _with_best_times(tenant_name, campaign, campaign.send, members, now)
     launch_id = uuid.uuid4().hex[:16]
     plan = _send_plan(tenant_name, campaign, members, now)
-    assign = assignment_sql(campaign, members, plan, launch_id, now)
+    assign = assignment_sql(campaign, members, plan, launch_id, now, wave=wave)
     audience_size = run_dml(tenant_name, assign.sql, assign.params)
     schedule = schedule_sql(campaign, launch_id, now, chunk_size)
     scheduled = run_dml(tenant_name, schedule.sql, schedule.params)
-    marker = CampaignLaunchRow(campaign=name, launch_id=launch_id, launched_at=now, definition=campaign.to_json(),
-                               audience_size=audience_size, scheduled=scheduled)  # fmt: skip
+    shares = None
+    if wave is not None:
+        levels = wave.shares or {DEFAULT_LEVEL: campaign.arm_shares()}
+        shares = {level: {arm: n / SHARE_SCALE for arm, n in arms} for level, arms in levels.items()}
+    marker = CampaignLaunchRow(campaign=campaign.name, launch_id=launch_id, launched_at=now,
+                               definition=campaign.to_json(), audience_size=audience_size, scheduled=scheduled,
+                               wave=None if wave is None else wave.number, shares=shares)  # fmt: skip
     result = write_rows(bigquery_client(), tenants().get(tenant_name), [marker], processor=PROCESSOR)
     if result.invalid:
         raise SetupError("the campaign_launches table refused the launch marker", "upgrade it with `landline tenant add`")
-    winner = launched(tenant_name, name)
+    winner = _committed(tenant_name, campaign.name, 0 if wave is None else wave.number)
     if winner is None or winner.launch_id != launch_id:  # a concurrent launch committed first: its rows count
-        return winner or Launch(name, launch_id, now, audience_size, scheduled, False)
-    return Launch(name, launch_id, now, audience_size, scheduled, True)
+        return winner or Launch(campaign.name, launch_id, now, audience_size, scheduled, False)
+    return Launch(campaign.name, launch_id, now, audience_size, scheduled, True)
+
+
+DEFAULT_LEVEL = "*"  # a wave's shares for members of a level it names no shares for (the campaign's own shares)
+
+
+def _committed(tenant_name: str, campaign: str, wave: int) -> Launch | None:
+    rows = run_query(
+        tenant_name,
+        "SELECT launch_id, launched_at, audience_size, scheduled FROM campaign_launched "
+        "WHERE campaign = @c AND IFNULL(wave, 0) = @wave",
+        {"c": campaign, "wave": wave},
+    )
+    return _launch_of(campaign, rows[0]) if rows else None
+
+
+def wave_of_sql(campaign_param: str = "@campaign") -> str:
+    """A member's wave number before ``MOD`` by the count: a seeded hash of (campaign, contact), other than the
+    arm's (``'|wave|'``), so a contact's wave says nothing about its arm."""
+    return (f"CAST(CONCAT('0x', SUBSTR(TO_HEX(SHA256(CONCAT({campaign_param}, '|wave|', contact_id))), 1, 8)) "
+            "AS INT64)")  # fmt: skip
+
+
+def _in_wave(campaign: Campaign, members: CompiledQuery, wave: int, count: int) -> CompiledQuery:
+    sql = (f"SELECT * FROM ({members.sql}) WHERE MOD({wave_of_sql('@wave_campaign')}, @wave_count) = @wave_number")
+    return CompiledQuery(sql, {**members.params, "wave_campaign": campaign.name, "wave_count": count,
+                               "wave_number": wave})  # fmt: skip
 
 
 def _with_best_times(
@@ -191,29 +247,49 @@ def _member_column(key: str) -> str:
     raise SetupError(f"stratify_by: unknown property {key!r}", "use activity, a users_latest column or properties.<key>")
 
 
+def _arm_case(shares: list[tuple[str, int]], params: dict[str, Any], prefix: str) -> str:
+    """The arm of member ``r`` of its stratum's ``n`` at offset ``u``: arms own consecutive slices of [0, 1)."""
+    cases: list[str] = []
+    cumulative = 0
+    for i, (arm, share) in enumerate(shares):
+        cumulative += share
+        params[f"{prefix}arm{i}"] = arm
+        if i < len(shares) - 1:
+            params[f"{prefix}cum{i}"] = cumulative
+            cases.append(f"WHEN (r * {_OFFSET_SCALE} + u) * {SHARE_SCALE} < @{prefix}cum{i} * n * {_OFFSET_SCALE} "
+                         f"THEN @{prefix}arm{i}")  # fmt: skip
+    last = len(shares) - 1
+    return f"CASE {' '.join(cases)} ELSE @{prefix}arm{last} END" if cases else f"@{prefix}arm{last}"
+
+
 def assignment_sql(
-    campaign: Campaign, members: CompiledQuery, plan: _SendPlan, launch_id: str, now: datetime
-) -> CompiledQuery:
+    campaign: Campaign, members: CompiledQuery, plan: _SendPlan, launch_id: str, now: datetime, *,
+    wave: Wave | None = None,
+) -> CompiledQuery:  # fmt: skip
     """The INSERT ... SELECT of every member's assignment (module docstring, "Balanced assignment")."""
     params: dict[str, Any] = {**members.params, **plan.params, "campaign": campaign.name, "launch_id": launch_id,
                               "now": now, "holdout": HOLDOUT, "prefix": MESSAGE_ID_PREFIX}  # fmt: skip
     stratum = _stratum_sql(campaign, params)
-    cases: list[str] = []
-    cumulative = 0
-    shares = campaign.arm_shares()
-    for i, (arm, share) in enumerate(shares):
-        cumulative += share
-        params[f"arm{i}"] = arm
-        if i < len(shares) - 1:
-            params[f"cum{i}"] = cumulative
-            cases.append(f"WHEN (r * {_OFFSET_SCALE} + u) * {SHARE_SCALE} < @cum{i} * n * {_OFFSET_SCALE} THEN @arm{i}")
-    last = len(shares) - 1
-    arm_sql = f"CASE {' '.join(cases)} ELSE @arm{last} END" if cases else f"@arm{last}"
+    arm_sql = _arm_case(campaign.arm_shares(), params, "")
+    if wave is not None and wave.shares:
+        levels = [level for level in sorted(wave.shares) if level != DEFAULT_LEVEL]
+        whens = []
+        for j, level in enumerate(levels):
+            params[f"lv{j}"] = level
+            whens.append(f"WHEN @lv{j} THEN {_arm_case(wave.shares[level], params, f'l{j}')}")
+        default = wave.shares.get(DEFAULT_LEVEL)
+        otherwise = _arm_case(default, params, "ld") if default else arm_sql
+        arm_sql = f"CASE activity {' '.join(whens)} ELSE {otherwise} END" if whens else otherwise
+    wave_sql = "CAST(NULL AS INT64)"
+    if wave is not None:
+        params["wave"] = wave.number
+        wave_sql = "@wave"
     sql = f"""
 INSERT INTO campaign_assignments_all
-  (campaign, launch_id, contact_id, arm, stratum, assigned_at, message_id, planned_send_at, activity, send_reason)
+  (campaign, launch_id, contact_id, arm, stratum, assigned_at, message_id, planned_send_at, activity, send_reason,
+   wave)
 SELECT @campaign, @launch_id, contact_id, {arm_sql}, stratum, @now, CONCAT(@prefix, SUBSTR(h, 1, 40)), planned_send_at,
-       activity, send_reason
+       activity, send_reason, {wave_sql}
 FROM (
   SELECT contact_id, stratum, planned_send_at, h, activity, send_reason,
          ROW_NUMBER() OVER (PARTITION BY stratum ORDER BY h, contact_id) - 1 AS r,

@@ -23,9 +23,11 @@ Definitions (README, "Reports"):
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from shared.campaigns.allocation import ArmCount, Cell, ipw_lift
 from shared.campaigns.campaign import HOLDOUT, SHARE_SCALE, Campaign
 from shared.campaigns.launch import launched
 from shared.campaigns.stats import Z_95, chi_square_tail, two_sided_p
@@ -43,7 +45,7 @@ SRM_ALARM_P = 0.001
 _MEMBERS = """
 WITH a AS (
   SELECT arm, IFNULL(activity, 'unknown') AS activity, IFNULL(stratum, '') AS stratum, contact_id, message_id,
-         planned_send_at
+         planned_send_at, IFNULL(wave, 0) AS wave
   FROM campaign_assignments WHERE campaign = @campaign
 ), latest AS (
   SELECT x.message_id, x.status, x.reason, x.at
@@ -55,7 +57,7 @@ WITH a AS (
   WHERE e.event_name IN (@received, @opened)
   GROUP BY 1
 ), members AS (
-  SELECT a.arm, a.activity, a.stratum, a.contact_id, a.message_id, l.status, l.reason,
+  SELECT a.arm, a.activity, a.stratum, a.wave, a.contact_id, a.message_id, l.status, l.reason,
          IF(l.status = 'sent', l.at, a.planned_send_at) AS start_at,
          o.message_id IS NOT NULL AS received, IFNULL(o.tapped, 0) = 1 AS opened
   FROM a
@@ -74,12 +76,12 @@ _COUNTS = """
   SUM(received) AS received, SUM(opened) AS opened, SUM(converted) AS converted"""
 
 _RESULTS = _MEMBERS + """, cells AS (
-  SELECT m.arm, m.activity, m.stratum, COUNT(*) AS assigned,
+  SELECT m.arm, m.activity, m.stratum, m.wave, COUNT(*) AS assigned,
          SUM(IF(m.status = 'sent', 1, 0)) AS sent, SUM(IF(m.status = 'skipped', 1, 0)) AS skipped,
          SUM(IF(m.status = 'failed', 1, 0)) AS failed, SUM(IF(m.received, 1, 0)) AS received,
          SUM(IF(m.opened, 1, 0)) AS opened, SUM(IF(c.message_id IS NULL, 0, 1)) AS converted
   FROM members AS m LEFT JOIN conversions AS c ON c.message_id = m.message_id
-  GROUP BY m.arm, m.activity, m.stratum
+  GROUP BY m.arm, m.activity, m.stratum, m.wave
 ), levels AS (
   SELECT 'overall' AS breakdown, '' AS level, arm, {counts} FROM cells GROUP BY arm
   UNION ALL SELECT 'activity', activity, arm, {counts} FROM cells GROUP BY activity, arm
@@ -101,19 +103,27 @@ _RESULTS = _MEMBERS + """, cells AS (
   FROM rates AS r LEFT JOIN holdout AS h ON h.breakdown = r.breakdown AND h.level = r.level
 ), expected AS (
   {expected}
-), overall AS (
-  SELECT e.arm, e.share, IFNULL(r.assigned, 0) AS n FROM expected AS e
-  LEFT JOIN rates AS r ON r.breakdown = 'overall' AND r.arm = e.arm
-), srm AS (
-  SELECT SUM(SAFE_DIVIDE((n - total * share) * (n - total * share), total * share)) AS chi2
-  FROM overall CROSS JOIN (SELECT SUM(n) AS total FROM overall) AS t
+), wave_strata AS (
+  SELECT wave, stratum, ANY_VALUE(activity) AS activity, SUM(assigned) AS total FROM cells GROUP BY wave, stratum
+), expected_strata AS (
+  -- each stratum of each wave with every arm's share: its level's in that wave, else the wave's default ('*')
+  SELECT w.wave, w.stratum, w.total, e.arm, e.share
+  FROM wave_strata AS w JOIN expected AS e ON e.wave = w.wave AND e.level IN (w.activity, '*')
+  WHERE TRUE
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY w.wave, w.stratum, e.arm ORDER BY IF(e.level = '*', 1, 0)) = 1
+), arms_in_strata AS (
+  SELECT wave, stratum, arm, SUM(assigned) AS n FROM cells GROUP BY wave, stratum, arm
 ), strata AS (
-  SELECT t.level, e.arm, e.share, t.total, IFNULL(r.assigned, 0) AS n
-  FROM (SELECT level, SUM(assigned) AS total FROM rates WHERE breakdown = 'stratum' GROUP BY level) AS t
-  CROSS JOIN expected AS e
-  LEFT JOIN rates AS r ON r.breakdown = 'stratum' AND r.level = t.level AND r.arm = e.arm
+  SELECT x.wave, x.stratum, x.arm, x.share, x.total, IFNULL(a.n, 0) AS n
+  FROM expected_strata AS x
+  LEFT JOIN arms_in_strata AS a ON a.wave = x.wave AND a.stratum = x.stratum AND a.arm = x.arm
+), overall AS (
+  SELECT arm, SUM(total * share) AS expected_n, SUM(n) AS n FROM strata GROUP BY arm
+), srm AS (
+  SELECT SUM(SAFE_DIVIDE((n - expected_n) * (n - expected_n), expected_n)) AS chi2 FROM overall
 ), stratum_check AS (
-  SELECT COUNT(DISTINCT level) AS strata_off FROM strata WHERE ABS(n - total * share) > 1.000001
+  SELECT COUNT(DISTINCT CONCAT(CAST(wave AS STRING), '|', stratum)) AS strata_off FROM strata
+  WHERE ABS(n - total * share) > 1.000001
 )
 SELECT breakdown, level, arm, assigned, sent, skipped, failed, received, opened, converted, rate, rate_ci_low,
        rate_ci_high, lift_abs, se, lift_ci_low, lift_ci_high, IF(se > 0, {p_value}, NULL) AS p_value, lift_rel,
@@ -128,6 +138,15 @@ FROM (
   FROM lifts AS l CROSS JOIN srm AS s CROSS JOIN stratum_check AS c
 )
 ORDER BY breakdown, level, arm
+"""
+
+# Members and conversions per (wave, activity level, arm): what the next wave's shares learn from, and the cells of
+# the inverse-propensity-weighted lifts of a campaign sent in waves (shared/campaigns/allocation.py).
+_WAVE_CELLS = _MEMBERS + """
+SELECT m.wave, m.activity, m.arm, COUNT(*) AS assigned, COUNTIF(c.message_id IS NOT NULL) AS converted
+FROM members AS m LEFT JOIN conversions AS c ON c.message_id = m.message_id
+GROUP BY m.wave, m.activity, m.arm
+ORDER BY m.wave, m.activity, m.arm
 """
 
 _SKIPS = _MEMBERS + """
@@ -190,6 +209,12 @@ class CampaignReport:
     srm_p_value: float | None = None
     strata_off: int = 0  # strata where an arm is more than one contact off its share
     timeline: list[dict[str, Any]] = field(default_factory=list)  # arm, hours, n, cumulative, cumulative_rate
+    # Campaigns sent in waves: each wave's launch time, size and shares per activity level (the allocation history),
+    # and each variant's lift over the holdout weighted by the recorded shares (valid when the shares moved).
+    allocation: str | None = None
+    waves: list[dict[str, Any]] = field(default_factory=list)  # wave, launched_at, audience_size, shares
+    weighted_lifts: list[dict[str, Any]] = field(default_factory=list)  # arm, lift, se, low, high, rate, ...
+    weighted_method: str = ""
     method: str = (
         "intention to treat; absolute lift: Wald 95% interval (unpooled SE) and two-sided z-test; relative lift: "
         "delta method; sample ratio: Pearson chi-square, alarm at p < 0.001"
@@ -205,8 +230,11 @@ class CampaignReport:
         return out
 
 
-def report_queries(campaign: Campaign) -> dict[str, tuple[str, dict[str, Any]]]:
-    """The report's three queries (results, skips, timeline) with their parameters."""
+def report_queries(
+    campaign: Campaign, history: list[dict[str, Any]] | None = None
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The report's queries (results, skips, timeline, wave cells) with their parameters. ``history``: a campaign in
+    waves' committed waves (``wave_history``), whose recorded shares the assignment check expects."""
     conversion = campaign.conversion
     events = conversion.events if conversion else []
     params: dict[str, Any] = {
@@ -221,9 +249,14 @@ def report_queries(campaign: Campaign) -> dict[str, tuple[str, dict[str, Any]]]:
     members = {"conversion": ", ".join(names) if names else "CAST(NULL AS STRING)", "message_id_key": MESSAGE_ID_DATA_KEY}
     shares = campaign.arm_shares()
     expected = []
-    for i, (arm, share) in enumerate(shares):
-        params[f"sa{i}"], params[f"ss{i}"] = arm, share / SHARE_SCALE
-        expected.append(f"SELECT @sa{i} AS arm, @ss{i} AS share")
+    if history:  # a campaign in waves: each wave's shares per level, as its launch marker recorded them
+        rows = [(w["wave"], level, arm, share) for w in history for level, arms in w["shares"].items()
+                for arm, share in arms.items()]  # fmt: skip
+    else:
+        rows = [(0, "*", arm, share / SHARE_SCALE) for arm, share in shares]
+    for i, (wave, level, arm, share) in enumerate(rows):
+        params |= {f"ew{i}": wave, f"el{i}": level, f"sa{i}": arm, f"ss{i}": float(share)}
+        expected.append(f"SELECT @ew{i} AS wave, @el{i} AS level, @sa{i} AS arm, @ss{i} AS share")
     results = _RESULTS.format(
         **members, counts=_COUNTS, expected="\n  UNION ALL ".join(expected), z=repr(Z_95),
         p_value=two_sided_p("abs_z"), srm_p=chi_square_tail("srm_chi2", "srm_root", max(len(shares) - 1, 1)),
@@ -232,6 +265,7 @@ def report_queries(campaign: Campaign) -> dict[str, tuple[str, dict[str, Any]]]:
         "results": (results, params),
         "skips": (_SKIPS.format(**members), params),
         "timeline": (_TIMELINE.format(**members), params),
+        "wave_cells": (_WAVE_CELLS.format(**members), params),
     }
 
 
@@ -245,7 +279,8 @@ def campaign_report(tenant_name: str, name: str) -> CampaignReport:
     )  # fmt: skip
     if not report.launched:
         return report
-    queries = report_queries(campaign)
+    history = wave_history(tenant_name, name) if campaign.waves is not None else None
+    queries = report_queries(campaign, history)
     skips: dict[str, dict[str, int]] = {}
     for row in run_query(tenant_name, *queries["skips"]):
         skips.setdefault(row["arm"], {})[f"{row['status']}:{row['reason']}"] = row["n"]
@@ -262,7 +297,59 @@ def campaign_report(tenant_name: str, name: str) -> CampaignReport:
             report.by_stratum.append({"stratum": row["level"], **asdict(result)})
     report.arms.sort(key=lambda r: order.get(r.arm, len(order)))
     report.timeline = run_query(tenant_name, *queries["timeline"])
+    if campaign.waves is not None:
+        report.allocation = campaign.allocation
+        report.waves = history or []
+        cells = [WaveCell(**row) for row in run_query(tenant_name, *queries["wave_cells"])]
+        report.weighted_lifts, left_out = weighted_lifts(cells, [v.id for v in campaign.variants])
+        report.weighted_method = (
+            "inverse-propensity weighting: each (wave, activity level) cell's rate weighted by the cell's size, "
+            "i.e. each member by 1 / its recorded share (shared/campaigns/allocation.py); 95% Wald interval"
+            + (f"; {left_out} members in cells lacking an arm are left out" if left_out else "")
+        )
     return report
+
+
+@dataclass(frozen=True)
+class WaveCell:
+    """Members and conversions of one arm in one (wave, activity level) cell."""
+
+    wave: int
+    activity: str
+    arm: str
+    assigned: int
+    converted: int
+
+
+def wave_history(tenant_name: str, name: str) -> list[dict[str, Any]]:
+    """The committed waves of a campaign, first to last, with the shares each was assigned with."""
+    rows = run_query(
+        tenant_name,
+        "SELECT IFNULL(wave, 0) AS wave, launched_at, audience_size, TO_JSON_STRING(shares) AS shares "
+        "FROM campaign_launched WHERE campaign = @c ORDER BY wave",
+        {"c": name},
+    )
+    return [{**r, "shares": json.loads(r["shares"]) if r["shares"] else {}} for r in rows]
+
+
+def weighted_lifts(cells: list[WaveCell], variants: list[str]) -> tuple[list[dict[str, Any]], int]:
+    """Each variant's inverse-propensity-weighted lift over the holdout from the (wave, level) cells; cells in which
+    some arm has no member cannot weigh that arm and are left out (returned: how many members that is)."""
+    grouped: dict[tuple[int, str], dict[str, ArmCount]] = {}
+    for c in cells:
+        grouped.setdefault((c.wave, c.activity), {})[c.arm] = ArmCount(c.arm, c.assigned, c.converted)
+    arms = {HOLDOUT, *variants}
+    usable = [Cell(sum(a.assigned for a in counts.values()), counts)
+              for counts in grouped.values() if arms <= {a for a, n in counts.items() if n.assigned > 0}]  # fmt: skip
+    left_out = sum(c.assigned for c in cells) - sum(c.size for c in usable)
+    if not usable:
+        return [], left_out
+    out = []
+    for arm in variants:
+        lift = ipw_lift(usable, arm)
+        out.append({"arm": arm, "lift_abs": lift.lift, "se": lift.se, "lift_ci_low": lift.low,
+                    "lift_ci_high": lift.high, "members": sum(c.arms[arm].assigned for c in usable)})  # fmt: skip
+    return out, left_out
 
 
 def _arm(row: dict[str, Any]) -> ArmResult:

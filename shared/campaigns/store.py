@@ -118,7 +118,7 @@ SELECT 'audience', definition, created_at, NULL, NULL, NULL, NULL
 FROM ({audiences})
 UNION ALL
 SELECT 'launch', NULL, NULL, launch_id, launched_at, audience_size, scheduled
-FROM campaign_launched WHERE campaign = @name
+FROM campaign_launched WHERE campaign = @name AND IFNULL(wave, 0) = 0
 """
 
 
@@ -144,10 +144,36 @@ def launch_inputs(tenant_name: str, name: str) -> LaunchInputs:
     return LaunchInputs(campaign, audiences.get(campaign.campaign.audience), launch)
 
 
-def due_campaigns(tenant_name: str, now: datetime) -> list[StoredCampaign]:
-    """Campaigns whose ``launch_at`` has come and that are not launched yet (the send tick launches them)."""
+@dataclass(frozen=True)
+class InFlight:
+    """A campaign sent in waves whose first wave is launched: the definition it launched, when, and its last wave."""
+
+    campaign: Campaign
+    first_at: datetime
+    last_wave: int
+
+
+# One query (a job per tenant and tick): the campaigns due to launch, and the campaigns in waves in flight.
+_DUE = """
+SELECT 'launch' AS kind, definition, created_at, CAST(NULL AS TIMESTAMP) AS first_at, CAST(NULL AS INT64) AS last_wave
+FROM ({due})
+UNION ALL
+SELECT 'waves', ANY_VALUE(IF(IFNULL(wave, 0) = 0, definition, NULL)), NULL,
+       MIN(IF(IFNULL(wave, 0) = 0, launched_at, NULL)), MAX(IFNULL(wave, 0))
+FROM campaign_launched
+WHERE campaign IN (SELECT campaign FROM campaign_launched WHERE wave = 0)
+GROUP BY campaign
+"""
+
+
+def due_campaigns(tenant_name: str, now: datetime) -> tuple[list[StoredCampaign], list[InFlight]]:
+    """Campaigns whose ``launch_at`` has come and that are not launched yet (the send tick launches them), and
+    the campaigns sent in waves that are in flight (shared/campaigns/waves.py decides which wave is due)."""
     where = "launch_at <= @now AND name NOT IN (SELECT campaign FROM campaign_launched)"
-    return _campaigns(run_query(tenant_name, _SELECT.format(table="campaigns", where=where), {"now": now}))
+    rows = run_query(tenant_name, _DUE.format(due=_SELECT.format(table="campaigns", where=where)), {"now": now})
+    in_flight = [InFlight(Campaign.from_json(r["definition"]), r["first_at"], r["last_wave"])
+                 for r in rows if r["kind"] == "waves"]  # fmt: skip
+    return _campaigns([r for r in rows if r["kind"] == "launch"]), in_flight
 
 
 def _campaigns(rows: list[dict[str, Any]]) -> list[StoredCampaign]:

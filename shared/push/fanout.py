@@ -11,6 +11,7 @@ from google.api_core import exceptions as gexc
 
 from shared.campaigns.launch import launch_campaign
 from shared.campaigns.store import due_campaigns
+from shared.campaigns.waves import due_waves, launch_wave
 from shared.clients import publisher, topic_path
 from shared.config import Tenant, settings, tenant_topic
 from shared.errors import SetupError
@@ -37,12 +38,17 @@ class FanOut:
 
 
 def fan_out(tenant: Tenant, now: datetime, *, max_chunks: int = MAX_DUE_CHUNKS) -> FanOut:
-    """Launch the tenant's due scheduled campaigns, then publish its due chunks as shards."""
+    """Launch the tenant's due scheduled campaigns and due waves, then publish its due chunks as shards."""
     out = FanOut()
-    for stored in due_campaigns(tenant.name, now):
+    campaigns, in_flight = due_campaigns(tenant.name, now)
+    for stored in campaigns:
         launch = launch_campaign(tenant.name, stored.campaign.name, now=now)
         if launch.new:
             out.launched.append(launch.campaign)
+    for due in due_waves(in_flight, now):
+        launch = launch_wave(tenant.name, due, now)
+        if launch.new:
+            out.launched.append(f"{launch.campaign} (wave {due.wave + 1} of {due.campaign.waves.count if due.campaign.waves else 1})")
     rows = run_query(tenant.name, _DUE_CHUNKS_SQL, {"now": now, "max_chunks": max_chunks})
     chunks = [str(r["chunk"]) for r in rows]
     out.chunks = len(chunks)

@@ -440,6 +440,8 @@ class CampaignLaunchRow(Row):
     definition: str  # the definition this launch expanded
     audience_size: int
     scheduled: int
+    wave: int | None = None  # campaigns sent in waves: which one (0 first); else null
+    shares: dict[str, dict[str, float]] | None = None  # waves: each activity level's arm shares in this wave
 
     table = "campaign_launches"
     columns = (
@@ -449,6 +451,9 @@ class CampaignLaunchRow(Row):
         Column("definition", "STRING", description="the campaign definition the launch expanded, as JSON"),
         Column("audience_size", "INT64"),
         Column("scheduled", "INT64", description="message_schedule rows it inserted (the holdout has none)"),
+        Column("wave", "INT64", description="campaigns sent in waves: the wave this launch is (0 first); else null"),
+        Column("shares", "JSON",
+               description="campaigns sent in waves: {activity level: {arm: share}} this wave was assigned with"),
     )
 
     @property
@@ -471,6 +476,7 @@ class CampaignAssignmentRow(Row):
     planned_send_at: datetime | None
     activity: str | None = None
     send_reason: str | None = None
+    wave: int | None = None
 
     table = "campaign_assignments_all"
     columns = (
@@ -485,6 +491,7 @@ class CampaignAssignmentRow(Row):
         Column("activity", "STRING", description="the member's activity level at launch: results by activity level"),
         Column("send_reason", "STRING",
                description="best_time campaigns: why this time (profile, fallback or exploration); else null"),
+        Column("wave", "INT64", description="campaigns sent in waves: the member's wave (0 first); else null"),
     )
 
     @property

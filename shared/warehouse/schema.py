@@ -1,8 +1,9 @@
 """The per-tenant dataset: tables (with partitioning and clustering) and the views that deduplicate on read.
 
 Columns are the row types' (shared/warehouse/rows.py); this module adds partitioning, clustering and the views.
-insertId dedup is best effort (about a minute), so exactness lives in the views: ``events_deduped`` keeps one row per
-``event_instance_id``; ``users_latest`` keeps the latest non-null value of each field per contact.
+The writer is at-least-once (the Storage Write API's default stream), so exactness lives in the views:
+``events_deduped`` keeps one row per ``event_instance_id``; ``users_latest`` keeps the latest non-null value of each
+field per contact.
 """
 
 from __future__ import annotations
@@ -161,11 +162,11 @@ VIEWS: dict[str, str] = {
     """,
     # A launch writes its rows with INSERT ... SELECT, then its marker: until the marker is there, its rows do not exist
     # for any reader, so a launch that fails half-way leaves nothing (shared/campaigns/launch.py). Two launches racing:
-    # the first marker wins, the other's rows stay invisible.
+    # the first marker wins, the other's rows stay invisible. A campaign sent in waves has one committed launch per wave.
     "campaign_launched": """
         SELECT * FROM `{ds}.campaign_launches`
         WHERE TRUE
-        QUALIFY ROW_NUMBER() OVER (PARTITION BY campaign ORDER BY launched_at, launch_id) = 1
+        QUALIFY ROW_NUMBER() OVER (PARTITION BY campaign, IFNULL(wave, 0) ORDER BY launched_at, launch_id) = 1
     """,
     "campaign_assignments": """
         SELECT a.* FROM `{ds}.campaign_assignments_all` AS a

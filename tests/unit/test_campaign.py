@@ -139,6 +139,32 @@ def test_explicit_shares_and_the_holdout_must_add_up_to_one() -> None:
     assert "add up to 1" in refusal(variants=[variant("a", 0.3), variant("b", 0.3)])
 
 
+ADAPTIVE = {"allocation": "adaptive", "waves": {"count": 4}, "conversion": {"events": ["Order Completed"]}}
+
+
+def test_an_adaptive_campaign_in_waves_loads() -> None:
+    campaign = parse_campaign(definition(**ADAPTIVE, holdout=0.1))
+    assert campaign.waves is not None and (campaign.waves.count, campaign.waves.every_hours) == (4, 24)
+    assert campaign.allocation == "adaptive"
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({**ADAPTIVE, "waves": None}, "needs waves"),
+        ({**ADAPTIVE, "conversion": None}, "needs conversion"),
+        ({**ADAPTIVE, "variants": [variant("a")]}, "at least two variants"),
+        ({**ADAPTIVE, "stratify_by": ["country"]}, "activity in stratify_by"),
+        ({**ADAPTIVE, "variants": [variant("a", 0.5), variant("b", 0.5)]}, "no variant shares"),
+        ({**ADAPTIVE, "send": {"at": "2025-03-10T10:00:00Z"}}, "an absolute time would send every wave at once"),
+        ({"waves": {"count": 2}, "send": {"local_time": "18:00", "date": "2025-03-10"}}, "send must be now"),
+        ({"waves": {"count": 1}}, "waves.count"),
+    ],
+)
+def test_an_adaptive_or_wave_campaign_that_cannot_work_is_refused_saying_why(fields: dict[str, Any], says: str) -> None:
+    assert says in refusal(**{k: v for k, v in fields.items() if v is not None})
+
+
 def test_shares_given_to_some_variants_only_are_refused() -> None:
     says = refusal(variants=[variant("a", 0.5), variant("b")], holdout=0.5)
     assert "give a share to every variant or to none" in says

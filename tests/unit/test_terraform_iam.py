@@ -59,6 +59,7 @@ USES: dict[str, dict[str, set[str]]] = {
         "reads": {
             "message_schedule", "message_sends", "invalid_tokens", "user_properties",  # push/pending.py, tick.py
             "users_latest", "campaign_launched", "contact_activity", "events_deduped",  # views it queries
+            "campaign_assignments",  # campaigns/waves.py: the next wave's shares (results.py's member counts)
             "audiences", "campaigns", "campaign_assignments_all",  # campaigns/store.py, launch.py
             "campaign_launches", "events",  # under campaign_launched / events_deduped (no authorised views)
         },
