@@ -384,14 +384,32 @@ class Method:
 
 
 def insert_all_method(client: bigquery.Client, tenant: Tenant) -> Method:
-    """The product's path as ``load_events`` runs it: one ``write_rows`` call per Pub/Sub message."""
+    """insertAll as the product's writer did it until 2026-12-03: stable insertIds, 500-row requests,
+    ``skip_invalid_rows`` (the client's ``insert_rows_json``; the writer posted the same body pre-encoded)."""
+    table = f"{client.project}.{tenant.dataset}.events"
+
+    def write(batch: list[EventRow]) -> None:
+        loaded_at = datetime.now(UTC)
+        for start in range(0, len(batch), MAX_ROWS_PER_REQUEST):
+            part = batch[start : start + MAX_ROWS_PER_REQUEST]
+            errors = client.insert_rows_json(table, [r.to_bq(loaded_at) for r in part],
+                                             row_ids=[r.insert_id for r in part], skip_invalid_rows=True)  # fmt: skip
+            if errors:
+                raise SystemExit(f"insert_all: {errors[:1]}")
+
+    return Method("insert_all", table, write)
+
+
+def writer_method(client: bigquery.Client, tenant: Tenant) -> Method:
+    """The product's path as ``load_events`` runs it: one ``write_rows`` call per Pub/Sub message (the Storage Write
+    API's default stream since 2026-12-03, one connection per call)."""
 
     def write(batch: list[EventRow]) -> None:
         result = write_rows(client, tenant, batch, processor=PROCESSOR)
         if result.invalid or result.total_written != len(batch):
-            raise SystemExit(f"insert_all wrote {result.total_written}/{len(batch)}: {result.invalid[:1]}")
+            raise SystemExit(f"writer wrote {result.total_written}/{len(batch)}: {result.invalid[:1]}")
 
-    return Method("insert_all", f"{client.project}.{tenant.dataset}.events", write)
+    return Method("writer", f"{client.project}.{tenant.dataset}.events", write)
 
 
 def write_api_method(
@@ -453,8 +471,13 @@ def redelivery(bq: bigquery.Client, wclient: BigQueryWriteClient, codec: Codec, 
 
     tenant = make_dataset(bq, f"bqw_redeliver_ia_{uuid.uuid4().hex[:8]}")
     for _ in range(2):
-        write_rows(bq, tenant, batch, processor=PROCESSOR)
+        insert_all_method(bq, tenant).write(batch)
     report("insert_all (same insertIds)", tenant)
+
+    tenant = make_dataset(bq, f"bqw_redeliver_wr_{uuid.uuid4().hex[:8]}")
+    for _ in range(2):
+        write_rows(bq, tenant, batch, processor=PROCESSOR)
+    report("writer (Write API _default)", tenant)
 
     tenant = make_dataset(bq, f"bqw_redeliver_def_{uuid.uuid4().hex[:8]}")
     for _ in range(2):  # a redelivery reaches a new invocation: a new connection to the same _default stream
@@ -511,7 +534,7 @@ def bad_rows(bq: bigquery.Client, wclient: BigQueryWriteClient, codec: Codec, ba
     }
     print(f"\nbad rows: {len(batch)} event rows, row {BAD_INDEX} broken")
     for label, breaker in breakers.items():
-        # insertAll through the product's writer: the bad row becomes a rejected row, the others are written.
+        # the product's writer (Write API since 2026-12-03): the bad row becomes a rejected row, the others are written.
         tenant = make_dataset(bq, f"bqw_bad_ia_{uuid.uuid4().hex[:8]}")
         rows: list[RawRow] = []
         for i, r in enumerate(batch):
@@ -523,7 +546,7 @@ def bad_rows(bq: bigquery.Client, wclient: BigQueryWriteClient, codec: Codec, ba
         c = line_counts(bq, tenant)
         reasons = sorted({x.reason_code for x in result.invalid})
         written = f"written {result.written['events']}, invalid {len(result.invalid)} {reasons}"
-        print(f"  {label}: insert_all: {written}; table rows {c['event_rows']}, rejected rows {c['rejected']}")
+        print(f"  {label}: writer: {written}; table rows {c['event_rows']}, rejected rows {c['rejected']}")
 
         # Write API: the row_errors name the bad row; the docs say no row of the failed append is stored, and the
         # caller must drop the bad rows and append the rest again. Count before and after that retry.
@@ -579,7 +602,8 @@ def throughput(
     """Every method writes ``batches`` into its own fresh dataset; counts and fingerprints must then agree."""
     run = uuid.uuid4().hex[:8]
     warmup = event_batches(500, seed=11, origin="gs://bench/segment-logs/src/1715644800000/warmup.gz#1")[0]
-    methods = [insert_all_method(bq, make_dataset(bq, f"bqw_insert_all_{run}"))]
+    methods = [insert_all_method(bq, make_dataset(bq, f"bqw_insert_all_{run}")),
+               writer_method(bq, make_dataset(bq, f"bqw_writer_{run}"))]
     for name, committed in (("write_api_default", False), ("write_api_committed", True)):
         tenant = make_dataset(bq, f"bqw_{name.removeprefix('write_api_')}_{run}")
         methods.append(write_api_method(name, bq, wclient, tenant, codec, committed=committed, poll=poll))
@@ -647,7 +671,8 @@ def main() -> None:
 
     rate = {m.name: m.rows / m.wall for m in methods}
     print(f"ratio write_api_committed/insert_all = {rate['write_api_committed'] / rate['insert_all']:.2f}")
-    print(f"ratio write_api/insert_all = {rate['write_api_default'] / rate['insert_all']:.2f}")
+    print(f"ratio write_api (one connection kept)/insert_all = {rate['write_api_default'] / rate['insert_all']:.2f}")
+    print(f"ratio writer/insert_all = {rate['writer'] / rate['insert_all']:.2f}")
 
 
 if __name__ == "__main__":

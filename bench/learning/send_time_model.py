@@ -45,7 +45,7 @@ class Choice:
 
 
 def choose(
-    contacts: dict[str, tuple[str | None, list[datetime]]],
+    contacts: dict[str, tuple[str | None, list[tuple[datetime, bool]]]],
     activity: dict[str, str],
     *,
     start: datetime,
@@ -55,36 +55,72 @@ def choose(
     seed: str,
     model: SendTimeModel,
 ) -> dict[str, Choice]:
-    """``contacts``: id -> (timezone, event times). The same computation as the SQL, contact by contact."""
+    """``contacts``: id -> (timezone, [(event time, whether it is a conversion event)]). The same computation as the
+    SQL (shared/campaigns/send_time.py's docstring has the formulas), contact by contact."""
     since = now - timedelta(days=model.lookback_days)
-    own = {cid: Counter(hour_of_week(e, tz) for e in events if since <= e < now) for cid, (tz, events) in contacts.items()}
-    level: dict[str, Counter[int]] = {}
-    for cid, counts in own.items():
-        level.setdefault(activity[cid], Counter()).update(counts)
-    tenant: Counter[int] = Counter()
-    for counts in own.values():
-        tenant.update(counts)
-    n_t = sum(tenant.values())
+    sessions: dict[str, Counter[int]] = {}
+    buys: dict[str, Counter[int]] = {}
+    for cid, (tz, events) in contacts.items():
+        n: Counter[int] = Counter()
+        x: Counter[int] = Counter()
+        for at, conversion in events:
+            if since <= at < now:
+                (x if conversion else n)[hour_of_week(at, tz)] += 1
+        sessions[cid], buys[cid] = n, x
+    level_n: dict[str, Counter[int]] = {}
+    level_x: dict[str, Counter[int]] = {}
+    tenant_n: Counter[int] = Counter()
+    tenant_x: Counter[int] = Counter()
+    for cid in contacts:
+        level_n.setdefault(activity[cid], Counter()).update(_by_hour_of_day(sessions[cid]))
+        level_x.setdefault(activity[cid], Counter()).update(_by_hour_of_day(buys[cid]))
+        tenant_n.update(sessions[cid])
+        tenant_x.update(buys[cid])
+    n_t = sum(tenant_n.values())
+    tenant_hod_n, tenant_hod_x = _by_hour_of_day(tenant_n), _by_hour_of_day(tenant_x)
+    r_t = {d: min((tenant_hod_x[d] + 1) / (tenant_hod_n[d] + 20), 1.0) for d in range(24)}
+    p_t_hod = {d: (tenant_hod_n[d] + 7) / (n_t + HOURS_OF_WEEK) for d in range(24)}
+    levels: dict[str, tuple[dict[int, float], dict[int, float]]] = {}
+    for level in set(activity.values()):
+        ln, lx = level_n.get(level, Counter()), level_x.get(level, Counter())
+        n_l = sum(ln.values())
+        p_l = {d: (ln[d] + model.level_strength * p_t_hod[d]) / (n_l + model.level_strength) for d in range(24)}
+        r_l = {d: min((lx[d] + model.rate_strength * r_t[d]) / (ln[d] + model.rate_strength), 1.0) for d in range(24)}
+        levels[level] = (p_l, r_l)
     ppm = round(model.explore * 1_000_000)
     out = {}
     for cid, (tz, _events) in contacts.items():
-        lv = level.get(activity[cid], Counter())
-        n_l, n_c = sum(lv.values()), sum(own[cid].values())
+        p_l, r_l = levels[activity[cid]]
+        own_n, own_x = sessions[cid], buys[cid]
+        hod_n, hod_x = _by_hour_of_day(own_n), _by_hour_of_day(own_x)
+        n_c = sum(own_n.values())
+        events = n_c + sum(own_x.values())
         slots = []
         for k in range(hours):
             at = start + timedelta(hours=k)
             local_hour = at.astimezone(ZoneInfo(tz or "UTC")).hour
             if local_hour not in allowed:
                 continue
-            h = hour_of_week(at, tz)
-            p_t = (tenant[h] + 1) / (n_t + HOURS_OF_WEEK)
-            p_l = (lv[h] + model.level_strength * p_t) / (n_l + model.level_strength)
-            score = p_t if n_c == 0 else (own[cid][h] + model.contact_strength * p_l) / (n_c + model.contact_strength)
+            h, d = hour_of_week(at, tz), local_hour
+            p_t = (tenant_n[h] + 1) / (n_t + HOURS_OF_WEEK)
+            if events == 0:
+                score = p_t * (1 - r_t[d])
+            else:
+                q_c = (hod_n[d] + model.contact_strength * p_l[d]) / (n_c + model.contact_strength)
+                r_c = min((hod_x[d] + model.rate_strength * r_l[d]) / (hod_n[d] + model.rate_strength), 1.0)
+                score = (own_n[h] + model.week_strength * q_c / 7) / (n_c + model.week_strength) * (1 - r_c)
             digest = hashlib.sha256(f"{seed}|slot|{cid}|{k}".encode()).hexdigest()
             slots.append(Slot(k, at, h, local_hour, score, p_t, digest))
         explore = int(hashlib.sha256(f"{seed}|explore|{cid}".encode()).hexdigest()[:8], 16) % 1_000_000 < ppm
         chosen = None
         if slots:
             chosen = min(slots, key=lambda s: s.hash) if explore else min(slots, key=lambda s: (-s.score, s.k))
-        out[cid] = Choice(cid, slots, n_c, explore, chosen, model.min_events)
+        out[cid] = Choice(cid, slots, events, explore, chosen, model.min_events)
+    return out
+
+
+def _by_hour_of_day(counts: Counter[int]) -> Counter[int]:
+    out: Counter[int] = Counter()
+    for how, n in counts.items():
+        out[how % 24] += n
     return out

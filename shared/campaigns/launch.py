@@ -176,7 +176,8 @@ def _with_best_times(
     policy = tenants().get(tenant_name).push_policy
     best = best_time_query(members, start=window_start(now), hours=send.best_time.within_hours,
                            allowed_hours=allowed_hours(policy), now=now, seed=campaign.name,
-                           model=SendTimeModel(explore=send.best_time.explore))  # fmt: skip
+                           model=SendTimeModel(explore=send.best_time.explore),
+                           conversions=campaign.conversion.events if campaign.conversion else ())  # fmt: skip
     sql = (f"SELECT m.*, b.send_at AS best_send_at, b.reason AS send_reason FROM ({members.sql}) AS m "
            f"LEFT JOIN ({best.sql}) AS b ON b.contact_id = m.contact_id")  # fmt: skip
     return CompiledQuery(sql, {**members.params, **best.params})

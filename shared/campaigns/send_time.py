@@ -1,22 +1,37 @@
 """Each contact's best send time within a window, from its own behaviour in its own timezone, in one query.
 
-**Profile.** Every event of the last ``lookback_days`` falls in one of the 168 hours of the week, in its contact's
-timezone (``users_latest.timezone``; UTC when missing). Three profiles are kept, each shrunk toward the next when it
-is thin (pseudo-counts, the empirical-Bayes way):
+**Activity profile.** Every event of the last ``lookback_days`` falls in one of the 168 hours of the week, in its
+contact's timezone (``users_latest.timezone``; UTC when missing). Events that are the campaign's conversion events
+are counted apart (below). Profiles are shrunk toward the next coarser one when thin (pseudo-counts, the
+empirical-Bayes way), and a contact's hours of the week lean on its hours of the day, which hold seven times the
+data (most people keep a daily rhythm; the simulator's contacts shift an hour at weekends):
 
 - the tenant's: ``p_t(h) = (n_t(h) + 1) / (n_t + 168)`` (Laplace: an hour nobody was active in is still possible);
-- the contact's activity level's (``contact_activity``): ``p_l(h) = (n_l(h) + k_l p_t(h)) / (n_l + k_l)``;
-- the contact's: ``p_c(h) = (n_c(h) + k_c p_l(h)) / (n_c + k_c)``.
+- the activity level's hours of the day (``contact_activity``):
+  ``P_l(d) = (n_l(d) + k_l (n_t(d) + 7) / (n_t + 168)) / (n_l + k_l)``;
+- the contact's hours of the day: ``q_c(d) = (n_c(d) + k_c P_l(d)) / (n_c + k_c)``;
+- the contact's hours of the week: ``p_c(h) = (n_c(h) + k_w q_c(d(h)) / 7) / (n_c + k_w)``.
 
-A contact without any event in the lookback scores every hour by the tenant's profile: a new contact gets the
-tenant's best hour, never a random one (its level, dormant, would speak for other contacts' old habits).
+**Conversions anyway.** A push can only cause a conversion in a session that would not have converted without it:
+a contact who comes to buy at 19:00 every day gains nothing from a push at 19:00 (the trap of naive send-time
+models, which pick exactly those hours). So each hour of the day has a conversion rate per session, the contact's
+shrunk toward its level's and that toward the tenant's: ``r_t(d) = (x_t(d) + 1) / (n_t(d) + 20)``,
+``r_l(d) = (x_l(d) + k_r r_t(d)) / (n_l(d) + k_r)``, ``r_c(d) = (x_c(d) + k_r r_l(d)) / (n_c(d) + k_r)`` (each at
+most 1), and a slot scores ``p_c(h) (1 - r_c(d))``: how likely the contact is there and not converting anyway.
+Without conversion events (a campaign without ``conversion``) every rate is the prior's small one and the score is
+the activity profile.
 
-**Choice.** The window's hourly slots (``start`` + 0..``hours``-1 h) are scored by the contact's profile at the
-slot's local hour of the week; slots at a local hour outside ``allowed_hours`` (quiet hours) are never chosen; the
-best slot wins, the earliest on a tie. A share ``explore`` of contacts (a seeded hash of ``seed`` and contact) gets a
-uniformly random allowed slot instead, so what the model did not choose can be measured against what it did. Each
-row says why: ``profile`` (at least ``min_events`` events in the lookback), ``fallback`` (fewer: mostly its level's
-or the tenant's profile) or ``exploration``.
+A contact without any event in the lookback scores every hour by the tenant's profile, ``p_t(h) (1 - r_t(d))``: a
+new contact gets the tenant's best hour, never a random one (its level, dormant, would speak for other contacts'
+old habits).
+
+**Choice.** The window's hourly slots (``start`` + 0..``hours``-1 h) are scored at the slot's local hour; slots at a
+local hour outside ``allowed_hours`` (quiet hours) are never chosen; the best slot wins, the earliest on a tie. A
+share ``explore`` of contacts (a seeded hash of ``seed`` and contact) gets a uniformly random allowed slot instead,
+so what the model did not choose can be measured against what it did. Each row says why: ``profile`` (at least
+``min_events`` events in the lookback), ``fallback`` (fewer: mostly its level's or the tenant's profile) or
+``exploration``. The Python twin bench/learning/send_time_model.py computes the same (tests/integration/
+test_send_time.py proves it), and bench/learning/best_time.py measures it on a simulator with known truth.
 
 Events are read with ``EXTRACT(... FROM timestamp AT TIME ZONE tz)``: per row, DST included, and accepted by the
 local emulator with a column for the zone (``DATETIME(timestamp, tz)`` is not).
@@ -40,8 +55,10 @@ HOURS_OF_WEEK = 168
 @dataclass(frozen=True)
 class SendTimeModel:
     lookback_days: int = 56
-    contact_strength: float = 10.0  # k_c: pseudo-events of the level's profile added to a contact's
+    contact_strength: float = 10.0  # k_c: pseudo-events of the level's hours of the day added to a contact's
+    week_strength: float = 20.0  # k_w: pseudo-events of the contact's hours of the day added to its hours of the week
     level_strength: float = 200.0  # k_l: pseudo-events of the tenant's profile added to a level's
+    rate_strength: float = 0.5  # k_r: pseudo-sessions of the coarser conversion rate added to a contact's or level's
     min_events: int = 5  # fewer events than this in the lookback: the reason is "fallback"
     explore: float = 0.1  # share of contacts sent at a random allowed slot
 
@@ -50,23 +67,28 @@ _SQL = """
 WITH people AS (
   SELECT u.contact_id, IFNULL(u.timezone, 'UTC') AS tz, a.activity
   FROM users_latest AS u JOIN contact_activity AS a ON a.contact_id = u.contact_id
-), per_contact AS (
-  SELECT e.contact_id,
+), timed AS (
+  SELECT e.contact_id, e.event_name IN UNNEST(@bt_conversions) AS conversion,
          (EXTRACT(DAYOFWEEK FROM e.timestamp AT TIME ZONE p.tz) - 1) * 24
-           + EXTRACT(HOUR FROM e.timestamp AT TIME ZONE p.tz) AS how,
-         COUNT(*) AS n
+           + EXTRACT(HOUR FROM e.timestamp AT TIME ZONE p.tz) AS how
   FROM events_deduped AS e JOIN people AS p ON p.contact_id = e.contact_id
   WHERE e.timestamp >= @bt_since AND e.timestamp < @bt_until
-  GROUP BY 1, 2
+), per_contact AS (
+  SELECT contact_id, how, COUNTIF(NOT conversion) AS n, COUNTIF(conversion) AS x FROM timed GROUP BY 1, 2
 ), contact_total AS (
-  SELECT contact_id, SUM(n) AS total FROM per_contact GROUP BY 1
-), per_level AS (
-  SELECT p.activity, c.how, SUM(c.n) AS n FROM per_contact AS c JOIN people AS p ON p.contact_id = c.contact_id
+  SELECT contact_id, SUM(n) AS total, SUM(n + x) AS events FROM per_contact GROUP BY 1
+), contact_hod AS (
+  SELECT contact_id, MOD(how, 24) AS hod, SUM(n) AS n, SUM(x) AS x FROM per_contact GROUP BY 1, 2
+), level_hod AS (
+  SELECT p.activity, MOD(c.how, 24) AS hod, SUM(c.n) AS n, SUM(c.x) AS x
+  FROM per_contact AS c JOIN people AS p ON p.contact_id = c.contact_id
   GROUP BY 1, 2
 ), level_total AS (
-  SELECT activity, SUM(n) AS total FROM per_level GROUP BY 1
+  SELECT activity, SUM(n) AS total FROM level_hod GROUP BY 1
 ), per_tenant AS (
   SELECT how, SUM(n) AS n FROM per_contact GROUP BY 1
+), tenant_hod AS (
+  SELECT MOD(how, 24) AS hod, SUM(n) AS n, SUM(x) AS x FROM per_contact GROUP BY 1
 ), tenant_total AS (
   SELECT IFNULL(SUM(n), 0) AS total FROM per_contact
 ), members AS (
@@ -85,19 +107,32 @@ WITH people AS (
 ), allowed AS (
   SELECT * FROM candidates WHERE local_hour IN UNNEST(@bt_allowed_hours)
 ), tenant_scored AS (
-  SELECT c.*, (IFNULL(t.n, 0) + 1) / (tt.total + 168) AS p_t
-  FROM allowed AS c CROSS JOIN tenant_total AS tt LEFT JOIN per_tenant AS t ON t.how = c.how
+  SELECT c.*, (IFNULL(t.n, 0) + 1) / (tt.total + 168) AS p_t,
+         (IFNULL(td.n, 0) + 7) / (tt.total + 168) AS p_t_hod,
+         LEAST((IFNULL(td.x, 0) + 1) / (IFNULL(td.n, 0) + 20), 1) AS r_t
+  FROM allowed AS c CROSS JOIN tenant_total AS tt
+  LEFT JOIN per_tenant AS t ON t.how = c.how
+  LEFT JOIN tenant_hod AS td ON td.hod = c.local_hour
 ), level_scored AS (
-  SELECT c.*, (IFNULL(l.n, 0) + @bt_k_level * c.p_t) / (IFNULL(lt.total, 0) + @bt_k_level) AS p_l
+  SELECT c.*,
+         (IFNULL(l.n, 0) + @bt_k_level * c.p_t_hod) / (IFNULL(lt.total, 0) + @bt_k_level) AS p_l_hod,
+         LEAST((IFNULL(l.x, 0) + @bt_k_rate * c.r_t) / (IFNULL(l.n, 0) + @bt_k_rate), 1) AS r_l
   FROM tenant_scored AS c
-  LEFT JOIN per_level AS l ON l.activity = c.activity AND l.how = c.how
+  LEFT JOIN level_hod AS l ON l.activity = c.activity AND l.hod = c.local_hour
   LEFT JOIN level_total AS lt ON lt.activity = c.activity
-), scored AS (
-  SELECT c.*, IFNULL(ct.total, 0) AS events,
-         IF(ct.total IS NULL, c.p_t, (IFNULL(pc.n, 0) + @bt_k_contact * c.p_l) / (ct.total + @bt_k_contact)) AS score
+), contact_scored AS (
+  SELECT c.*, IFNULL(ct.events, 0) AS events, IFNULL(ct.total, 0) AS total, IFNULL(pc.n, 0) AS n_how,
+         (IFNULL(ch.n, 0) + @bt_k_contact * c.p_l_hod) / (IFNULL(ct.total, 0) + @bt_k_contact) AS q_c,
+         LEAST((IFNULL(ch.x, 0) + @bt_k_rate * c.r_l) / (IFNULL(ch.n, 0) + @bt_k_rate), 1) AS r_c
   FROM level_scored AS c
   LEFT JOIN per_contact AS pc ON pc.contact_id = c.contact_id AND pc.how = c.how
+  LEFT JOIN contact_hod AS ch ON ch.contact_id = c.contact_id AND ch.hod = c.local_hour
   LEFT JOIN contact_total AS ct ON ct.contact_id = c.contact_id
+), scored AS (
+  SELECT c.*,
+         IF(events = 0, p_t * (1 - r_t),
+            (n_how + @bt_k_week * q_c / 7) / (total + @bt_k_week) * (1 - r_c)) AS score
+  FROM contact_scored AS c
 )
 SELECT contact_id, activity, at AS send_at, how AS hour_of_week, local_hour, score, events,
        CASE WHEN explore THEN 'exploration' WHEN events >= @bt_min_events THEN 'profile' ELSE 'fallback' END AS reason
@@ -122,11 +157,13 @@ def best_time_query(
     now: datetime,
     seed: str,
     model: SendTimeModel | None = None,
+    conversions: tuple[str, ...] | list[str] = (),
 ) -> CompiledQuery:
     """One row per member (``members``: a query with a ``contact_id`` column): ``send_at``, ``hour_of_week`` and
     ``local_hour`` of the chosen slot, its ``score``, the member's ``events`` and the ``reason``. ``seed``: the
-    campaign, so exploration is the same on every run. A member all of whose slots are outside ``allowed_hours`` gets
-    no row (nothing in the window may be sent)."""
+    campaign, so exploration is the same on every run; ``conversions``: its conversion events (module docstring,
+    "Conversions anyway"). A member all of whose slots are outside ``allowed_hours`` gets no row (nothing in the
+    window may be sent)."""
     model = model or SendTimeModel()
     if not 1 <= hours <= 24 * 7:
         raise ValueError("a best-time window is 1 to 168 hours")
@@ -142,6 +179,10 @@ def best_time_query(
         "bt_allowed_hours": allowed,
         "bt_k_level": float(model.level_strength),
         "bt_k_contact": float(model.contact_strength),
+        "bt_k_week": float(model.week_strength),
+        "bt_k_rate": float(model.rate_strength),
+        # an event name is never empty, so [""] matches nothing (and gives the parameter its element type)
+        "bt_conversions": list(conversions) or [""],
         "bt_min_events": model.min_events,
         "bt_explore_ppm": round(model.explore * 1_000_000),
         "bt_seed": seed,

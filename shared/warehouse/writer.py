@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -273,26 +273,40 @@ class _Budget:
 
 
 class _Stream:
-    """One AppendRows connection to a table's ``_default`` stream, for one ``write_rows`` call.
+    """An AppendRows connection to a table's ``_default`` stream, kept by the process and shared by its threads
+    (``_stream_for``): opening one costs a round trip and the client's 80 ms polling, more than a small write.
 
-    Appends are pipelined: ``send`` returns at once and ``wait`` blocks until that append's response is in."""
+    Appends are pipelined: ``send`` returns at once and ``wait`` blocks until that append's response is in; the
+    client matches responses to appends in order, so threads may share it. A connection the server ended (idle, or
+    an error) is opened again on the next send."""
 
     def __init__(self, client: BigQueryWriteClient, table: str, table_codec: Codec) -> None:
         self.table = table
         project, dataset, table_id = table.split(".")
-        template = types.AppendRowsRequest(
+        self._client = client
+        self._template = types.AppendRowsRequest(
             write_stream=f"projects/{project}/datasets/{dataset}/tables/{table_id}/streams/_default",
             proto_rows=types.AppendRowsRequest.ProtoData(
                 writer_schema=types.ProtoSchema(proto_descriptor=table_codec.descriptor)
             ),
         )
-        self._manager = writer.AppendRowsStream(client, template)
+        self._lock = threading.Lock()
+        self._manager = writer.AppendRowsStream(client, self._template)
 
     def send(self, rows: list[bytes]) -> writer.AppendRowsFuture:
         request = types.AppendRowsRequest(
             proto_rows=types.AppendRowsRequest.ProtoData(rows=types.ProtoRows(serialized_rows=rows))
         )
-        return self._manager.send(request)
+        with self._lock:
+            manager = self._manager
+        try:
+            return manager.send(request)
+        except storage_exceptions.StreamClosedError:
+            with self._lock:  # the connection ended between two writes: one new one, then this append once more
+                if self._manager is manager:
+                    self._manager = writer.AppendRowsStream(self._client, self._template)
+                manager = self._manager
+            return manager.send(request)
 
     @staticmethod
     def wait(future: writer.AppendRowsFuture, timeout: float) -> None:
@@ -308,6 +322,27 @@ class _Stream:
             self._manager.close()
         except storage_exceptions.StreamClosedError:
             pass  # the connection had already ended (an error closed it)
+
+
+MAX_OPEN_STREAMS = 64  # per process: tables x tenants a warm instance writes to; the least recently used is closed
+_streams: OrderedDict[tuple[object, str], _Stream] = OrderedDict()
+_streams_lock = threading.Lock()
+
+
+def _stream_for(client: BigQueryWriteClient, table: str) -> _Stream:
+    """The process's stream into ``table`` (one per client and table)."""
+    key = (client, table)
+    with _streams_lock:
+        stream = _streams.get(key)
+        if stream is not None:
+            _streams.move_to_end(key)
+            return stream
+        stream = _Stream(client, table, codec(table.rsplit(".", 1)[1]))
+        _streams[key] = stream
+        evicted = _streams.popitem(last=False)[1] if len(_streams) > MAX_OPEN_STREAMS else None
+    if evicted is not None:
+        evicted.close()
+    return stream
 
 
 def write_rows(
@@ -359,16 +394,13 @@ def _write_table(
     budget: _Budget,
 ) -> None:
     table = f"{client.project}.{tenant.dataset}.{table_name}"
-    stream = _Stream(appends, table, codec(table_name))
-    try:
-        pending = items
-        for _ in range(MAX_ROW_ERROR_ROUNDS + 1):
-            pending = _append_round(client, stream, table, table_name, pending, result, processor, budget)
-            if not pending:
-                return
-        raise TransientError(f"{len(pending)} rows into {table} kept failing alongside rows BigQuery named as bad")
-    finally:
-        stream.close()
+    stream = _stream_for(appends, table)
+    pending = items
+    for _ in range(MAX_ROW_ERROR_ROUNDS + 1):
+        pending = _append_round(client, stream, table, table_name, pending, result, processor, budget)
+        if not pending:
+            return
+    raise TransientError(f"{len(pending)} rows into {table} kept failing alongside rows BigQuery named as bad")
 
 
 def _append_round(

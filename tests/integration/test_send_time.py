@@ -28,27 +28,41 @@ ZONES = ("Europe/Paris", "America/New_York", "Asia/Tokyo", None)
 ALLOWED = list(range(8, 22))  # quiet hours 22:00-08:00
 
 
+CONVERSION = "Order Completed"
+
+
 def people(rng: random.Random) -> list[dict[str, Any]]:
-    """40 contacts, each active mostly at a favourite local hour (0-60 events over 50 days), and 4 without events."""
+    """40 contacts, each active mostly at a favourite local hour (0-60 events over 50 days), and 4 without events;
+    a quarter of them buy (a conversion event) in most sessions at their favourite hour, the others now and then."""
     out = []
     for i in range(44):
         tz = ZONES[i % len(ZONES)]
         favourite = rng.randrange(6, 23)
-        events = []
+        events: list[tuple[datetime, bool]] = []
         for _ in range(0 if i >= 40 else rng.randrange(0, 60)):
             # c39's events are all older than 30 days: dormant, with history (its level's profile is not empty)
             day = NOW.astimezone(ZoneInfo(tz or "UTC")) - timedelta(days=rng.randrange(35, 50) if i == 39 else rng.randrange(1, 50))
             hour = favourite if rng.random() < 0.7 else rng.randrange(24)
-            events.append(day.replace(hour=hour, minute=rng.randrange(60)).astimezone(UTC))
+            at = day.replace(hour=hour, minute=rng.randrange(60)).astimezone(UTC)
+            events.append((at, False))
+            if rng.random() < (0.8 if i % 4 == 0 and hour == favourite else 0.05):
+                events.append((at, True))
         out.append({"id": f"c{i:02d}", "tz": tz, "events": events})
     return out
+
+
+def event_rows(p: dict[str, Any], tenant: str) -> list[Any]:
+    from shared.warehouse.rows import EventRow, Lineage
+
+    return [EventRow(p["id"], at, CONVERSION if conversion else "App Opened", unique("e"),
+                     Lineage("native", f"test://{tenant}/e", j, NOW)) for j, (at, conversion) in enumerate(p["events"])]  # fmt: skip
 
 
 def test_best_times_equal_a_python_reference_of_the_model(local_stack: StackHandle) -> None:
     from shared.config import tenants
     from shared.warehouse.client import bigquery_client
     from shared.warehouse.query import run_query
-    from shared.warehouse.rows import EventRow, Lineage, UserPropertiesRow
+    from shared.warehouse.rows import Lineage, UserPropertiesRow
     from shared.warehouse.writer import write_rows
 
     # GIVEN 44 contacts in four timezones (one unknown: UTC), 40 with events around a favourite local hour
@@ -60,15 +74,14 @@ def test_best_times_equal_a_python_reference_of_the_model(local_stack: StackHand
     for n, p in enumerate(ppl):
         lineage = Lineage("native", f"test://{tenant}", n, NOW)
         rows.append(UserPropertiesRow(p["id"], NOW - timedelta(days=60), unique("u"), lineage, timezone=p["tz"]))
-        rows += [EventRow(p["id"], e, "App Opened", unique("e"), Lineage("native", f"test://{tenant}/e", j, NOW))
-                 for j, e in enumerate(p["events"])]  # fmt: skip
+        rows += event_rows(p, tenant)
     write_rows(bigquery_client(), t, rows, processor="test")
     activity = {r["contact_id"]: r["activity"] for r in run_query(tenant, "SELECT contact_id, activity FROM contact_activity")}
     # WHEN the best time in the next 24 hours (quiet 22-08 local) is computed for all of them, 25% exploring
     model = SendTimeModel(explore=0.25)
     start, seed = NOW + timedelta(hours=1), "spring"
     query = best_time_query(CompiledQuery("SELECT contact_id FROM users_latest", {}), start=start, hours=24,
-                            allowed_hours=ALLOWED, now=NOW, seed=seed, model=model)  # fmt: skip
+                            allowed_hours=ALLOWED, now=NOW, seed=seed, model=model, conversions=[CONVERSION])  # fmt: skip
     chosen = {r["contact_id"]: r for r in run_query(tenant, query.sql, query.params)}
     expected = choose({p["id"]: (p["tz"], p["events"]) for p in ppl}, activity, start=start, hours=24,
                       allowed=ALLOWED, now=NOW, seed=seed, model=model)  # fmt: skip
@@ -89,13 +102,22 @@ def test_best_times_equal_a_python_reference_of_the_model(local_stack: StackHand
         assert picked.score == pytest.approx(ref.chosen.score, rel=1e-9), cid
         assert row["score"] == pytest.approx(picked.score, rel=1e-9)
     assert reasons["exploration"] and reasons["profile"] and reasons["fallback"]
-    # ... and a contact without history gets the tenant's best allowed hour, not its (dormant) level's
+    # ... and a contact without history gets the tenant's best allowed hour (its activity there, less the tenant's
+    # conversions anyway), not its (dormant) level's: every such contact's slots score as the tenant's profile does
     assert activity["c39"] == "dormant" and expected["c39"].events > 0
+    sessions, buys = Counter[int](), Counter[int]()
+    for p in ppl:
+        for at, conversion in p["events"]:
+            if at >= NOW - timedelta(days=model.lookback_days):
+                (buys if conversion else sessions)[at.astimezone(ZoneInfo(p["tz"] or "UTC")).hour] += 1
+    r_t = {d: min((buys[d] + 1) / (sessions[d] + 20), 1.0) for d in range(24)}  # the model's tenant rate r_t(d)
     for cid in ("c40", "c41", "c42", "c43"):
         ref, row = expected[cid], chosen[cid]
+        assert ref.events == 0 and row["reason"] in ("fallback", "exploration")
+        for slot in ref.slots:
+            assert slot.score == pytest.approx(slot.p_t * (1 - r_t[slot.local_hour]), rel=1e-9), cid
         if not ref.explore:
-            picked = next(s for s in ref.slots if s.at == row["send_at"])
-            assert picked.p_t == pytest.approx(max(s.p_t for s in ref.slots), rel=1e-9), cid
+            assert row["score"] == pytest.approx(max(s.score for s in ref.slots), rel=1e-9), cid
 
 
 def test_a_best_time_campaign_plans_and_sends_each_contact_at_its_own_time(local_stack: StackHandle) -> None:
@@ -107,7 +129,7 @@ def test_a_best_time_campaign_plans_and_sends_each_contact_at_its_own_time(local
     from shared.push.shards import run_shard
     from shared.warehouse.client import bigquery_client
     from shared.warehouse.query import run_query
-    from shared.warehouse.rows import EventRow, Lineage, UserPropertiesRow
+    from shared.warehouse.rows import Lineage, UserPropertiesRow
     from shared.warehouse.writer import write_rows
 
     # GIVEN the same kind of contacts, each with a push token, a tenant with quiet hours 22:00-08:00, and a campaign
@@ -120,8 +142,7 @@ def test_a_best_time_campaign_plans_and_sends_each_contact_at_its_own_time(local
     for n, p in enumerate(ppl):
         rows.append(UserPropertiesRow(p["id"], NOW - timedelta(days=60), unique("u"), Lineage("native", "test://u", n, NOW),
                                       timezone=p["tz"], push_token=f"tok-{tenant}-{p['id']}"))  # fmt: skip
-        rows += [EventRow(p["id"], e, "App Opened", unique("e"), Lineage("native", "test://e", j, NOW))
-                 for j, e in enumerate(p["events"])]  # fmt: skip
+        rows += event_rows(p, tenant)
     write_rows(bigquery_client(), t, rows, processor="test")
     save_audience(tenant, Audience(name="all"))
     save_campaign(tenant, parse_campaign({"name": "bt", "audience": "all", "holdout": 0.2,

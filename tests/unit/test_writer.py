@@ -163,9 +163,42 @@ def test_rows_named_by_an_append_are_rejected_and_their_neighbours_appended_agai
     assert sorted(r.lineage.line_number for r in result.invalid) == [17, 9_001]
     assert all("Missing required field: contact_id" in r.message for r in result.invalid)
     assert result.written["rejected"] == 2 == len(fake.stored["rejected"])
-    # AND only the good rows of the failed appends were sent again (3 appends, then 9,998 rows), each stream closed
+    # AND only the good rows of the failed appends were sent again (3 appends, then 9,998 rows)
     assert fake.appends == [5_000, 5_000, 2_000, 5_000, 4_998, 2]  # (the last: the 2 rejections)
-    assert fake.closed == 2  # events, then rejected
+
+
+def test_the_process_keeps_one_stream_per_table_and_reopens_one_the_server_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN the writer's streams opened on a client whose connections it can watch
+    opened: list[str] = []
+
+    class Manager:
+        def __init__(self, client: Any, template: Any) -> None:
+            opened.append(template.write_stream)
+            self.ended = False
+
+        def send(self, request: Any) -> AppendRowsFuture:
+            if self.ended:
+                from google.cloud.bigquery_storage_v1 import exceptions as storage_exceptions
+
+                raise storage_exceptions.StreamClosedError("This manager has been closed and can not be used.")
+            future = AppendRowsFuture(None)  # type: ignore[arg-type]
+            future.set_result(types.AppendRowsResponse())
+            return future
+
+    monkeypatch.setattr(writer.writer, "AppendRowsStream", Manager)
+    client = object()
+    # WHEN two writes go to the same table and one to another
+    first = writer._stream_for(client, "proj.acme.events")  # type: ignore[arg-type]
+    assert writer._stream_for(client, "proj.acme.events") is first  # type: ignore[arg-type]
+    writer._stream_for(client, "proj.acme.rejected")  # type: ignore[arg-type]
+    # THEN one connection per table was opened
+    assert opened == ["projects/proj/datasets/acme/tables/events/streams/_default",
+                      "projects/proj/datasets/acme/tables/rejected/streams/_default"]  # fmt: skip
+    # WHEN the server ends the events connection between two writes
+    first._manager.ended = True  # type: ignore[attr-defined]
+    # THEN the next append opens a new one and goes through it
+    first.wait(first.send([b"row"]), 1)
+    assert len(opened) == 3 and opened[2].endswith("/events/streams/_default")
 
 
 def test_a_value_that_cannot_be_sent_is_rejected_and_never_appended(monkeypatch: pytest.MonkeyPatch) -> None:
