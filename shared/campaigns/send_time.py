@@ -56,9 +56,11 @@ HOURS_OF_WEEK = 168
 class SendTimeModel:
     lookback_days: int = 56
     contact_strength: float = 10.0  # k_c: pseudo-events of the level's hours of the day added to a contact's
-    week_strength: float = 20.0  # k_w: pseudo-events of the contact's hours of the day added to its hours of the week
+    # k_w: pseudo-events of the contact's hours of the day added to its hours of the week. Large: a daily rhythm is
+    # the better guess until a contact has a few hundred events (bench/learning/best_time, tuned on seeds 0-2).
+    week_strength: float = 100.0
     level_strength: float = 200.0  # k_l: pseudo-events of the tenant's profile added to a level's
-    rate_strength: float = 0.5  # k_r: pseudo-sessions of the coarser conversion rate added to a contact's or level's
+    rate_strength: float = 0.1  # k_r: pseudo-sessions of the coarser conversion rate added to a contact's or level's
     min_events: int = 5  # fewer events than this in the lookback: the reason is "fallback"
     explore: float = 0.1  # share of contacts sent at a random allowed slot
 

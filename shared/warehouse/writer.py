@@ -15,26 +15,24 @@ Why the Write API and not insertAll (infra/SCALING.md, "Cost per million events"
 * **An append refused as a whole** without row errors (INVALID_ARGUMENT: too large, a writer schema the table lacks)
   is deterministic, so retrying it only ends in the dead-letter topic: the chunk is bisected, and a row refused even
   alone becomes a ``warehouse_invalid`` rejection saying so.
-* **Bounded in time**, so one message never runs past the function's 540 s timeout: each append waits for its
-  response at most ``APPEND_TIMEOUT_S`` (woken by a done-callback: ``AppendRowsFuture.result()`` alone polls with a
-  1 s backoff, BENCHMARKS.md "BigQuery writes"), all appends of one ``write_rows`` call share ``WRITE_BUDGET_S``, and
-  past it, or on an unavailable service, the write raises ``TransientError`` and the redelivery continues.
+* **One AppendRows call per table and round**, its appends pipelined, closed when they are answered (``_Appends``).
+* **Bounded in time**, so one message never runs past the function's 540 s timeout: each call has a deadline of at
+  most ``APPEND_TIMEOUT_S``, all calls of one ``write_rows`` share ``WRITE_BUDGET_S``, and past it, or on an
+  unavailable service, the write raises ``TransientError`` and the redelivery continues.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol
 
 from google.api_core import exceptions as gexc
-from google.cloud.bigquery_storage_v1 import exceptions as storage_exceptions
-from google.cloud.bigquery_storage_v1 import types, writer
+from google.cloud.bigquery_storage_v1 import types
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from pydantic_core import PydanticSerializationError, to_json
 
@@ -272,77 +270,38 @@ class _Budget:
         return min(APPEND_TIMEOUT_S, left)
 
 
-class _Stream:
-    """An AppendRows connection to a table's ``_default`` stream, kept by the process and shared by its threads
-    (``_stream_for``): opening one costs a round trip and the client's 80 ms polling, more than a small write.
-
-    Appends are pipelined: ``send`` returns at once and ``wait`` blocks until that append's response is in; the
-    client matches responses to appends in order, so threads may share it. A connection the server ended (idle, or
-    an error) is opened again on the next send."""
+class _Appends:
+    """Appends to a table's ``_default`` stream: one AppendRows call per batch of appends, every request sent at
+    once (pipelined; the first names the stream and carries the writer schema) and the responses read in order. The
+    call ends when its requests do, so nothing stays open between writes: a connection held per process and table
+    would pin one of the server's workers each (the emulator has 16) and count against the connection quota.
+    Plain gRPC rather than the client's ``AppendRowsStream``, whose opening polls every 80 ms and whose futures
+    poll with a 1 s backoff (BENCHMARKS.md, "BigQuery write path")."""
 
     def __init__(self, client: BigQueryWriteClient, table: str, table_codec: Codec) -> None:
         self.table = table
         project, dataset, table_id = table.split(".")
         self._client = client
-        self._template = types.AppendRowsRequest(
-            write_stream=f"projects/{project}/datasets/{dataset}/tables/{table_id}/streams/_default",
-            proto_rows=types.AppendRowsRequest.ProtoData(
-                writer_schema=types.ProtoSchema(proto_descriptor=table_codec.descriptor)
-            ),
-        )
-        self._lock = threading.Lock()
-        self._manager = writer.AppendRowsStream(client, self._template)
+        self._stream = f"projects/{project}/datasets/{dataset}/tables/{table_id}/streams/_default"
+        self._schema = types.ProtoSchema(proto_descriptor=table_codec.descriptor)
 
-    def send(self, rows: list[bytes]) -> writer.AppendRowsFuture:
-        request = types.AppendRowsRequest(
-            proto_rows=types.AppendRowsRequest.ProtoData(rows=types.ProtoRows(serialized_rows=rows))
-        )
-        with self._lock:
-            manager = self._manager
-        try:
-            return manager.send(request)
-        except storage_exceptions.StreamClosedError:
-            with self._lock:  # the connection ended between two writes: one new one, then this append once more
-                if self._manager is manager:
-                    self._manager = writer.AppendRowsStream(self._client, self._template)
-                manager = self._manager
-            return manager.send(request)
-
-    @staticmethod
-    def wait(future: writer.AppendRowsFuture, timeout: float) -> None:
-        """Return when the append succeeded; raise its error (``GoogleAPICallError`` with ``.response``) otherwise."""
-        done = threading.Event()
-        future.add_done_callback(lambda _: done.set())
-        if not done.wait(timeout):
-            raise TimeoutError(f"no AppendRows response in {timeout:.0f} s")
-        future.result()
-
-    def close(self) -> None:
-        try:
-            self._manager.close()
-        except storage_exceptions.StreamClosedError:
-            pass  # the connection had already ended (an error closed it)
-
-
-MAX_OPEN_STREAMS = 64  # per process: tables x tenants a warm instance writes to; the least recently used is closed
-_streams: OrderedDict[tuple[object, str], _Stream] = OrderedDict()
-_streams_lock = threading.Lock()
-
-
-def _stream_for(client: BigQueryWriteClient, table: str) -> _Stream:
-    """The process's stream into ``table`` (one per client and table)."""
-    key = (client, table)
-    with _streams_lock:
-        stream = _streams.get(key)
-        if stream is not None:
-            _streams.move_to_end(key)
-            return stream
-        stream = _Stream(client, table, codec(table.rsplit(".", 1)[1]))
-        _streams[key] = stream
-        evicted = _streams.popitem(last=False)[1] if len(_streams) > MAX_OPEN_STREAMS else None
-    if evicted is not None:
-        evicted.close()
-    return stream
+    def append(self, chunks: list[list[bytes]], timeout: float) -> list[types.AppendRowsResponse]:
+        """One response per chunk, in order; a transport error or the deadline raises (``GoogleAPICallError``)."""
+        requests = [
+            types.AppendRowsRequest(proto_rows=types.AppendRowsRequest.ProtoData(
+                rows=types.ProtoRows(serialized_rows=chunk)))
+            for chunk in chunks
+        ]  # fmt: skip
+        requests[0].write_stream = self._stream
+        requests[0].proto_rows.writer_schema = self._schema
+        responses = self._client.append_rows(
+            requests=iter(requests), retry=None, timeout=timeout,
+            metadata=[("x-goog-request-params", f"write_stream={self._stream}")],
+        )  # fmt: skip
+        out = list(responses)
+        if len(out) != len(requests):
+            raise TransientError(f"AppendRows into {self.table} answered {len(out)} of {len(requests)} appends")
+        return out
 
 
 def write_rows(
@@ -367,9 +326,11 @@ def write_rows(
     for row in rows:
         bq = row.to_bq(loaded_at)
         try:
-            by_table[row.table].append(_Item(row, codec(row.table).encode(bq), bq))
+            item = _Item(row, codec(row.table).encode(bq), bq)
         except Unencodable as exc:
             result.invalid.append(_rejection(row, bq, f"BigQuery cannot take the row for {row.table}: {exc}", processor))
+            continue
+        by_table[row.table].append(item)
     for table_name, items in by_table.items():
         _write_table(client, appends, tenant, table_name, items, result, processor, budget)
     if result.invalid:
@@ -394,7 +355,7 @@ def _write_table(
     budget: _Budget,
 ) -> None:
     table = f"{client.project}.{tenant.dataset}.{table_name}"
-    stream = _stream_for(appends, table)
+    stream = _Appends(appends, table, codec(table_name))
     pending = items
     for _ in range(MAX_ROW_ERROR_ROUNDS + 1):
         pending = _append_round(client, stream, table, table_name, pending, result, processor, budget)
@@ -405,7 +366,7 @@ def _write_table(
 
 def _append_round(
     client: bigquery.Client,
-    stream: _Stream,
+    stream: _Appends,
     table: str,
     table_name: str,
     items: list[_Item],
@@ -415,16 +376,22 @@ def _append_round(
 ) -> list[_Item]:
     """Append ``items`` in pipelined chunks; returns the good rows of appends that failed on row errors (to append
     again). Rows BigQuery names become rejections; a chunk refused as a whole is bisected."""
-    budget.append_timeout(table)  # raises when spent: better than appending rows whose outcome cannot be awaited
-    sent = [(chunk, _send(client, stream, table, chunk)) for chunk in _chunks(items)]
+    chunks = _chunks(items)
+    if not chunks:
+        return []
+    try:
+        responses = stream.append([[item.proto for item in chunk] for chunk in chunks], budget.append_timeout(table))
+    except gexc.GoogleAPICallError as exc:
+        raise _classified(client, table, exc) from exc
+    except (TimeoutError, ConnectionError) as exc:
+        raise TransientError(f"append into {table} failed: {exc}") from exc
     again: list[_Item] = []
-    for chunk, future in sent:
-        error = _outcome(client, stream, table, future, budget)
-        if error is None:
+    for chunk, response in zip(chunks, responses, strict=True):
+        code = response.error.code
+        if code == 0:
             result.written[table_name] += len(chunk)
             continue
-        response = getattr(error, "response", None)
-        named = {e.index: e.message for e in response.row_errors} if response is not None else {}
+        named = {e.index: e.message for e in response.row_errors}
         if named:
             for index, item in enumerate(chunk):
                 if index in named:
@@ -432,7 +399,11 @@ def _append_round(
                     result.invalid.append(_rejection(item.row, item.bq, message, processor))
                 else:
                     again.append(item)
-        elif len(chunk) == 1:
+            continue
+        error = gexc.from_grpc_status(code, response.error.message)
+        if not isinstance(error, gexc.InvalidArgument):
+            raise _classified(client, table, error)
+        if len(chunk) == 1:
             result.invalid.append(_refused_row(chunk[0], table_name, error, processor))
         else:
             # Nothing of a refused append was stored, so its halves can be appended as they are.
@@ -440,30 +411,6 @@ def _append_round(
             for part in (chunk[:half], chunk[half:]):
                 again.extend(_append_round(client, stream, table, table_name, part, result, processor, budget))
     return again
-
-
-def _send(client: bigquery.Client, stream: _Stream, table: str, chunk: list[_Item]) -> writer.AppendRowsFuture:
-    try:
-        return stream.send([item.proto for item in chunk])
-    except gexc.GoogleAPICallError as exc:  # opening the connection failed
-        raise _classified(client, table, exc) from exc
-    except storage_exceptions.StreamClosedError as exc:
-        raise TransientError(f"the append stream into {table} closed: {exc}") from exc
-
-
-def _outcome(
-    client: bigquery.Client, stream: _Stream, table: str, future: writer.AppendRowsFuture, budget: _Budget
-) -> gexc.InvalidArgument | None:
-    """None when the append succeeded, the ``InvalidArgument`` that refused it; anything else raises."""
-    try:
-        stream.wait(future, budget.append_timeout(table))
-    except gexc.InvalidArgument as exc:
-        return exc
-    except gexc.GoogleAPICallError as exc:
-        raise _classified(client, table, exc) from exc
-    except (storage_exceptions.StreamClosedError, TimeoutError, ConnectionError) as exc:
-        raise TransientError(f"append into {table} failed: {exc}") from exc
-    return None
 
 
 def _classified(client: bigquery.Client, table: str, exc: gexc.GoogleAPICallError) -> Exception:

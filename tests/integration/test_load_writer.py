@@ -175,14 +175,8 @@ def test_emulator_write_api_semantics(local_stack: StackHandle) -> None:
         return events.message(**{k: v for k, v in fields.items() if v is not None}).SerializeToString()
 
     def append(*rows: bytes) -> types.AppendRowsResponse | None:
-        stream = writer._Stream(writer.write_client(), table, events)
-        try:
-            stream.wait(stream.send(list(rows)), 60)
-            return None
-        except Exception as exc:  # the append's error, with the response it came in
-            return cast("types.AppendRowsResponse", getattr(exc, "response", None))
-        finally:
-            stream.close()
+        [response] = writer._Appends(writer.write_client(), table, events).append([list(rows)], 60)
+        return response if response.error.code else None
 
     def ids() -> list[str]:
         return sorted(r["event_instance_id"] for r in rows_of(client, tenant, "SELECT event_instance_id FROM `{ds}.events`"))
@@ -208,25 +202,22 @@ def refuse_appends_holding(monkeypatch: pytest.MonkeyPatch, poison: bytes) -> li
     """Make BigQuery refuse, as a whole (INVALID_ARGUMENT without row errors, as for an oversized or malformed
     request), every append into ``events`` holding a row that contains ``poison``; every other append goes to the
     emulator. Returns the row count of each append into ``events``."""
-    from google.api_core import exceptions as gexc
     from google.cloud.bigquery_storage_v1 import types
-    from google.cloud.bigquery_storage_v1.writer import AppendRowsFuture
 
     appends: list[int] = []
-    real_send = writer._Stream.send
+    real_append = writer._Appends.append
 
-    def send(self: writer._Stream, rows: list[bytes]) -> AppendRowsFuture:
-        if self.table.endswith(".events"):
-            appends.append(len(rows))
-            if any(poison in r for r in rows):
-                refused = AppendRowsFuture(cast("Any", None))
-                refused.set_exception(gexc.InvalidArgument(
-                    "AppendRows request too large: 10485760 bytes", response=types.AppendRowsResponse()
-                ))
-                return refused
-        return real_send(self, rows)
+    def append(self: writer._Appends, chunks: list[list[bytes]], timeout: float) -> list[types.AppendRowsResponse]:
+        if not self.table.endswith(".events"):
+            return real_append(self, chunks, timeout)
+        appends.extend(len(c) for c in chunks)
+        refused = [any(poison in r for r in chunk) for chunk in chunks]
+        passed = iter(real_append(self, [c for c, bad in zip(chunks, refused, strict=True) if not bad], timeout)
+                      if not all(refused) else [])  # fmt: skip
+        too_large = types.AppendRowsResponse(error={"code": 3, "message": "AppendRows request too large: 10485760 bytes"})
+        return [too_large if bad else next(passed) for bad in refused]
 
-    monkeypatch.setattr(writer._Stream, "send", send)
+    monkeypatch.setattr(writer._Appends, "append", append)
     return appends
 
 

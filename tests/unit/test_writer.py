@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from google.api_core import exceptions as gexc
 from google.cloud.bigquery_storage_v1 import types
-from google.cloud.bigquery_storage_v1.writer import AppendRowsFuture
 
 from shared.config import Tenant
 from shared.errors import SetupError, TransientError
@@ -19,7 +18,6 @@ from shared.warehouse import writer
 from shared.warehouse.rows import EventRow, Lineage
 
 NOW = datetime(2024, 5, 14, 9, 21, 3, 629000, tzinfo=UTC)
-WAIT = writer._Stream.wait  # the real wait (done-callback and timeout), kept by the fake streams
 
 
 def event(i: int, name: str = "ok", metadata: dict[str, Any] | None = None, contact: str = "u") -> EventRow:
@@ -91,16 +89,15 @@ def test_appends_respect_the_request_limits() -> None:
 class FakeBigQuery:
     """The Write API as the writer sees it, per its documented contract: an append holding a row without
     ``contact_id`` fails with ``row_errors`` naming it and stores nothing; an append holding a row with event name
-    ``POISON`` is refused as a whole (no row errors); ``fail_with`` fails every append; otherwise rows are stored."""
+    ``POISON`` is refused as a whole (no row errors); ``fail_with`` fails every call; otherwise rows are stored."""
 
     project = "proj"
 
-    def __init__(self, fail_with: Exception | None = None, hang: bool = False) -> None:
+    def __init__(self, fail_with: Exception | None = None) -> None:
         self.fail_with = fail_with
-        self.hang = hang
         self.appends: list[int] = []
+        self.calls = 0
         self.stored: dict[str, list[dict[str, Any]]] = {}
-        self.closed = 0
 
     def get_dataset(self, ref: str) -> Any:
         return type("Dataset", (), {"location": "europe-west1"})()
@@ -110,36 +107,30 @@ class FakeBigQuery:
 
     def stream(self, client: Any, table: str, codec: writer.Codec) -> Any:
         fake = self
+        name = table.rsplit(".", 1)[1]
 
-        class Stream:
-            def send(self, rows: list[bytes]) -> AppendRowsFuture:
-                fake.appends.append(len(rows))
-                future = AppendRowsFuture(None)  # type: ignore[arg-type]
-                if fake.hang:
-                    return future
-                name = table.rsplit(".", 1)[1]
-                decoded_rows = [decoded(name, r) for r in rows]
-                named = [i for i, r in enumerate(decoded_rows) if "contact_id" not in r and name == "events"]
+        class Appends:
+            def append(self, chunks: list[list[bytes]], timeout: float) -> list[types.AppendRowsResponse]:
+                fake.calls += 1
                 if fake.fail_with is not None:
-                    future.set_exception(fake.fail_with)
-                elif named:
-                    errors = [types.RowError(index=i, message="Missing required field: contact_id.") for i in named]
-                    future.set_exception(gexc.InvalidArgument(
-                        "Rows are invalid", response=types.AppendRowsResponse(row_errors=errors)
-                    ))
-                elif any(r.get("event_name") == "POISON" for r in decoded_rows):
-                    future.set_exception(gexc.InvalidArgument("AppendRows request too large", response=types.AppendRowsResponse()))
-                else:
-                    fake.stored.setdefault(name, []).extend(decoded_rows)
-                    future.set_result(types.AppendRowsResponse())
-                return future
+                    raise fake.fail_with
+                out = []
+                for rows in chunks:
+                    fake.appends.append(len(rows))
+                    decoded_rows = [decoded(name, r) for r in rows]
+                    named = [i for i, r in enumerate(decoded_rows) if "contact_id" not in r and name == "events"]
+                    if named:
+                        errors = [types.RowError(index=i, message="Missing required field: contact_id.") for i in named]
+                        out.append(types.AppendRowsResponse(error={"code": 3, "message": "Rows are invalid"},
+                                                            row_errors=errors))  # fmt: skip
+                    elif any(r.get("event_name") == "POISON" for r in decoded_rows):
+                        out.append(types.AppendRowsResponse(error={"code": 3, "message": "AppendRows request too large"}))
+                    else:
+                        fake.stored.setdefault(name, []).extend(decoded_rows)
+                        out.append(types.AppendRowsResponse())
+                return out
 
-            wait = staticmethod(WAIT)
-
-            def close(self) -> None:
-                fake.closed += 1
-
-        return Stream()
+        return Appends()
 
 
 def tenant() -> Tenant:
@@ -147,7 +138,7 @@ def tenant() -> Tenant:
 
 
 def write(fake: FakeBigQuery, rows: list[Any], monkeypatch: pytest.MonkeyPatch) -> writer.WriteResult:
-    monkeypatch.setattr(writer, "_Stream", fake.stream)
+    monkeypatch.setattr(writer, "_Appends", fake.stream)
     return writer.write_rows(fake, tenant(), rows, processor="test", appends=object())  # type: ignore[arg-type]
 
 
@@ -163,42 +154,9 @@ def test_rows_named_by_an_append_are_rejected_and_their_neighbours_appended_agai
     assert sorted(r.lineage.line_number for r in result.invalid) == [17, 9_001]
     assert all("Missing required field: contact_id" in r.message for r in result.invalid)
     assert result.written["rejected"] == 2 == len(fake.stored["rejected"])
-    # AND only the good rows of the failed appends were sent again (3 appends, then 9,998 rows)
+    # AND only the good rows of the failed appends were sent again (3 appends, then 9,998 rows), one call per round
     assert fake.appends == [5_000, 5_000, 2_000, 5_000, 4_998, 2]  # (the last: the 2 rejections)
-
-
-def test_the_process_keeps_one_stream_per_table_and_reopens_one_the_server_ended(monkeypatch: pytest.MonkeyPatch) -> None:
-    # GIVEN the writer's streams opened on a client whose connections it can watch
-    opened: list[str] = []
-
-    class Manager:
-        def __init__(self, client: Any, template: Any) -> None:
-            opened.append(template.write_stream)
-            self.ended = False
-
-        def send(self, request: Any) -> AppendRowsFuture:
-            if self.ended:
-                from google.cloud.bigquery_storage_v1 import exceptions as storage_exceptions
-
-                raise storage_exceptions.StreamClosedError("This manager has been closed and can not be used.")
-            future = AppendRowsFuture(None)  # type: ignore[arg-type]
-            future.set_result(types.AppendRowsResponse())
-            return future
-
-    monkeypatch.setattr(writer.writer, "AppendRowsStream", Manager)
-    client = object()
-    # WHEN two writes go to the same table and one to another
-    first = writer._stream_for(client, "proj.acme.events")  # type: ignore[arg-type]
-    assert writer._stream_for(client, "proj.acme.events") is first  # type: ignore[arg-type]
-    writer._stream_for(client, "proj.acme.rejected")  # type: ignore[arg-type]
-    # THEN one connection per table was opened
-    assert opened == ["projects/proj/datasets/acme/tables/events/streams/_default",
-                      "projects/proj/datasets/acme/tables/rejected/streams/_default"]  # fmt: skip
-    # WHEN the server ends the events connection between two writes
-    first._manager.ended = True  # type: ignore[attr-defined]
-    # THEN the next append opens a new one and goes through it
-    first.wait(first.send([b"row"]), 1)
-    assert len(opened) == 3 and opened[2].endswith("/events/streams/_default")
+    assert fake.calls == 3  # events, events again, rejected
 
 
 def test_a_value_that_cannot_be_sent_is_rejected_and_never_appended(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -251,10 +209,32 @@ def test_when_the_write_budget_is_spent_the_write_is_retried_later(monkeypatch: 
     assert fake.stored == {}
 
 
-def test_an_append_without_a_response_is_transient_after_its_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(writer, "APPEND_TIMEOUT_S", 0.05)
-    with pytest.raises(TransientError, match="no AppendRows response"):
-        write(FakeBigQuery(hang=True), [event(1)], monkeypatch)
+def test_a_call_past_its_deadline_is_transient(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(TransientError, match="Deadline"):
+        write(FakeBigQuery(fail_with=gexc.DeadlineExceeded("Deadline Exceeded")), [event(1)], monkeypatch)
+
+
+def test_the_appends_are_one_call_whose_first_request_names_the_stream_and_schema() -> None:
+    # GIVEN a Write API client that records the call
+    seen: dict[str, Any] = {}
+
+    class Client:
+        def append_rows(self, requests: Any, **options: Any) -> list[types.AppendRowsResponse]:
+            seen["requests"], seen["options"] = list(requests), options
+            return [types.AppendRowsResponse() for _ in seen["requests"]]
+
+    # WHEN two chunks are appended
+    appends = writer._Appends(Client(), "proj.acme.events", writer.codec("events"))  # type: ignore[arg-type]
+    responses = appends.append([[b"r1", b"r2"], [b"r3"]], 12.0)
+    # THEN one call carried both, the first naming the _default stream with the writer schema, the routing header
+    # set, no retry of the call, and the deadline given
+    first, second = seen["requests"]
+    assert first.write_stream == "projects/proj/datasets/acme/tables/events/streams/_default"
+    assert first.proto_rows.writer_schema.proto_descriptor.name == "Row" and not second.write_stream
+    assert list(first.proto_rows.rows.serialized_rows) == [b"r1", b"r2"]
+    assert seen["options"]["timeout"] == 12.0 and seen["options"]["retry"] is None
+    assert ("x-goog-request-params", f"write_stream={first.write_stream}") in seen["options"]["metadata"]
+    assert len(responses) == 2
 
 
 @pytest.mark.parametrize(
@@ -264,7 +244,7 @@ def test_an_append_without_a_response_is_transient_after_its_timeout(monkeypatch
         (gexc.TooManyRequests("quota"), TransientError, "quota"),
         (gexc.NotFound("Table"), SetupError, "does not exist"),
         (gexc.PermissionDenied("denied"), SetupError, "refused access"),
-        (gexc.Unknown("There was a problem opening the stream."), SetupError, "does not exist"),  # get_table: 404
+        (gexc.Unknown("stream failed"), SetupError, "does not exist"),  # then get_table: 404
     ],
 )
 def test_errors_are_transient_or_setup_errors_with_a_fix(
