@@ -59,7 +59,8 @@ def write_client(cfg: Settings | None = None) -> BigQueryWriteClient:
     if cfg.bigquery_endpoint and not cfg.bigquery_write_endpoint:
         raise SetupError(
             "LANDLINE_BIGQUERY_ENDPOINT is set (the local emulator) but LANDLINE_BIGQUERY_WRITE_ENDPOINT is not",
-            "set it to the emulator's gRPC host:port (`landline env` prints both for the running stack)",
+            "set it to 127.0.0.1:<port> of the emulator's gRPC server (`bigquery_grpc` in the stack's ports); "
+            "infra/local/stack_config.py client_env() sets both for the functions, the CLI and tests",
         )
     return _write_client(cfg.bigquery_write_endpoint)
 

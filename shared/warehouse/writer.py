@@ -32,6 +32,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol
 
 from google.api_core import exceptions as gexc
+from google.api_core.retry import Retry, if_exception_type
 from google.cloud.bigquery_storage_v1 import types
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from pydantic_core import PydanticSerializationError, to_json
@@ -58,6 +59,12 @@ WRITE_BUDGET_S = 240.0  # every append of one write_rows call: a message also pa
 REJECTED_PAYLOAD_MAX_BYTES = 100_000  # what a request-level rejection keeps of the row (the row may be the problem)
 MAX_ROW_ERROR_ROUNDS = 3  # re-appends after row errors; each round removes at least one named row
 _SETUP = (gexc.NotFound, gexc.Forbidden, gexc.Unauthenticated)  # PermissionDenied is a Forbidden
+# Retried within a call's time (the service or the connection, not the rows): an outage shorter than
+# RETRY_DEADLINE_S costs no redelivery, as insertAll's client retry did. An append whose connection broke after it
+# was sent may have been stored, so its retry may store it twice (at-least-once; the views show it once).
+_RETRYABLE = (gexc.ServiceUnavailable, gexc.InternalServerError, gexc.TooManyRequests, gexc.Aborted,
+              gexc.DeadlineExceeded, ConnectionError)  # fmt: skip
+RETRY_DEADLINE_S = 60.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -379,8 +386,13 @@ def _append_round(
     chunks = _chunks(items)
     if not chunks:
         return []
+    payload = [[item.proto for item in chunk] for chunk in chunks]
+    retry = Retry(predicate=if_exception_type(*_RETRYABLE), initial=0.25, maximum=8.0, multiplier=2.0,
+                  timeout=min(RETRY_DEADLINE_S, budget.append_timeout(table)))  # fmt: skip
     try:
-        responses = stream.append([[item.proto for item in chunk] for chunk in chunks], budget.append_timeout(table))
+        responses = retry(lambda: stream.append(payload, budget.append_timeout(table)))()
+    except gexc.RetryError as exc:
+        raise TransientError(f"append into {table} failed after retries: {exc.cause}") from exc
     except gexc.GoogleAPICallError as exc:
         raise _classified(client, table, exc) from exc
     except (TimeoutError, ConnectionError) as exc:

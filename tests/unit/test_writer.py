@@ -210,8 +210,35 @@ def test_when_the_write_budget_is_spent_the_write_is_retried_later(monkeypatch: 
 
 
 def test_a_call_past_its_deadline_is_transient(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writer, "RETRY_DEADLINE_S", 0.3)
     with pytest.raises(TransientError, match="Deadline"):
         write(FakeBigQuery(fail_with=gexc.DeadlineExceeded("Deadline Exceeded")), [event(1)], monkeypatch)
+
+
+def test_a_short_outage_is_retried_within_the_call_and_stores_the_rows_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a service that refuses connections twice, then works (an emulator restart, a brief outage)
+    fake = FakeBigQuery()
+    real = fake.stream
+    failures = [gexc.ServiceUnavailable("failed to connect to all addresses"), gexc.ServiceUnavailable("again")]
+
+    def flaky(client: Any, table: str, codec: writer.Codec) -> Any:
+        appends = real(client, table, codec)
+        inner = appends.append
+
+        def append(chunks: list[list[bytes]], timeout: float) -> list[types.AppendRowsResponse]:
+            if failures:
+                fake.calls += 1
+                raise failures.pop(0)
+            return inner(chunks, timeout)
+
+        appends.append = append
+        return appends
+
+    monkeypatch.setattr(writer, "_Appends", flaky)
+    # WHEN rows are written / THEN the write succeeds after the retries, without a redelivery, rows stored once
+    result = writer.write_rows(fake, tenant(), [event(1), event(2)], processor="test", appends=object())  # type: ignore[arg-type]
+    assert result.written["events"] == 2 and fake.calls == 3
+    assert [r["event_instance_id"] for r in fake.stored["events"]] == ["id-1", "id-2"]
 
 
 def test_the_appends_are_one_call_whose_first_request_names_the_stream_and_schema() -> None:
@@ -250,5 +277,6 @@ def test_the_appends_are_one_call_whose_first_request_names_the_stream_and_schem
 def test_errors_are_transient_or_setup_errors_with_a_fix(
     monkeypatch: pytest.MonkeyPatch, error: Exception, raised: type[Exception], says: str
 ) -> None:
+    monkeypatch.setattr(writer, "RETRY_DEADLINE_S", 0.3)  # transient ones are retried this long first
     with pytest.raises(raised, match=says):
         write(FakeBigQuery(fail_with=error), [event(1)], monkeypatch)
