@@ -155,15 +155,10 @@ def _committed(tenant_name: str, campaign: str, wave: int) -> Launch | None:
     return _launch_of(campaign, rows[0]) if rows else None
 
 
-def wave_of_sql(campaign_param: str = "@campaign") -> str:
-    """A member's wave number before ``MOD`` by the count: a seeded hash of (campaign, contact), other than the
-    arm's (``'|wave|'``), so a contact's wave says nothing about its arm."""
-    return (f"CAST(CONCAT('0x', SUBSTR(TO_HEX(SHA256(CONCAT({campaign_param}, '|wave|', contact_id))), 1, 8)) "
-            "AS INT64)")  # fmt: skip
-
-
 def _in_wave(campaign: Campaign, members: CompiledQuery, wave: int, count: int) -> CompiledQuery:
-    sql = (f"SELECT * FROM ({members.sql}) WHERE MOD({wave_of_sql('@wave_campaign')}, @wave_count) = @wave_number")
+    # a seeded hash of (campaign, contact) other than the arm's ('|wave|'), so a contact's wave says nothing of its arm
+    hashed = "CAST(CONCAT('0x', SUBSTR(TO_HEX(SHA256(CONCAT(@wave_campaign, '|wave|', contact_id))), 1, 8)) AS INT64)"
+    sql = f"SELECT * FROM ({members.sql}) WHERE MOD({hashed}, @wave_count) = @wave_number"
     return CompiledQuery(sql, {**members.params, "wave_campaign": campaign.name, "wave_count": count,
                                "wave_number": wave})  # fmt: skip
 
