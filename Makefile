@@ -8,8 +8,9 @@ demo: bootstrap
 	.venv/bin/landline demo
 
 # Two workers (pytest-xdist), each with its own local stack: most stack tests wait on the emulators, not the CPU.
+# The slowest tests are listed at the end, so CI shows where its 30 minutes go.
 test: bootstrap
-	.venv/bin/python -m pytest -n 2 --dist loadfile -m "not slow" tests
+	.venv/bin/python -m pytest -n 2 --dist loadfile -m "not slow" --durations=40 tests
 
 lint: bootstrap
 	.venv/bin/ruff check shared functions infra tests bench
