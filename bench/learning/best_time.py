@@ -3,8 +3,10 @@ and an oracle, on a simulator with known truth.
 
 Each simulated contact lives in a timezone (four with DST changes, and UTC) and has a true weekly activity profile:
 a main daily peak (evenings, spread across contacts) and a smaller second one (mornings or lunch), an hour later on
-weekends. A push's true effect at a local hour is the contact's responsiveness (2-8 points) times how active it is
-then (a push is seen when the contact is active). **Trap contacts** (a fifth of those with history) are active at
+weekends. A push's true effect when sent at a local hour is the contact's responsiveness (2-8 points), less fatigue
+(15% for each push it got in the past week, Poisson with mean 1.5), times how much of its activity the push meets:
+it is delivered at once (70%), an hour late (20%) or two (10%), and pulls for hours after, halving every 1 (high
+activity), 2 (medium) or 4 (low) hours; the hour that meets the most activity has the full effect. **Trap contacts** (a fifth of those with history) are active at
 their main peak to buy anyway: a push there causes nothing, only their second peak responds. 30% of contacts are new
 (no events); the others have 28 days of sessions drawn from their profile, at a rate set by their activity level,
 and conversions without any message: 4% of a contact's sessions end in a conversion event, and a trap contact's
@@ -86,6 +88,28 @@ def _main_share(main: float, second: float, w_main: float) -> np.ndarray:
     return np.concatenate(share)
 
 
+# Delivery is not instant: shares of pushes delivered within the hour, an hour late and two hours late.
+DELAY_SHARES = (0.7, 0.2, 0.1)
+# A delivered push pulls for a few hours, halving every so many hours, by activity level: frequent visitors act on it
+# at once or not at all, occasional ones come back to it later.
+HALF_LIFE_HOURS = {"low": 4.0, "medium": 2.0, "high": 1.0}
+PULL_HOURS = 8
+# Fatigue: each push the contact received in the past week (Poisson, mean 1.5) leaves 85% of the effect. It scales a
+# contact's effect at every hour alike, so it changes no contact's best hour, only how much each weighs in the fixed
+# hour's choice.
+FATIGUE, PUSHES_LAST_WEEK = 0.85, 1.5
+
+
+def _pull(seen: np.ndarray, half_life: float) -> np.ndarray:
+    """Per hour of the week a push is sent at: how much it is seen, as the delivery delay and the push's decaying
+    pull spread it over the following hours of the contact's presence (``seen``)."""
+    kernel = np.zeros(len(DELAY_SHARES) + PULL_HOURS)
+    for delay, share in enumerate(DELAY_SHARES):
+        for after in range(PULL_HOURS):
+            kernel[delay + after] += share * 0.5 ** (after / half_life)
+    return sum(weight * np.roll(seen, -hours) for hours, weight in enumerate(kernel))
+
+
 def population(n: int, rng: np.random.Generator) -> list[Person]:
     people = []
     for i in range(n):
@@ -98,7 +122,6 @@ def population(n: int, rng: np.random.Generator) -> list[Person]:
         responsiveness = float(rng.uniform(0.02, 0.08))
         # a push is seen when the contact is active; a trap contact's main peak is buying anyway: no effect there
         seen = _weekly(main, second, 0.0) if trap else activity
-        effect = responsiveness * seen / seen.max()
         level = str(rng.choice(list(LEVEL_EVENTS_PER_DAY), p=[0.4, 0.4, 0.2]))
         events: list[tuple[datetime, bool]] = []
         main_share = _main_share(main, second, 0.8) if trap else None
@@ -116,6 +139,9 @@ def population(n: int, rng: np.random.Generator) -> list[Person]:
                     buys = 0.9 * float(main_share[dow * 24 + hour]) if main_share is not None else ORGANIC
                     if rng.random() < buys:
                         events.append((at, True))
+        pull = _pull(seen, HALF_LIFE_HOURS[level])
+        fatigue = FATIGUE ** int(rng.poisson(PUSHES_LAST_WEEK))
+        effect = responsiveness * fatigue * pull / pull.max()
         people.append(Person(f"p{i:05d}", tz, activity, effect, new, trap, events))
     return people
 
@@ -162,7 +188,9 @@ def measure_once(n: int, seed: int) -> dict[str, Any]:
             trap_peak_chosen += chosen.how == peak.how
             trap_peak_random += 1 / len(choices[p.id].slots)
     out: dict[str, Any] = {"fixed_local_hour": fixed_hour, "trap_peak_chosen": trap_peak_chosen / max(traps, 1),
-                           "trap_peak_random": trap_peak_random / max(traps, 1)}
+                           "trap_peak_random": trap_peak_random / max(traps, 1),
+                           "new_local_hours": sorted({choices[p.id].chosen.local_hour for p in people if p.new}),  # type: ignore[union-attr]
+                           "daily_conversion": daily_conversion(people)}  # fmt: skip
     for group, by_policy in gains.items():
         total = {policy: sum(values) for policy, values in by_policy.items()}
         span = total["oracle"] - total["random"]
@@ -173,6 +201,44 @@ def measure_once(n: int, seed: int) -> dict[str, Any]:
             "gain_per_contact": {k: v / len(by_policy["model"]) for k, v in total.items()},
         }
     return out
+
+
+def daily_conversion(people: list[Person]) -> float:
+    """The chance a contact with history converts on a given day without any message (conversion events per contact
+    per day): the outcome's base rate when telling two send hours apart."""
+    history = [p for p in people if not p.new]
+    return sum(1 for p in history for _, conversion in p.events if conversion) / (28 * max(len(history), 1))
+
+
+def sends_to_tell_apart(base: float, gain_a: float, gain_b: float) -> float:
+    """Sends per arm a two-arm test needs to tell two send hours apart (two-sided 5%, power 80%) when a push there
+    adds ``gain_a`` and ``gain_b`` to a daily conversion chance ``base``."""
+    from scipy.stats import norm
+
+    delta = abs(gain_a - gain_b)
+    if not delta:
+        return math.inf
+    p = base + (gain_a + gain_b) / 2
+    return float((norm.ppf(0.975) + norm.ppf(0.8)) ** 2 * 2 * p * (1 - p) / delta**2)
+
+
+def no_history_against_fixed(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """For contacts without history, per run: the model's gain per contact against the hindsight fixed hour's, and
+    how many sends would tell the two hours apart. The model gives all of them the tenant's best hour; where that is
+    not the hindsight hour, the two are nearly tied."""
+    rows = []
+    for r in results:
+        model, fixed = r["new"]["gain_per_contact"]["model"], r["new"]["gain_per_contact"]["fixed"]
+        rows.append({"model_hours": r["new_local_hours"], "fixed_hour": r["fixed_local_hour"],
+                     "gain_model": model, "gain_fixed": fixed, "ratio": model / fixed,
+                     "sends_per_arm": sends_to_tell_apart(r["daily_conversion"], model, fixed)})  # fmt: skip
+    below = [row for row in rows if row["ratio"] < 1 - 1e-9]
+    return {
+        "runs": rows,
+        "below": len(below),
+        "ratio_min": min(row["ratio"] for row in rows),
+        "fewest_sends_to_tell_below_apart": min((row["sends_per_arm"] for row in below), default=math.inf),
+    }
 
 
 def measure(n: int, runs: int, first_seed: int = 0) -> dict[str, Any]:
@@ -191,6 +257,7 @@ def measure(n: int, runs: int, first_seed: int = 0) -> dict[str, Any]:
                  "peak_chosen": statistics.fmean(r["trap_peak_chosen"] for r in results),
                  "peak_random": statistics.fmean(r["trap_peak_random"] for r in results)},
         "fixed_local_hours": [r["fixed_local_hour"] for r in results],
+        "no_history_vs_fixed": no_history_against_fixed(results),
     }
 
 
@@ -214,6 +281,10 @@ def main() -> None:
               f"fixed hour {fixed['mean']:.3f} [{fixed['min']:.3f}, {fixed['max']:.3f}]")  # fmt: skip
     print(f"trap contacts sent at their (non-responsive) activity peak: {m['trap']['peak_chosen']:.3f} "
           f"(a random allowed slot: {m['trap']['peak_random']:.3f})")
+    vs = m["no_history_vs_fixed"]
+    print(f"no history, gain per contact model/fixed hour: lowest {vs['ratio_min']:.3f}; below in {vs['below']} of "
+          f"{m['runs']} runs, where telling the two hours apart takes at least "
+          f"{vs['fewest_sends_to_tell_below_apart']:,.0f} sends per arm (two-sided 5%, power 80%)")
     print(f"captured with no history = {m['new']['model']['mean']:.3f}, after 28 days = {m['history']['model']['mean']:.3f}")
 
 

@@ -26,7 +26,6 @@ class Slot:
     how: int
     local_hour: int
     score: float
-    p_t: float
     hash: str
 
 
@@ -95,22 +94,29 @@ def choose(
         hod_n, hod_x = _by_hour_of_day(own_n), _by_hour_of_day(own_x)
         n_c = sum(own_n.values())
         events = n_c + sum(own_x.values())
+        # per hour of the week (its hour of the day d = h % 24): how likely the contact is around and not buying
+        there = []
+        for h in range(HOURS_OF_WEEK):
+            d = h % 24
+            if events == 0:
+                there.append((tenant_n[h] + 1) / (n_t + HOURS_OF_WEEK) * (1 - r_t[d]))
+                continue
+            q_c = (hod_n[d] + model.contact_strength * p_l[d]) / (n_c + model.contact_strength)
+            near_n, near_x = _near(hod_n, d, model.rate_reach), _near(hod_x, d, model.rate_reach)
+            r_c = min((near_x + model.rate_strength * r_l[d]) / (near_n + model.rate_strength), 1.0)
+            there.append((own_n[h] + model.week_strength * q_c / 7) / (n_c + model.week_strength) * (1 - r_c))
         slots = []
         for k in range(hours):
             at = start + timedelta(hours=k)
             local_hour = at.astimezone(ZoneInfo(tz or "UTC")).hour
             if local_hour not in allowed:
                 continue
-            h, d = hour_of_week(at, tz), local_hour
-            p_t = (tenant_n[h] + 1) / (n_t + HOURS_OF_WEEK)
-            if events == 0:
-                score = p_t * (1 - r_t[d])
-            else:
-                q_c = (hod_n[d] + model.contact_strength * p_l[d]) / (n_c + model.contact_strength)
-                r_c = min((hod_x[d] + model.rate_strength * r_l[d]) / (hod_n[d] + model.rate_strength), 1.0)
-                score = (own_n[h] + model.week_strength * q_c / 7) / (n_c + model.week_strength) * (1 - r_c)
+            score = sum(0.5 ** (j / model.half_life_hours) * there[hour_of_week(at + timedelta(hours=j), tz)]
+                        for j in range(model.ahead_hours))  # fmt: skip
+            if events == 0 and local_hour == model.fallback_hour:
+                score += 1
             digest = hashlib.sha256(f"{seed}|slot|{cid}|{k}".encode()).hexdigest()
-            slots.append(Slot(k, at, h, local_hour, score, p_t, digest))
+            slots.append(Slot(k, at, hour_of_week(at, tz), local_hour, score, digest))
         explore = int(hashlib.sha256(f"{seed}|explore|{cid}".encode()).hexdigest()[:8], 16) % 1_000_000 < ppm
         chosen = None
         if slots:
@@ -124,3 +130,9 @@ def _by_hour_of_day(counts: Counter[int]) -> Counter[int]:
     for how, n in counts.items():
         out[how % 24] += n
     return out
+
+
+def _near(counts: Counter[int], hour: int, reach: int) -> float:
+    """``counts`` at ``hour`` of the day and its neighbours up to ``reach`` hours either side, half as much per hour
+    away."""
+    return sum(0.5 ** abs(o) * counts[(hour + o) % 24] for o in range(-reach, reach + 1))

@@ -966,6 +966,9 @@ def report_campaign(
     if report.by_activity:
         typer.echo("by activity level:")
         typer.echo(table([_report_row(r) for r in report.by_activity], ["activity", *_REPORT_COLUMNS]))
+    if report.by_send_reason:
+        typer.echo("by send time's reason (exploration: a random time in the window, to check the model against):")
+        typer.echo(table([_report_row(r) for r in report.by_send_reason], ["send_reason", *_REPORT_COLUMNS]))
     if report.waves:
         typer.echo(f"waves ({report.allocation} allocation): shares per activity level (* = every other level)")
         typer.echo(table(_wave_rows(report.waves), ["wave", "launched", "members", "level", "shares"]))

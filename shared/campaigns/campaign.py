@@ -117,6 +117,9 @@ class BestTime(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     within_hours: int = Field(default=24, ge=1, le=168, description="the window after launch to choose in")
     explore: float = Field(default=0.1, ge=0, le=0.5, description="share sent at a random time of the window")
+    fallback_hour: int | None = Field(
+        default=None, ge=0, le=23, description="local hour for contacts without any event (default: the tenant's best)"
+    )
 
 
 class SendBest(BaseModel):

@@ -169,9 +169,13 @@ def _with_best_times(
     """The members with their best send time and its reason (``best_send_at``, ``send_reason``), from one query over
     the tenant's events (shared/campaigns/send_time.py), seeded by the campaign so a re-launch chooses the same."""
     policy = tenants().get(tenant_name).push_policy
+    allowed, fallback = allowed_hours(policy), send.best_time.fallback_hour
+    if fallback is not None and fallback not in allowed:
+        raise SetupError(f"best_time.fallback_hour {fallback} falls in the tenant's quiet hours",
+                         f"choose one of the local hours {allowed}, or leave it out for the tenant's best hour")  # fmt: skip
     best = best_time_query(members, start=window_start(now), hours=send.best_time.within_hours,
-                           allowed_hours=allowed_hours(policy), now=now, seed=campaign.name,
-                           model=SendTimeModel(explore=send.best_time.explore),
+                           allowed_hours=allowed, now=now, seed=campaign.name,
+                           model=SendTimeModel(explore=send.best_time.explore, fallback_hour=fallback),
                            conversions=campaign.conversion.events if campaign.conversion else ())  # fmt: skip
     sql = (f"SELECT m.*, b.send_at AS best_send_at, b.reason AS send_reason FROM ({members.sql}) AS m "
            f"LEFT JOIN ({best.sql}) AS b ON b.contact_id = m.contact_id")  # fmt: skip

@@ -1,7 +1,8 @@
 """Did a campaign work? Per arm: assigned, sent, skipped, received, opened, converted, and each variant's lift over
-the holdout with its 95% interval and p-value; the same by activity level and by stratum; a sample-ratio check on
-the assignment; cumulative conversions over time since send. All of it is computed by SQL in the tenant's dataset
-(this module builds the queries from the stored campaign; Python only carries the numbers to the report).
+the holdout with its 95% interval and p-value; the same by activity level, by stratum and (best-time campaigns) by
+send time's reason; a sample-ratio check on the assignment; cumulative conversions over time since send. All of it
+is computed by SQL in the tenant's dataset (this module builds the queries from the stored campaign; Python only
+carries the numbers to the report).
 
 Definitions (README, "Reports"):
 
@@ -45,7 +46,7 @@ SRM_ALARM_P = 0.001
 _MEMBERS = """
 WITH a AS (
   SELECT arm, IFNULL(activity, 'unknown') AS activity, IFNULL(stratum, '') AS stratum, contact_id, message_id,
-         planned_send_at, IFNULL(wave, 0) AS wave
+         planned_send_at, IFNULL(wave, 0) AS wave, IFNULL(send_reason, '') AS send_reason
   FROM campaign_assignments WHERE campaign = @campaign
 ), latest AS (
   SELECT x.message_id, x.status, x.reason, x.at
@@ -57,7 +58,7 @@ WITH a AS (
   WHERE e.event_name IN (@received, @opened)
   GROUP BY 1
 ), members AS (
-  SELECT a.arm, a.activity, a.stratum, a.wave, a.contact_id, a.message_id, l.status, l.reason,
+  SELECT a.arm, a.activity, a.stratum, a.wave, a.send_reason, a.contact_id, a.message_id, l.status, l.reason,
          IF(l.status = 'sent', l.at, a.planned_send_at) AS start_at,
          o.message_id IS NOT NULL AS received, IFNULL(o.tapped, 0) = 1 AS opened
   FROM a
@@ -76,16 +77,17 @@ _COUNTS = """
   SUM(received) AS received, SUM(opened) AS opened, SUM(converted) AS converted"""
 
 _RESULTS = _MEMBERS + """, cells AS (
-  SELECT m.arm, m.activity, m.stratum, m.wave, COUNT(*) AS assigned,
+  SELECT m.arm, m.activity, m.stratum, m.wave, m.send_reason, COUNT(*) AS assigned,
          SUM(IF(m.status = 'sent', 1, 0)) AS sent, SUM(IF(m.status = 'skipped', 1, 0)) AS skipped,
          SUM(IF(m.status = 'failed', 1, 0)) AS failed, SUM(IF(m.received, 1, 0)) AS received,
          SUM(IF(m.opened, 1, 0)) AS opened, SUM(IF(c.message_id IS NULL, 0, 1)) AS converted
   FROM members AS m LEFT JOIN conversions AS c ON c.message_id = m.message_id
-  GROUP BY m.arm, m.activity, m.stratum, m.wave
+  GROUP BY m.arm, m.activity, m.stratum, m.wave, m.send_reason
 ), levels AS (
   SELECT 'overall' AS breakdown, '' AS level, arm, {counts} FROM cells GROUP BY arm
   UNION ALL SELECT 'activity', activity, arm, {counts} FROM cells GROUP BY activity, arm
   UNION ALL SELECT 'stratum', stratum, arm, {counts} FROM cells GROUP BY stratum, arm
+  UNION ALL SELECT 'send_reason', send_reason, arm, {counts} FROM cells WHERE send_reason != '' GROUP BY send_reason, arm
 ), rates AS (
   SELECT *, converted / assigned AS rate FROM levels
 ), holdout AS (
@@ -205,6 +207,10 @@ class CampaignReport:
     arms: list[ArmResult] = field(default_factory=list)
     by_activity: list[dict[str, Any]] = field(default_factory=list)  # ArmResult fields + "activity"
     by_stratum: list[dict[str, Any]] = field(default_factory=list)  # ArmResult fields + "stratum"
+    # Best-time campaigns: the lift among members sent at the model's time (profile, fallback) and among those sent
+    # at a random one (exploration), each against the holdout members planned the same way; exploration is decided
+    # by a hash apart from the arm's, so each comparison is randomized, and their difference checks the model.
+    by_send_reason: list[dict[str, Any]] = field(default_factory=list)  # ArmResult fields + "send_reason"
     srm_chi2: float | None = None
     srm_p_value: float | None = None
     strata_off: int = 0  # strata where an arm is more than one contact off its share
@@ -293,6 +299,8 @@ def campaign_report(tenant_name: str, name: str) -> CampaignReport:
             report.arms.append(result)
         elif row["breakdown"] == "activity":
             report.by_activity.append({"activity": row["level"], **asdict(result)})
+        elif row["breakdown"] == "send_reason":
+            report.by_send_reason.append({"send_reason": row["level"], **asdict(result)})
         else:
             report.by_stratum.append({"stratum": row["level"], **asdict(result)})
     report.arms.sort(key=lambda r: order.get(r.arm, len(order)))

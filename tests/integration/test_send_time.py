@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bench.learning.send_time_model import choose
+from bench.learning.send_time_model import choose, hour_of_week
 from shared.campaigns.audience import CompiledQuery
 from shared.campaigns.send_time import SendTimeModel, best_time_query
 from tests.stack_support import unique
@@ -105,27 +105,54 @@ def test_best_times_equal_a_python_reference_of_the_model(local_stack: StackHand
     # ... and a contact without history gets the tenant's best allowed hour (its activity there, less the tenant's
     # conversions anyway), not its (dormant) level's: every such contact's slots score as the tenant's profile does
     assert activity["c39"] == "dormant" and expected["c39"].events > 0
-    sessions, buys = Counter[int](), Counter[int]()
+    sessions, buys = Counter[int](), Counter[int]()  # the tenant's, by hour of the week
     for p in ppl:
         for at, conversion in p["events"]:
             if at >= NOW - timedelta(days=model.lookback_days):
-                (buys if conversion else sessions)[at.astimezone(ZoneInfo(p["tz"] or "UTC")).hour] += 1
-    r_t = {d: min((buys[d] + 1) / (sessions[d] + 20), 1.0) for d in range(24)}  # the model's tenant rate r_t(d)
+                (buys if conversion else sessions)[hour_of_week(at, p["tz"])] += 1
+    hod_n, hod_x = Counter[int](), Counter[int]()
+    for how, n in sessions.items():
+        hod_n[how % 24] += n
+    for how, n in buys.items():
+        hod_x[how % 24] += n
+    r_t = {d: min((hod_x[d] + 1) / (hod_n[d] + 20), 1.0) for d in range(24)}  # the model's tenant rate r_t(d)
+
+    def tenant_there(at: datetime, tz: str | None) -> float:  # p_t(h) (1 - r_t(d)): the tenant's presence, not buying
+        how = hour_of_week(at, tz)
+        return (sessions[how] + 1) / (sum(sessions.values()) + 168) * (1 - r_t[how % 24])
+
     for cid in ("c40", "c41", "c42", "c43"):
         ref, row = expected[cid], chosen[cid]
+        tz = next(p["tz"] for p in ppl if p["id"] == cid)
         assert ref.events == 0 and row["reason"] in ("fallback", "exploration")
-        for slot in ref.slots:
-            assert slot.score == pytest.approx(slot.p_t * (1 - r_t[slot.local_hour]), rel=1e-9), cid
+        for slot in ref.slots:  # the next 8 hours, halving every 2
+            ahead = sum(0.5 ** (j / 2) * tenant_there(slot.at + timedelta(hours=j), tz) for j in range(8))
+            assert slot.score == pytest.approx(ahead, rel=1e-9), cid
         if not ref.explore:
             assert row["score"] == pytest.approx(max(s.score for s in ref.slots), rel=1e-9), cid
+    # AND WHEN the campaign names a fallback hour (09:00 local), the contacts without history that do not explore get
+    # that hour, and every other contact the same time as before
+    model = SendTimeModel(explore=0.25, fallback_hour=9)
+    query = best_time_query(CompiledQuery("SELECT contact_id FROM users_latest", {}), start=start, hours=24,
+                            allowed_hours=ALLOWED, now=NOW, seed=seed, model=model, conversions=[CONVERSION])  # fmt: skip
+    with_fallback = {r["contact_id"]: r for r in run_query(tenant, query.sql, query.params)}
+    for cid, row in with_fallback.items():
+        ref = expected[cid]
+        if ref.events == 0 and not ref.explore:
+            assert row["local_hour"] == 9 and row["reason"] == "fallback", cid
+        else:
+            assert (row["send_at"], row["reason"]) == (chosen[cid]["send_at"], chosen[cid]["reason"]), cid
+    assert sum(1 for cid in with_fallback if expected[cid].events == 0 and not expected[cid].explore) >= 2
 
 
 def test_a_best_time_campaign_plans_and_sends_each_contact_at_its_own_time(local_stack: StackHandle) -> None:
     from shared.campaigns.audience import Audience, compile_audience
     from shared.campaigns.campaign import parse_campaign, window_start
     from shared.campaigns.launch import launch_campaign
+    from shared.campaigns.results import campaign_report
     from shared.campaigns.store import save_audience, save_campaign
     from shared.config import tenants
+    from shared.errors import SetupError
     from shared.push.shards import run_shard
     from shared.warehouse.client import bigquery_client
     from shared.warehouse.query import run_query
@@ -145,6 +172,11 @@ def test_a_best_time_campaign_plans_and_sends_each_contact_at_its_own_time(local
         rows += event_rows(p, tenant)
     write_rows(bigquery_client(), t, rows, processor="test")
     save_audience(tenant, Audience(name="all"))
+    # (a fallback hour in quiet hours is refused at launch, naming the hours allowed)
+    save_campaign(tenant, parse_campaign({"name": "late", "audience": "all", "variants": [{"id": "a", "title": "A", "body": "a"}],
+                                          "send": {"best_time": {"fallback_hour": 23}}}))  # fmt: skip
+    with pytest.raises(SetupError, match=r"fallback_hour 23 falls in the tenant's quiet hours.*8, 9, 10"):
+        launch_campaign(tenant, "late", now=NOW)
     save_campaign(tenant, parse_campaign({"name": "bt", "audience": "all", "holdout": 0.2,
                                           "variants": [{"id": "a", "title": "A", "body": "a"}],
                                           "send": {"best_time": {"within_hours": 24, "explore": 0.25}}}))  # fmt: skip
@@ -171,3 +203,8 @@ def test_a_best_time_campaign_plans_and_sends_each_contact_at_its_own_time(local
     run_shard(t, chunks, now=first)
     sent = {r["contact_id"] for r in run_query(tenant, "SELECT contact_id FROM message_sends WHERE status = 'sent'")}
     assert sent == {cid for cid, at in scheduled.items() if at == first} and sent
+    # ... and the report counts each arm's members per send-time reason, so exploration checks the model's choice
+    report = campaign_report(tenant, "bt")
+    by_reason = {(r["send_reason"], r["arm"]): r["assigned"] for r in report.by_send_reason}
+    assert by_reason == Counter((r["send_reason"], r["arm"]) for r in assigned.values())
+    assert {"exploration", "holdout"} <= {key for pair in by_reason for key in pair}

@@ -429,3 +429,13 @@ def test_group_key_is_chunk_attempt_and_due_instant(fields: dict[str, Any], expe
 def test_group_key_is_the_same_instant_in_any_timezone() -> None:
     paris = SEND_AT.astimezone(PARIS)
     assert group_key(candidate(send_at=paris)) == group_key(candidate(send_at=SEND_AT))
+
+
+def test_a_best_time_fallback_hour_is_a_local_hour() -> None:
+    # GIVEN best-time campaigns naming the hour for contacts without history
+    # WHEN one names 19:00 and another 24
+    # THEN the first is kept, and the second is refused naming the field and the range
+    parsed = parse_campaign(definition(send={"best_time": {"fallback_hour": 19}}))
+    assert parsed.send.best_time.fallback_hour == 19  # type: ignore[union-attr]
+    message = refusal(send={"best_time": {"fallback_hour": 24}})
+    assert "fallback_hour" in message and "23" in message
