@@ -18,14 +18,26 @@ BIN = Path(sys.executable).with_name("landline")
 
 
 def free_port_base(span: int = 16) -> int:
-    """A base port whose next ``span`` ports are all free (random, so parallel runs do not collide)."""
+    """A base port whose next ``span`` ports are all free (random, so parallel runs do not collide), below the
+    kernel's ephemeral range: a port there can be taken by any outgoing connection between this check and the
+    emulator's bind (an emulator failed to start that way, "Failed to bind to address 127.0.0.1:41698")."""
     import random
 
+    ephemeral_low = _ephemeral_range()[0]
+    low, high = (20000, ephemeral_low - span) if ephemeral_low - span > 21000 else (20000, 60000 - span)
     for _ in range(200):
-        base = random.randrange(20000, 60000 - span)
+        base = random.randrange(low, high)
         if all(_free(base + i) for i in range(span)):
             return base
     raise RuntimeError("no free port range")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
 
 
 def _free(port: int) -> bool:
