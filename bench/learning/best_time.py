@@ -1,5 +1,10 @@
-"""``python -m bench.learning.best_time [--contacts N] [--runs R] [--first-seed S] [--json]``: the best-time model against a fixed hour
-and an oracle, on a simulator with known truth.
+"""``python -m bench.learning.best_time [--contacts N] [--runs R] [--first-seed S] [--truth designed|held-out]
+[--sensitivity] [--json]``: the best-time model against a fixed hour and an oracle, on a simulator with known truth.
+
+The world described below is ``DESIGNED`` (see ``Truth``), the one the model's look-ahead was written beside.
+``--truth held-out`` runs a world fixed before the model ever saw it, with every value different (later and wider
+evenings, three second peaks, longer delivery lags and pulls, more traps, organic conversions and fatigue);
+``--sensitivity`` changes one held-out value at a time, to show which difference moves which figure.
 
 Each simulated contact lives in a timezone (four with DST changes, and UTC) and has a true weekly activity profile:
 a main daily peak (evenings, spread across contacts) and a smaller second one (mornings or lunch), an hour later on
@@ -66,65 +71,85 @@ def _bump(center: float, width: float = 1.2) -> np.ndarray:
     return np.exp(-0.5 * (distance / width) ** 2)
 
 
-def _weekly(main: float, second: float, w_main: float) -> np.ndarray:
+@dataclass(frozen=True)
+class Truth:
+    """The simulated world's shape. ``DESIGNED`` is the one the model's look-ahead was written beside; ``HELD_OUT``
+    was fixed before the model was ever run on it (every value differs), to show how much the figures depend on the
+    model's author knowing the truth's shape."""
+
+    main_mean: float = 19.5  # local hour of the main (evening) peak: normal across contacts
+    main_sd: float = 1.5
+    seconds: tuple[float, ...] = (8.0, 12.5)  # the second peak's possible hours (morning, lunch)
+    weekend_shift: float = 1.0  # hours later on Saturdays and Sundays
+    trap_share: float = 0.2  # of contacts with history
+    organic: float = 0.04  # share of an ordinary contact's sessions that convert without any message
+    # Delivery is not instant: shares of pushes delivered within the hour, an hour late, two hours late, ...
+    delay_shares: tuple[float, ...] = (0.7, 0.2, 0.1)
+    # A delivered push pulls for a few hours, halving every so many hours, by activity level: frequent visitors act
+    # on it at once or not at all, occasional ones come back to it later.
+    half_life_hours: tuple[tuple[str, float], ...] = (("low", 4.0), ("medium", 2.0), ("high", 1.0))
+    pull_hours: int = 8
+    # Fatigue: each push the contact received in the past week (Poisson) leaves this share of the effect. It scales a
+    # contact's effect at every hour alike, so it changes no contact's best hour, only how much each weighs in the
+    # fixed hour's choice.
+    fatigue: float = 0.85
+    pushes_last_week: float = 1.5
+
+
+DESIGNED = Truth()
+HELD_OUT = Truth(main_mean=20.5, main_sd=2.5, seconds=(7.0, 13.0, 17.0), weekend_shift=2.0, trap_share=0.3,
+                 organic=0.06, delay_shares=(0.45, 0.3, 0.15, 0.1),
+                 half_life_hours=(("low", 6.0), ("medium", 3.0), ("high", 0.5)), pull_hours=12, fatigue=0.8,
+                 pushes_last_week=2.5)  # fmt: skip
+TRUTHS = {"designed": DESIGNED, "held-out": HELD_OUT}
+
+
+def _weekly(main: float, second: float, w_main: float, weekend_shift: float) -> np.ndarray:
     days = []
     for dow in range(7):  # 0 = Sunday, as BigQuery's DAYOFWEEK - 1
-        shift = 1.0 if dow in (0, 6) else 0.0
+        shift = weekend_shift if dow in (0, 6) else 0.0
         days.append(w_main * _bump(main + shift) + (1 - w_main) * _bump(second + shift) + 0.01)
     week = np.concatenate(days)
     return week / week.sum()
 
 
-ORGANIC = 0.04  # share of an ordinary contact's sessions that convert without any message
-
-
-def _main_share(main: float, second: float, w_main: float) -> np.ndarray:
+def _main_share(main: float, second: float, w_main: float, weekend_shift: float) -> np.ndarray:
     """Per hour of the week, the share of a contact's activity that comes from its main peak."""
     share = []
     for dow in range(7):
-        shift = 1.0 if dow in (0, 6) else 0.0
+        shift = weekend_shift if dow in (0, 6) else 0.0
         m, s = w_main * _bump(main + shift), (1 - w_main) * _bump(second + shift)
         share.append(m / (m + s + 1e-12))
     return np.concatenate(share)
 
 
-# Delivery is not instant: shares of pushes delivered within the hour, an hour late and two hours late.
-DELAY_SHARES = (0.7, 0.2, 0.1)
-# A delivered push pulls for a few hours, halving every so many hours, by activity level: frequent visitors act on it
-# at once or not at all, occasional ones come back to it later.
-HALF_LIFE_HOURS = {"low": 4.0, "medium": 2.0, "high": 1.0}
-PULL_HOURS = 8
-# Fatigue: each push the contact received in the past week (Poisson, mean 1.5) leaves 85% of the effect. It scales a
-# contact's effect at every hour alike, so it changes no contact's best hour, only how much each weighs in the fixed
-# hour's choice.
-FATIGUE, PUSHES_LAST_WEEK = 0.85, 1.5
-
-
-def _pull(seen: np.ndarray, half_life: float) -> np.ndarray:
+def _pull(seen: np.ndarray, half_life: float, truth: Truth) -> np.ndarray:
     """Per hour of the week a push is sent at: how much it is seen, as the delivery delay and the push's decaying
     pull spread it over the following hours of the contact's presence (``seen``)."""
-    kernel = np.zeros(len(DELAY_SHARES) + PULL_HOURS)
-    for delay, share in enumerate(DELAY_SHARES):
-        for after in range(PULL_HOURS):
+    kernel = np.zeros(len(truth.delay_shares) + truth.pull_hours)
+    for delay, share in enumerate(truth.delay_shares):
+        for after in range(truth.pull_hours):
             kernel[delay + after] += share * 0.5 ** (after / half_life)
     return sum(weight * np.roll(seen, -hours) for hours, weight in enumerate(kernel))
 
 
-def population(n: int, rng: np.random.Generator) -> list[Person]:
+def population(n: int, rng: np.random.Generator, truth: Truth = DESIGNED) -> list[Person]:
+    half_lives = dict(truth.half_life_hours)
+    shift = truth.weekend_shift
     people = []
     for i in range(n):
         tz = ZONES[i % len(ZONES)]
         new = rng.random() < 0.3
-        trap = (not new) and rng.random() < 0.2
-        main = float(rng.normal(19.5, 1.5))
-        second = float(rng.choice([8.0, 12.5])) + float(rng.normal(0, 0.5))
-        activity = _weekly(main, second, 0.8 if trap else float(rng.uniform(0.55, 0.8)))
+        trap = (not new) and rng.random() < truth.trap_share
+        main = float(rng.normal(truth.main_mean, truth.main_sd))
+        second = float(rng.choice(truth.seconds)) + float(rng.normal(0, 0.5))
+        activity = _weekly(main, second, 0.8 if trap else float(rng.uniform(0.55, 0.8)), shift)
         responsiveness = float(rng.uniform(0.02, 0.08))
         # a push is seen when the contact is active; a trap contact's main peak is buying anyway: no effect there
-        seen = _weekly(main, second, 0.0) if trap else activity
+        seen = _weekly(main, second, 0.0, shift) if trap else activity
         level = str(rng.choice(list(LEVEL_EVENTS_PER_DAY), p=[0.4, 0.4, 0.2]))
         events: list[tuple[datetime, bool]] = []
-        main_share = _main_share(main, second, 0.8) if trap else None
+        main_share = _main_share(main, second, 0.8, shift) if trap else None
         if not new:
             zone = ZoneInfo(tz or "UTC")
             for day in range(1, 29):
@@ -136,11 +161,11 @@ def population(n: int, rng: np.random.Generator) -> list[Person]:
                     local = datetime(date.year, date.month, date.day, hour, int(rng.integers(60)), tzinfo=zone)
                     at = local.astimezone(UTC)
                     events.append((at, False))
-                    buys = 0.9 * float(main_share[dow * 24 + hour]) if main_share is not None else ORGANIC
+                    buys = 0.9 * float(main_share[dow * 24 + hour]) if main_share is not None else truth.organic
                     if rng.random() < buys:
                         events.append((at, True))
-        pull = _pull(seen, HALF_LIFE_HOURS[level])
-        fatigue = FATIGUE ** int(rng.poisson(PUSHES_LAST_WEEK))
+        pull = _pull(seen, half_lives[level], truth)
+        fatigue = truth.fatigue ** int(rng.poisson(truth.pushes_last_week))
         effect = responsiveness * fatigue * pull / pull.max()
         people.append(Person(f"p{i:05d}", tz, activity, effect, new, trap, events))
     return people
@@ -155,9 +180,9 @@ def activity_levels(people: list[Person]) -> dict[str, str]:
     return out
 
 
-def measure_once(n: int, seed: int) -> dict[str, Any]:
+def measure_once(n: int, seed: int, truth: Truth = DESIGNED) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
-    people = population(n, rng)
+    people = population(n, rng, truth)
     slots = [NOW + timedelta(hours=k) for k in range(24)]
     choices = choose({p.id: (p.tz, p.events) for p in people}, activity_levels(people), start=NOW, hours=24,
                      allowed=ALLOWED, now=NOW, seed=f"sim-{seed}", model=SendTimeModel(explore=0.0))  # fmt: skip
@@ -241,8 +266,8 @@ def no_history_against_fixed(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def measure(n: int, runs: int, first_seed: int = 0) -> dict[str, Any]:
-    results = [measure_once(n, seed) for seed in range(first_seed, first_seed + runs)]
+def measure(n: int, runs: int, first_seed: int = 0, truth: str = "designed") -> dict[str, Any]:
+    results = [measure_once(n, seed, TRUTHS[truth]) for seed in range(first_seed, first_seed + runs)]
 
     def summary(group: str, key: str) -> dict[str, float]:
         values = [r[group][key] for r in results]
@@ -251,6 +276,7 @@ def measure(n: int, runs: int, first_seed: int = 0) -> dict[str, Any]:
     return {
         "contacts": n,
         "runs": runs,
+        "truth": truth,
         "new": {"model": summary("new", "captured_model"), "fixed": summary("new", "captured_fixed")},
         "history": {"model": summary("history", "captured_model"), "fixed": summary("history", "captured_fixed")},
         "trap": {"model": summary("trap", "captured_model"), "fixed": summary("trap", "captured_fixed"),
@@ -261,19 +287,55 @@ def measure(n: int, runs: int, first_seed: int = 0) -> dict[str, Any]:
     }
 
 
+def sensitivity(n: int, runs: int, first_seed: int) -> list[dict[str, Any]]:
+    """The designed world with one of the held-out world's values at a time: which difference moves which figure."""
+    from dataclasses import fields, replace
+
+    rows = []
+    for name in ["none"] + [f.name for f in fields(Truth)]:
+        truth = DESIGNED if name == "none" else replace(DESIGNED, **{name: getattr(HELD_OUT, name)})
+        results = [measure_once(n, seed, truth) for seed in range(first_seed, first_seed + runs)]
+
+        def mean(group: str, key: str, results: list[dict[str, Any]] = results) -> float:
+            return statistics.fmean(r[group][key] for r in results)
+
+        rows.append({"changed": name, "value": None if name == "none" else getattr(HELD_OUT, name),
+                     "new_model": mean("new", "captured_model"), "new_fixed": mean("new", "captured_fixed"),
+                     "history_model": mean("history", "captured_model"),
+                     "history_fixed": mean("history", "captured_fixed"), "trap_model": mean("trap", "captured_model"),
+                     "trap_peak_chosen": statistics.fmean(r["trap_peak_chosen"] for r in results),
+                     "trap_peak_random": statistics.fmean(r["trap_peak_random"] for r in results)})  # fmt: skip
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contacts", type=int, default=3000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--first-seed", type=int, default=10,
                         help="the model's strengths were tuned on seeds 0-2: the default reports on others")
+    parser.add_argument("--truth", choices=sorted(TRUTHS), default="designed",
+                        help="held-out: a world the model was not written beside (see Truth)")
+    parser.add_argument("--sensitivity", action="store_true",
+                        help="the designed world with one held-out value at a time (default 3 runs)")
     parser.add_argument("--json", dest="as_json", action="store_true")
     args = parser.parse_args()
-    m = measure(args.contacts, args.runs, args.first_seed)
+    if args.sensitivity:
+        rows = sensitivity(args.contacts, args.runs if args.runs != 5 else 3, args.first_seed)
+        if args.as_json:
+            print(json.dumps(rows, indent=2))
+            return
+        print("captured share of the oracle's gain, model (fixed hour); trap: captured, sent at its peak (random)")
+        for r in rows:
+            print(f"  {r['changed']:<17} new {r['new_model']:.3f} ({r['new_fixed']:.3f})  "
+                  f"history {r['history_model']:.3f} ({r['history_fixed']:.3f})  trap {r['trap_model']:.3f}, "
+                  f"{r['trap_peak_chosen']:.3f} ({r['trap_peak_random']:.3f})")  # fmt: skip
+        return
+    m = measure(args.contacts, args.runs, args.first_seed, args.truth)
     if args.as_json:
         print(json.dumps(m, indent=2))
         return
-    print(f"{m['runs']} runs of {m['contacts']} contacts; best fixed local hours {m['fixed_local_hours']}")
+    print(f"{m['truth']} truth, {m['runs']} runs of {m['contacts']} contacts; best fixed local hours {m['fixed_local_hours']}")
     print("share of the oracle's gain captured (over a random slot), mean [min, max] over the runs:")
     for group, label in (("new", "no history"), ("history", "28 days of history"), ("trap", "trap contacts")):
         model, fixed = m[group]["model"], m[group]["fixed"]
