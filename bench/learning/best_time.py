@@ -344,9 +344,10 @@ def main() -> None:
     print(f"trap contacts sent at their (non-responsive) activity peak: {m['trap']['peak_chosen']:.3f} "
           f"(a random allowed slot: {m['trap']['peak_random']:.3f})")
     vs = m["no_history_vs_fixed"]
+    apart = (f", where telling the two hours apart takes at least {vs['fewest_sends_to_tell_below_apart']:,.0f} sends "
+             "per arm (two-sided 5%, power 80%)") if vs["below"] else ""  # fmt: skip
     print(f"no history, gain per contact model/fixed hour: lowest {vs['ratio_min']:.3f}; below in {vs['below']} of "
-          f"{m['runs']} runs, where telling the two hours apart takes at least "
-          f"{vs['fewest_sends_to_tell_below_apart']:,.0f} sends per arm (two-sided 5%, power 80%)")
+          f"{m['runs']} runs{apart}")
     print(f"captured with no history = {m['new']['model']['mean']:.3f}, after 28 days = {m['history']['model']['mean']:.3f}")
 
 
