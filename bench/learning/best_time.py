@@ -6,6 +6,13 @@ The world described below is ``DESIGNED`` (see ``Truth``), the one the model's l
 evenings, three second peaks, longer delivery lags and pulls, more traps, organic conversions and fatigue);
 ``--sensitivity`` changes one held-out value at a time, to show which difference moves which figure.
 
+Contacts with history were also sent earlier campaigns' pushes (Poisson, ``pushes_last_week`` a week for four
+weeks, at random allowed local hours), each tapped at the first hour after it that the truth's delivery-and-pull
+kernel times the contact's presence makes it (1% times the kernel times presence against its mean, per hour: about
+4-5% of pushes are tapped); taps are events too. The model learns its look-ahead from them (send_time.py, "Read
+lag"); ``--prior-lag`` keeps the prior weights (model v4). The taps follow the same kernel as the push's effect on
+conversion: that a push converts through being read is the simulator's assumption, and what makes taps informative.
+
 Each simulated contact lives in a timezone (four with DST changes, and UTC) and has a true weekly activity profile:
 a main daily peak (evenings, spread across contacts) and a smaller second one (mornings or lunch), an hour later on
 weekends. A push's true effect when sent at a local hour is the contact's responsiveness (2-8 points), less fatigue
@@ -38,7 +45,7 @@ import argparse
 import json
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -63,6 +70,8 @@ class Person:
     new: bool
     trap: bool
     events: list[tuple[datetime, bool]]  # (time, whether it is a conversion event)
+    # past pushes: (sent at, first tapped at or None); a tap is an event too, in ``events``
+    sends: list[tuple[datetime, datetime | None]] = field(default_factory=list)
 
 
 def _bump(center: float, width: float = 1.2) -> np.ndarray:
@@ -123,17 +132,51 @@ def _main_share(main: float, second: float, w_main: float, weekend_shift: float)
     return np.concatenate(share)
 
 
-def _pull(seen: np.ndarray, half_life: float, truth: Truth) -> np.ndarray:
-    """Per hour of the week a push is sent at: how much it is seen, as the delivery delay and the push's decaying
-    pull spread it over the following hours of the contact's presence (``seen``)."""
+def _kernel(half_life: float, truth: Truth) -> np.ndarray:
+    """By hours after the send: how much of a push is read then, before the contact's presence (delivery delay, then
+    a pull halving every ``half_life`` hours)."""
     kernel = np.zeros(len(truth.delay_shares) + truth.pull_hours)
     for delay, share in enumerate(truth.delay_shares):
         for after in range(truth.pull_hours):
             kernel[delay + after] += share * 0.5 ** (after / half_life)
-    return sum(weight * np.roll(seen, -hours) for hours, weight in enumerate(kernel))
+    return kernel
 
 
-def population(n: int, rng: np.random.Generator, truth: Truth = DESIGNED) -> list[Person]:
+def _pull(seen: np.ndarray, half_life: float, truth: Truth) -> np.ndarray:
+    """Per hour of the week a push is sent at: how much it is seen, as the delivery delay and the push's decaying
+    pull spread it over the following hours of the contact's presence (``seen``)."""
+    return sum(weight * np.roll(seen, -hours) for hours, weight in enumerate(_kernel(half_life, truth)))
+
+
+TAP_SCALE = 0.01  # a push's chance of a tap in an hour: this times the kernel times presence against its mean
+
+
+def _past_sends(seen: np.ndarray, tz: str | None, kernel: np.ndarray, weeks: float, per_week: float,
+                rng: np.random.Generator) -> list[tuple[datetime, datetime | None]]:
+    """Earlier campaigns' pushes to a contact, at random allowed local hours of the last four weeks, each tapped at
+    the first hour the read-lag kernel and the contact's presence make it (or never): what the tenant's send and tap
+    records hold."""
+    zone = ZoneInfo(tz or "UTC")
+    out: list[tuple[datetime, datetime | None]] = []
+    for _ in range(int(rng.poisson(per_week * weeks))):
+        day = (NOW - timedelta(days=int(rng.integers(1, int(weeks * 7) + 1)))).astimezone(zone).date()
+        local = datetime(day.year, day.month, day.day, int(rng.choice(ALLOWED)), int(rng.integers(60)), tzinfo=zone)
+        sent = local.astimezone(UTC)
+        how = hour_of_week(sent, tz)
+        tapped = None
+        for lag, weight in enumerate(kernel):
+            if rng.random() < TAP_SCALE * weight * float(seen[(how + lag) % 168]) * 168:
+                tapped = sent + timedelta(hours=lag, minutes=int(rng.integers(60)))
+                break
+        if tapped is None or tapped < NOW:
+            out.append((sent, tapped))
+    return out
+
+
+def population(n: int, rng: np.random.Generator, truth: Truth = DESIGNED,
+               send_rng: np.random.Generator | None = None) -> list[Person]:
+    """``send_rng``: draws earlier campaigns' sends and taps apart from the rest (None: no sends), so the people are
+    the same with them or without."""
     half_lives = dict(truth.half_life_hours)
     shift = truth.weekend_shift
     people = []
@@ -167,7 +210,11 @@ def population(n: int, rng: np.random.Generator, truth: Truth = DESIGNED) -> lis
         pull = _pull(seen, half_lives[level], truth)
         fatigue = truth.fatigue ** int(rng.poisson(truth.pushes_last_week))
         effect = responsiveness * fatigue * pull / pull.max()
-        people.append(Person(f"p{i:05d}", tz, activity, effect, new, trap, events))
+        sends = []
+        if not new and send_rng is not None:
+            sends = _past_sends(seen, tz, _kernel(half_lives[level], truth), 4, truth.pushes_last_week, send_rng)
+            events.extend((tapped, False) for _, tapped in sends if tapped is not None)
+        people.append(Person(f"p{i:05d}", tz, activity, effect, new, trap, events, sends))
     return people
 
 
@@ -180,12 +227,13 @@ def activity_levels(people: list[Person]) -> dict[str, str]:
     return out
 
 
-def measure_once(n: int, seed: int, truth: Truth = DESIGNED) -> dict[str, Any]:
+def measure_once(n: int, seed: int, truth: Truth = DESIGNED, model: SendTimeModel | None = None) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
-    people = population(n, rng, truth)
+    people = population(n, rng, truth, send_rng=np.random.default_rng([seed, 1]))
     slots = [NOW + timedelta(hours=k) for k in range(24)]
     choices = choose({p.id: (p.tz, p.events) for p in people}, activity_levels(people), start=NOW, hours=24,
-                     allowed=ALLOWED, now=NOW, seed=f"sim-{seed}", model=SendTimeModel(explore=0.0))  # fmt: skip
+                     allowed=ALLOWED, now=NOW, seed=f"sim-{seed}", model=model or SendTimeModel(explore=0.0),
+                     sends={p.id: p.sends for p in people})  # fmt: skip
     # the fixed local hour best for everyone: each contact's gain at that local hour within the window
     def at_local_hour(p: Person, hour: int) -> float:
         for at in slots:
@@ -266,8 +314,9 @@ def no_history_against_fixed(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def measure(n: int, runs: int, first_seed: int = 0, truth: str = "designed") -> dict[str, Any]:
-    results = [measure_once(n, seed, TRUTHS[truth]) for seed in range(first_seed, first_seed + runs)]
+def measure(n: int, runs: int, first_seed: int = 0, truth: str = "designed", learn_lag: bool = True) -> dict[str, Any]:
+    model = SendTimeModel(explore=0.0, lag_taps=SendTimeModel.lag_taps if learn_lag else None)
+    results = [measure_once(n, seed, TRUTHS[truth], model) for seed in range(first_seed, first_seed + runs)]
 
     def summary(group: str, key: str) -> dict[str, float]:
         values = [r[group][key] for r in results]
@@ -277,6 +326,7 @@ def measure(n: int, runs: int, first_seed: int = 0, truth: str = "designed") -> 
         "contacts": n,
         "runs": runs,
         "truth": truth,
+        "learn_lag": learn_lag,
         "new": {"model": summary("new", "captured_model"), "fixed": summary("new", "captured_fixed")},
         "history": {"model": summary("history", "captured_model"), "fixed": summary("history", "captured_fixed")},
         "trap": {"model": summary("trap", "captured_model"), "fixed": summary("trap", "captured_fixed"),
@@ -287,14 +337,15 @@ def measure(n: int, runs: int, first_seed: int = 0, truth: str = "designed") -> 
     }
 
 
-def sensitivity(n: int, runs: int, first_seed: int) -> list[dict[str, Any]]:
+def sensitivity(n: int, runs: int, first_seed: int, learn_lag: bool = True) -> list[dict[str, Any]]:
     """The designed world with one of the held-out world's values at a time: which difference moves which figure."""
     from dataclasses import fields, replace
 
     rows = []
     for name in ["none"] + [f.name for f in fields(Truth)]:
         truth = DESIGNED if name == "none" else replace(DESIGNED, **{name: getattr(HELD_OUT, name)})
-        results = [measure_once(n, seed, truth) for seed in range(first_seed, first_seed + runs)]
+        model = SendTimeModel(explore=0.0, lag_taps=SendTimeModel.lag_taps if learn_lag else None)
+        results = [measure_once(n, seed, truth, model) for seed in range(first_seed, first_seed + runs)]
 
         def mean(group: str, key: str, results: list[dict[str, Any]] = results) -> float:
             return statistics.fmean(r[group][key] for r in results)
@@ -318,10 +369,12 @@ def main() -> None:
                         help="held-out: a world the model was not written beside (see Truth)")
     parser.add_argument("--sensitivity", action="store_true",
                         help="the designed world with one held-out value at a time (default 3 runs)")
+    parser.add_argument("--prior-lag", action="store_true",
+                        help="the look-ahead's prior weights, not those learned from earlier sends' taps (model v4)")
     parser.add_argument("--json", dest="as_json", action="store_true")
     args = parser.parse_args()
     if args.sensitivity:
-        rows = sensitivity(args.contacts, args.runs if args.runs != 5 else 3, args.first_seed)
+        rows = sensitivity(args.contacts, args.runs if args.runs != 5 else 3, args.first_seed, not args.prior_lag)
         if args.as_json:
             print(json.dumps(rows, indent=2))
             return
@@ -331,11 +384,13 @@ def main() -> None:
                   f"history {r['history_model']:.3f} ({r['history_fixed']:.3f})  trap {r['trap_model']:.3f}, "
                   f"{r['trap_peak_chosen']:.3f} ({r['trap_peak_random']:.3f})")  # fmt: skip
         return
-    m = measure(args.contacts, args.runs, args.first_seed, args.truth)
+    m = measure(args.contacts, args.runs, args.first_seed, args.truth, not args.prior_lag)
     if args.as_json:
         print(json.dumps(m, indent=2))
         return
-    print(f"{m['truth']} truth, {m['runs']} runs of {m['contacts']} contacts; best fixed local hours {m['fixed_local_hours']}")
+    lag = "learned from earlier sends' taps" if m["learn_lag"] else "the prior"
+    print(f"{m['truth']} truth, {m['runs']} runs of {m['contacts']} contacts, look-ahead weights {lag}; "
+          f"best fixed local hours {m['fixed_local_hours']}")
     print("share of the oracle's gain captured (over a random slot), mean [min, max] over the runs:")
     for group, label in (("new", "no history"), ("history", "28 days of history"), ("trap", "trap contacts")):
         model, fixed = m[group]["model"], m[group]["fixed"]

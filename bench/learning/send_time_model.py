@@ -37,6 +37,7 @@ class Choice:
     explore: bool
     chosen: Slot | None
     min_events: int
+    lag_weights: list[float]  # the look-ahead's weight by hours after the send, the tenant's (read_lag)
 
     @property
     def reason(self) -> str:
@@ -53,9 +54,11 @@ def choose(
     now: datetime,
     seed: str,
     model: SendTimeModel,
+    sends: dict[str, list[tuple[datetime, datetime | None]]] | None = None,
 ) -> dict[str, Choice]:
-    """``contacts``: id -> (timezone, [(event time, whether it is a conversion event)]). The same computation as the
-    SQL (shared/campaigns/send_time.py's docstring has the formulas), contact by contact."""
+    """``contacts``: id -> (timezone, [(event time, whether it is a conversion event)]); ``sends``: id -> earlier
+    pushes as (sent at, first tapped at or None). The same computation as the SQL (shared/campaigns/send_time.py's
+    docstring has the formulas), contact by contact."""
     since = now - timedelta(days=model.lookback_days)
     sessions: dict[str, Counter[int]] = {}
     buys: dict[str, Counter[int]] = {}
@@ -86,33 +89,42 @@ def choose(
         p_l = {d: (ln[d] + model.level_strength * p_t_hod[d]) / (n_l + model.level_strength) for d in range(24)}
         r_l = {d: min((lx[d] + model.rate_strength * r_t[d]) / (ln[d] + model.rate_strength), 1.0) for d in range(24)}
         levels[level] = (p_l, r_l)
-    ppm = round(model.explore * 1_000_000)
-    out = {}
-    for cid, (tz, _events) in contacts.items():
+    presences: dict[str, list[float]] = {}
+    theres: dict[str, list[float]] = {}
+    counts: dict[str, int] = {}
+    for cid in contacts:
         p_l, r_l = levels[activity[cid]]
         own_n, own_x = sessions[cid], buys[cid]
         hod_n, hod_x = _by_hour_of_day(own_n), _by_hour_of_day(own_x)
         n_c = sum(own_n.values())
         events = n_c + sum(own_x.values())
-        # per hour of the week (its hour of the day d = h % 24): how likely the contact is around and not buying
-        there = []
+        # per hour of the week (its hour of the day d = h % 24): how likely the contact is around, and around and
+        # not buying
+        presence, there = [], []
         for h in range(HOURS_OF_WEEK):
             d = h % 24
             if events == 0:
-                there.append((tenant_n[h] + 1) / (n_t + HOURS_OF_WEEK) * (1 - r_t[d]))
+                presence.append((tenant_n[h] + 1) / (n_t + HOURS_OF_WEEK))
+                there.append(presence[-1] * (1 - r_t[d]))
                 continue
             q_c = (hod_n[d] + model.contact_strength * p_l[d]) / (n_c + model.contact_strength)
             near_n, near_x = _near(hod_n, d, model.rate_reach), _near(hod_x, d, model.rate_reach)
             r_c = min((near_x + model.rate_strength * r_l[d]) / (near_n + model.rate_strength), 1.0)
-            there.append((own_n[h] + model.week_strength * q_c / 7) / (n_c + model.week_strength) * (1 - r_c))
+            presence.append((own_n[h] + model.week_strength * q_c / 7) / (n_c + model.week_strength))
+            there.append(presence[-1] * (1 - r_c))
+        presences[cid], theres[cid], counts[cid] = presence, there, events
+    weights = read_lag({cid: tz for cid, (tz, _) in contacts.items()}, presences, sends or {}, now=now, model=model)
+    ppm = round(model.explore * 1_000_000)
+    out = {}
+    for cid, (tz, _events) in contacts.items():
+        there, events = theres[cid], counts[cid]
         slots = []
         for k in range(hours):
             at = start + timedelta(hours=k)
             local_hour = at.astimezone(ZoneInfo(tz or "UTC")).hour
             if local_hour not in allowed:
                 continue
-            score = sum(0.5 ** (j / model.half_life_hours) * there[hour_of_week(at + timedelta(hours=j), tz)]
-                        for j in range(model.ahead_hours))  # fmt: skip
+            score = sum(weights[j] * there[hour_of_week(at + timedelta(hours=j), tz)] for j in range(model.ahead_hours))
             if events == 0 and local_hour == model.fallback_hour:
                 score += 1
             digest = hashlib.sha256(f"{seed}|slot|{cid}|{k}".encode()).hexdigest()
@@ -121,8 +133,44 @@ def choose(
         chosen = None
         if slots:
             chosen = min(slots, key=lambda s: s.hash) if explore else min(slots, key=lambda s: (-s.score, s.k))
-        out[cid] = Choice(cid, slots, events, explore, chosen, model.min_events)
+        out[cid] = Choice(cid, slots, events, explore, chosen, model.min_events, weights)
     return out
+
+
+def read_lag(
+    zones: dict[str, str | None],
+    presences: dict[str, list[float]],
+    sends: dict[str, list[tuple[datetime, datetime | None]]],
+    *,
+    now: datetime,
+    model: SendTimeModel,
+) -> list[float]:
+    """The look-ahead's weight for each hour after a send: the tenant's taps that many hours after a push, per unit of
+    the contacts' expected presence then (so that a lag is not credited for the hours people happen to be around),
+    shrunk toward the prior ``2^(-j / half_life)`` by ``lag_taps`` pseudo-taps; the largest is 1, as the prior's."""
+    prior = [0.5 ** (j / model.half_life_hours) for j in range(model.ahead_hours)]
+    taps = [0.0] * model.ahead_hours
+    exposure = [0.0] * model.ahead_hours
+    since = now - timedelta(days=model.lookback_days)
+    for cid, pushes in sends.items():
+        if cid not in presences:
+            continue
+        tz = zones[cid]
+        for sent, tapped in pushes:
+            if not (since <= sent and sent + timedelta(hours=model.ahead_hours) <= now):
+                continue
+            for j in range(model.ahead_hours):
+                exposure[j] += presences[cid][hour_of_week(sent + timedelta(hours=j), tz)]
+            if tapped is not None and timedelta(0) <= tapped - sent < timedelta(hours=model.ahead_hours):
+                taps[int((tapped - sent).total_seconds() // 3600)] += 1
+    total_taps = sum(taps)
+    if not total_taps or model.lag_taps is None:
+        return prior
+    # a pseudo-tap's exposure: the prior's shape at the taps' own rate, so that with no data each weight is the prior's
+    per_exposure = sum(w * e for w, e in zip(prior, exposure, strict=True)) / (sum(prior) * total_taps)
+    weights = [(t + model.lag_taps * w / sum(prior)) / (e + model.lag_taps * per_exposure)
+               for t, e, w in zip(taps, exposure, prior, strict=True)]  # fmt: skip
+    return [w / max(weights) for w in weights]
 
 
 def _by_hour_of_day(counts: Counter[int]) -> Counter[int]:

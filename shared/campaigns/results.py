@@ -34,11 +34,9 @@ from shared.campaigns.launch import launched
 from shared.campaigns.stats import Z_95, chi_square_tail, two_sided_p
 from shared.campaigns.status import LATEST_OUTCOME
 from shared.campaigns.store import get_campaign
-from shared.push.schedule import MESSAGE_ID_DATA_KEY
+from shared.push.schedule import MESSAGE_ID_DATA_KEY, OPENED_EVENT, RECEIVED_EVENT
 from shared.warehouse.query import run_query
 
-RECEIVED_EVENT = "Push Notification Received"
-OPENED_EVENT = "Push Notification Tapped"
 SRM_ALARM_P = 0.001
 
 # Every member with its outcome, start time and opens; then its first conversion in the window. ``{conversion}``

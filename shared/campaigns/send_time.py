@@ -29,11 +29,26 @@ gets the tenant's best hour, never a random one (its level, dormant, would speak
 **Look-ahead.** A push is read in the hours after it arrives, not only in its own: delivery can lag, and across
 more than 2 billion messages Blueshift found "the open rate is the highest in the first two hours after the send"
 (blueshift.com/blog/send-time-optimization-or-engage-time-optimization).
-So a slot at hour ``h`` scores ``Σ_{j<8} 2^(-j/2) p_c(h + j) (1 - r_c(d(h + j)))``: the next ``ahead_hours`` (8),
-halving every ``half_life_hours`` (2, from that figure, not tuned). Scoring the hour alone sends at the peak of
+So a slot at hour ``h`` scores ``Σ_{j<8} w_j p_c(h + j) (1 - r_c(d(h + j)))``: the next ``ahead_hours`` (8), with
+weights learned from the tenant's taps ("Read lag") and, before any, halving every ``half_life_hours`` (2, from that
+figure, not tuned). Scoring the hour alone sends at the peak of
 activity, when the push arrives as the visit ends; on the simulator, whose pushes arrive up to two hours late and
 pull for a half-life of one to four hours by level, that captured 0.34 of the oracle's gain after 28 days,
 against 0.69 with the look-ahead (seeds 0-2; BENCHMARKS.md, "Best time").
+
+**Read lag.** How long after the send a push is read is the tenant's own, and it matters: on the simulator, a world
+whose pushes arrive up to three hours late took the 2-hour prior from 0.69 of the oracle's gain to 0.54, below the
+best fixed hour (BENCHMARKS.md, "Best time"). So the look-ahead's weights are learned from the tenant's sends and taps:
+every push sent (``message_sends``, the first ``sent``) in the lookback, at least ``ahead_hours`` before now, and its
+first "Push Notification Tapped" event (matched by the message id in its metadata, as the report matches opens).
+``T_j`` counts taps ``j`` whole hours after the send; ``E_j = Σ_sends p_c(h_s + j)`` is how much each send's contact
+was expected to be around then, so that a lag is credited for itself and not for the hours people happen to be
+around (taps come as ``λ_j p_c(h + j)``; ``T_j / E_j`` estimates ``λ_j``). Shrunk toward the prior ``π_j = 2^(-j/2)``
+by ``lag_taps`` pseudo-taps (50), spread as the prior and priced at the taps' own rate per exposure:
+``w_j = (T_j + L π_j / Σπ) / (E_j + L Σ_j(π_j E_j) / (Σπ · ΣT))``. With no taps the weights are the prior's; with
+many, the data's; the largest is scaled to 1, as the prior's is, so that ``fallback_hour``'s 1 still outweighs any
+profile. One tenant-wide kernel (not per level): a tenant's taps are few, and the kernel's shape, not its
+size, decides the slot.
 
 A campaign may name the hour for contacts without any event (``fallback_hour``; the launch refuses one inside
 quiet hours): their slots at that local hour score 1 more, so it wins wherever the window holds it, and the profile
@@ -60,6 +75,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.campaigns.audience import CompiledQuery
 from shared.push.policy import in_quiet_hours
+from shared.push.schedule import MESSAGE_ID_DATA_KEY, OPENED_EVENT
 
 if TYPE_CHECKING:
     from shared.config import PushPolicy
@@ -83,6 +99,9 @@ class SendTimeModel:
     # ``half_life_hours`` (most opens come in the first two hours; module docstring, "Look-ahead")
     ahead_hours: int = 8
     half_life_hours: float = 2.0
+    # the look-ahead's weights learned from the tenant's own sends and taps (module docstring, "Read lag"), the prior
+    # above counting as this many taps; None: the prior alone
+    lag_taps: float | None = 50.0
     min_events: int = 5  # fewer events than this in the lookback: the reason is "fallback"
     explore: float = 0.1  # share of contacts sent at a random allowed slot
     # the local hour for contacts without any event, when the campaign names one (as Braze's and Iterable's custom
@@ -139,18 +158,38 @@ WITH people AS (
 ), allowed AS (
   SELECT * FROM candidates WHERE local_hour IN UNNEST(@bt_allowed_hours)
 ), ahead_at AS (
-  SELECT c.*, j, POW(0.5, j / @bt_half_life) AS w, TIMESTAMP_ADD(c.at, INTERVAL j HOUR) AS at_j
+  SELECT c.*, j, TIMESTAMP_ADD(c.at, INTERVAL j HOUR) AS at_j
   FROM allowed AS c CROSS JOIN UNNEST(GENERATE_ARRAY(0, @bt_ahead_hours - 1)) AS j
 ), ahead AS (
   SELECT c.*,
-         (EXTRACT(DAYOFWEEK FROM c.at_j AT TIME ZONE c.tz) - 1) * 24 + EXTRACT(HOUR FROM c.at_j AT TIME ZONE c.tz) AS how_j,
-         EXTRACT(HOUR FROM c.at_j AT TIME ZONE c.tz) AS hod_j
+         (EXTRACT(DAYOFWEEK FROM c.at_j AT TIME ZONE c.tz) - 1) * 24 + EXTRACT(HOUR FROM c.at_j AT TIME ZONE c.tz) AS how_j
   FROM ahead_at AS c
+), sent AS (
+  SELECT message_id, ANY_VALUE(contact_id) AS contact_id, MIN(at) AS sent_at
+  FROM message_sends
+  WHERE status = 'sent' AND at >= @bt_since AND at <= TIMESTAMP_SUB(@bt_until, INTERVAL @bt_ahead_hours HOUR)
+  GROUP BY 1
+), tapped AS (
+  SELECT JSON_VALUE(metadata, '$.{message_id_key}') AS message_id, MIN(timestamp) AS tapped_at
+  FROM events_deduped
+  WHERE event_name = @bt_tapped AND timestamp >= @bt_since AND timestamp < @bt_until
+  GROUP BY 1
+), send_ahead AS (
+  SELECT s.message_id, p.contact_id, p.tz, p.activity, j,
+         DIV((TIMESTAMP_DIFF(t.tapped_at, s.sent_at, SECOND)), 3600) AS tap_lag,
+         (EXTRACT(DAYOFWEEK FROM TIMESTAMP_ADD(s.sent_at, INTERVAL j HOUR) AT TIME ZONE p.tz) - 1) * 24
+           + EXTRACT(HOUR FROM TIMESTAMP_ADD(s.sent_at, INTERVAL j HOUR) AT TIME ZONE p.tz) AS how_j
+  FROM sent AS s JOIN people AS p ON p.contact_id = s.contact_id
+  LEFT JOIN tapped AS t ON t.message_id = s.message_id AND t.tapped_at >= s.sent_at
+  CROSS JOIN UNNEST(GENERATE_ARRAY(0, @bt_ahead_hours - 1)) AS j
+), points AS (
+  SELECT DISTINCT contact_id, tz, activity, how_j, MOD(how_j, 24) AS hod_j
+  FROM (SELECT contact_id, tz, activity, how_j FROM ahead UNION ALL SELECT contact_id, tz, activity, how_j FROM send_ahead)
 ), tenant_scored AS (
   SELECT c.*, (IFNULL(t.n, 0) + 1) / (tt.total + 168) AS p_t,
          (IFNULL(td.n, 0) + 7) / (tt.total + 168) AS p_t_hod,
          LEAST((IFNULL(td.x, 0) + 1) / (IFNULL(td.n, 0) + 20), 1) AS r_t
-  FROM ahead AS c CROSS JOIN tenant_total AS tt
+  FROM points AS c CROSS JOIN tenant_total AS tt
   LEFT JOIN per_tenant AS t ON t.how = c.how_j
   LEFT JOIN tenant_hod AS td ON td.hod = c.hod_j
 ), level_scored AS (
@@ -169,15 +208,35 @@ WITH people AS (
   LEFT JOIN contact_hod AS ch ON ch.contact_id = c.contact_id AND ch.hod = c.hod_j
   LEFT JOIN contact_near AS cn ON cn.contact_id = c.contact_id AND cn.hod = c.hod_j
   LEFT JOIN contact_total AS ct ON ct.contact_id = c.contact_id
-), there AS (
-  SELECT c.*,
-         IF(events = 0, p_t * (1 - r_t), (n_how + @bt_k_week * q_c / 7) / (total + @bt_k_week) * (1 - r_c)) AS there
-  FROM contact_scored AS c
+), presence AS (
+  SELECT contact_id, how_j, events,
+         IF(events = 0, p_t, (n_how + @bt_k_week * q_c / 7) / (total + @bt_k_week)) AS presence,
+         IF(events = 0, 1 - r_t, 1 - r_c) AS not_buying
+  FROM contact_scored
+), lag_counts AS (
+  SELECT j, SUM(p.presence) AS exposure, COUNTIF(s.tap_lag = j) AS taps
+  FROM send_ahead AS s JOIN presence AS p ON p.contact_id = s.contact_id AND p.how_j = s.how_j
+  GROUP BY 1
+), lags AS (
+  SELECT j, POW(0.5, j / @bt_half_life) AS prior, IFNULL(l.taps, 0) AS taps, IFNULL(l.exposure, 0) AS exposure
+  FROM UNNEST(GENERATE_ARRAY(0, @bt_ahead_hours - 1)) AS j LEFT JOIN lag_counts AS l USING (j)
+), lag_totals AS (
+  SELECT SUM(taps) AS taps, SUM(prior * exposure) AS prior_exposure, SUM(prior) AS prior_sum FROM lags
+), learned AS (
+  SELECT l.j,
+         IF(t.taps = 0 OR NOT @bt_learn_lag, l.prior,
+            (l.taps + @bt_lag_taps * l.prior / t.prior_sum)
+              / (l.exposure + @bt_lag_taps * t.prior_exposure / (t.prior_sum * t.taps))) AS w
+  FROM lags AS l CROSS JOIN lag_totals AS t
+), weights AS (
+  SELECT j, w / MAX(w) OVER () AS w FROM learned
 ), scored AS (
-  SELECT contact_id, activity, k, at, how, local_hour, explore, slot_hash, events,
-         SUM(w * there) + IF(events = 0 AND local_hour = @bt_fallback_hour, 1, 0) AS score
-  FROM there
-  GROUP BY contact_id, activity, k, at, how, local_hour, explore, slot_hash, events
+  SELECT a.contact_id, a.activity, a.k, a.at, a.how, a.local_hour, a.explore, a.slot_hash, p.events,
+         SUM(w.w * p.presence * p.not_buying) + IF(p.events = 0 AND a.local_hour = @bt_fallback_hour, 1, 0) AS score
+  FROM ahead AS a
+  JOIN presence AS p ON p.contact_id = a.contact_id AND p.how_j = a.how_j
+  JOIN weights AS w ON w.j = a.j
+  GROUP BY a.contact_id, a.activity, a.k, a.at, a.how, a.local_hour, a.explore, a.slot_hash, p.events
 )
 SELECT contact_id, activity, at AS send_at, how AS hour_of_week, local_hour, score, events,
        CASE WHEN explore THEN 'exploration' WHEN events >= @bt_min_events THEN 'profile' ELSE 'fallback' END AS reason
@@ -229,6 +288,9 @@ def best_time_query(
         "bt_rate_reach": model.rate_reach,
         "bt_ahead_hours": model.ahead_hours,
         "bt_half_life": float(model.half_life_hours),
+        "bt_learn_lag": model.lag_taps is not None,
+        "bt_lag_taps": float(model.lag_taps or 0.0),
+        "bt_tapped": OPENED_EVENT,
         # an event name is never empty, so [""] matches nothing (and gives the parameter its element type)
         "bt_conversions": list(conversions) or [""],
         "bt_min_events": model.min_events,
@@ -236,4 +298,4 @@ def best_time_query(
         "bt_explore_ppm": round(model.explore * 1_000_000),
         "bt_seed": seed,
     }
-    return CompiledQuery(_SQL.format(members=members.sql), params)
+    return CompiledQuery(_SQL.format(members=members.sql, message_id_key=MESSAGE_ID_DATA_KEY), params)

@@ -41,6 +41,8 @@ CAMPAIGN_MESSAGE_PREFIX = "c."  # campaign message ids (shared/campaigns/launch.
 # mobile spec's "Push Notification Received" / "Push Notification Tapped" events (README, "Reports"): that is how
 # opens are matched to the message, its campaign and its arm.
 MESSAGE_ID_DATA_KEY = "landline_message_id"
+RECEIVED_EVENT = "Push Notification Received"
+OPENED_EVENT = "Push Notification Tapped"
 # Years a local time may name: converting it with any UTC offset (-12..+14 h) must stay inside 1..9999.
 _LOCAL_YEARS = range(2, 9999)
 

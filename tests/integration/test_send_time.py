@@ -47,7 +47,16 @@ def people(rng: random.Random) -> list[dict[str, Any]]:
             events.append((at, False))
             if rng.random() < (0.8 if i % 4 == 0 and hour == favourite else 0.05):
                 events.append((at, True))
-        out.append({"id": f"c{i:02d}", "tz": tz, "events": events})
+        out.append({"id": f"c{i:02d}", "tz": tz, "events": events, "sends": []})
+    # earlier campaigns' pushes to the contacts with recent history, three in four tapped, mostly 2-4 hours later
+    # (the look-ahead's prior halves every 2 hours from the send: learning moves it); a push a contact taps counts
+    # among its events too
+    for p in out[:39]:
+        for _ in range(rng.randrange(2, 8)):
+            sent = (NOW - timedelta(days=rng.randrange(1, 40), hours=rng.randrange(24), minutes=rng.randrange(60)))
+            lag = rng.choice([0, 1, 2, 2, 3, 3, 3, 4, 4, 6, 9])
+            tapped = sent + timedelta(hours=lag, minutes=rng.randrange(60)) if rng.random() < 0.75 else None
+            p["sends"].append((sent, tapped))
     return out
 
 
@@ -56,6 +65,28 @@ def event_rows(p: dict[str, Any], tenant: str) -> list[Any]:
 
     return [EventRow(p["id"], at, CONVERSION if conversion else "App Opened", unique("e"),
                      Lineage("native", f"test://{tenant}/e", j, NOW)) for j, (at, conversion) in enumerate(p["events"])]  # fmt: skip
+
+
+def send_rows(p: dict[str, Any], tenant: str) -> list[Any]:
+    """Each earlier push as the send tick records it (a failed attempt first, then the send, and one send recorded
+    twice, as at-least-once delivery may) and its tap as the app reports it (the message id in its metadata)."""
+    from shared.push.schedule import MESSAGE_ID_DATA_KEY, OPENED_EVENT
+    from shared.warehouse.rows import EventRow, Lineage, SendRow
+
+    rows: list[Any] = []
+    for j, (sent, tapped) in enumerate(p["sends"]):
+        message_id = f"m-{p['id']}-{j}"
+        rows.append(SendRow(message_id, p["id"], "failed", unique("a"), sent - timedelta(hours=5), reason="unavailable"))
+        rows += [SendRow(message_id, p["id"], "sent", unique("a"), sent + timedelta(minutes=m)) for m in range(1 + (j == 1))]
+        if tapped is not None:
+            rows.append(EventRow(p["id"], tapped, OPENED_EVENT, unique("t"), Lineage("native", f"test://{tenant}/t", j, NOW),
+                                 metadata={MESSAGE_ID_DATA_KEY: message_id}))  # fmt: skip
+    return rows
+
+
+def history(p: dict[str, Any]) -> list[tuple[datetime, bool]]:
+    """A contact's events as the model reads them: its sessions and conversions, and its taps."""
+    return p["events"] + [(tapped, False) for _, tapped in p["sends"] if tapped is not None]
 
 
 def test_best_times_equal_a_python_reference_of_the_model(local_stack: StackHandle) -> None:
@@ -74,7 +105,7 @@ def test_best_times_equal_a_python_reference_of_the_model(local_stack: StackHand
     for n, p in enumerate(ppl):
         lineage = Lineage("native", f"test://{tenant}", n, NOW)
         rows.append(UserPropertiesRow(p["id"], NOW - timedelta(days=60), unique("u"), lineage, timezone=p["tz"]))
-        rows += event_rows(p, tenant)
+        rows += event_rows(p, tenant) + send_rows(p, tenant)
     write_rows(bigquery_client(), t, rows, processor="test")
     activity = {r["contact_id"]: r["activity"] for r in run_query(tenant, "SELECT contact_id, activity FROM contact_activity")}
     # WHEN the best time in the next 24 hours (quiet 22-08 local) is computed for all of them, 25% exploring
@@ -83,8 +114,8 @@ def test_best_times_equal_a_python_reference_of_the_model(local_stack: StackHand
     query = best_time_query(CompiledQuery("SELECT contact_id FROM users_latest", {}), start=start, hours=24,
                             allowed_hours=ALLOWED, now=NOW, seed=seed, model=model, conversions=[CONVERSION])  # fmt: skip
     chosen = {r["contact_id"]: r for r in run_query(tenant, query.sql, query.params)}
-    expected = choose({p["id"]: (p["tz"], p["events"]) for p in ppl}, activity, start=start, hours=24,
-                      allowed=ALLOWED, now=NOW, seed=seed, model=model)  # fmt: skip
+    expected = choose({p["id"]: (p["tz"], history(p)) for p in ppl}, activity, start=start, hours=24,
+                      allowed=ALLOWED, now=NOW, seed=seed, model=model, sends={p["id"]: p["sends"] for p in ppl})  # fmt: skip
     # THEN every contact has a time; each non-exploring one the slot of highest score by the reference (ties aside),
     # each exploring one the slot its hash picks; the reasons say which, and no time falls in quiet hours
     assert set(chosen) == {p["id"] for p in ppl}
@@ -102,12 +133,17 @@ def test_best_times_equal_a_python_reference_of_the_model(local_stack: StackHand
         assert picked.score == pytest.approx(ref.chosen.score, rel=1e-9), cid
         assert row["score"] == pytest.approx(picked.score, rel=1e-9)
     assert reasons["exploration"] and reasons["profile"] and reasons["fallback"]
+    # ... the look-ahead learned from the taps (scores above equal the reference's only if the query learned the same
+    # weights): the taps' 2-4 hour lags weigh more against the send's own hour than the prior's halving every 2 hours
+    weights = expected["c00"].lag_weights
+    prior = [0.5 ** (j / 2) for j in range(8)]
+    assert sum(weights[2:5]) / weights[0] > 1.5 * sum(prior[2:5]) / prior[0], weights
     # ... and a contact without history gets the tenant's best allowed hour (its activity there, less the tenant's
     # conversions anyway), not its (dormant) level's: every such contact's slots score as the tenant's profile does
     assert activity["c39"] == "dormant" and expected["c39"].events > 0
     sessions, buys = Counter[int](), Counter[int]()  # the tenant's, by hour of the week
     for p in ppl:
-        for at, conversion in p["events"]:
+        for at, conversion in history(p):
             if at >= NOW - timedelta(days=model.lookback_days):
                 (buys if conversion else sessions)[hour_of_week(at, p["tz"])] += 1
     hod_n, hod_x = Counter[int](), Counter[int]()
@@ -125,8 +161,8 @@ def test_best_times_equal_a_python_reference_of_the_model(local_stack: StackHand
         ref, row = expected[cid], chosen[cid]
         tz = next(p["tz"] for p in ppl if p["id"] == cid)
         assert ref.events == 0 and row["reason"] in ("fallback", "exploration")
-        for slot in ref.slots:  # the next 8 hours, halving every 2
-            ahead = sum(0.5 ** (j / 2) * tenant_there(slot.at + timedelta(hours=j), tz) for j in range(8))
+        for slot in ref.slots:  # the next 8 hours, weighed by the lags learned
+            ahead = sum(weights[j] * tenant_there(slot.at + timedelta(hours=j), tz) for j in range(8))
             assert slot.score == pytest.approx(ahead, rel=1e-9), cid
         if not ref.explore:
             assert row["score"] == pytest.approx(max(s.score for s in ref.slots), rel=1e-9), cid

@@ -39,3 +39,49 @@ def test_best_time_captures_most_of_the_oracles_gain_and_avoids_the_trap() -> No
     # trap contacts: the model gains on them (a fixed evening hour loses), and their buy-anyway hour is not preferred
     assert m["trap"]["model"]["mean"] > 0.3 > 0 > m["trap"]["fixed"]["mean"]
     assert m["trap"]["peak_chosen"] <= m["trap"]["peak_random"]
+
+
+def test_read_lag_recovers_a_known_lag_from_taps_whatever_the_hours_people_are_around() -> None:
+    """The look-ahead's weights learned from sends and taps (bench/learning/send_time_model.py ``read_lag``, the SQL's
+    twin): taps drawn from a known lag kernel times each contact's presence, with presence peaked at different hours
+    for different contacts; the weights come back in the kernel's shape, not the presence's. With few taps they stay
+    near the prior."""
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    from bench.learning.send_time_model import read_lag
+    from shared.campaigns.send_time import SendTimeModel
+
+    rng = random.Random(7)
+    now = datetime(2026, 11, 30, tzinfo=UTC)
+    kernel = [0.2, 0.5, 1.0, 0.8, 0.4, 0.2, 0.1, 0.05]  # peaks 2 hours after the send
+    presences, sends = {}, {}
+    for i in range(400):
+        peak = rng.randrange(24)  # each contact around mostly at its own hour of the day, in UTC
+        presence = [(8.0 if (h % 24 - peak) % 24 < 3 else 0.5) for h in range(168)]
+        presences[f"c{i}"] = [v / sum(presence) for v in presence]
+        pushes = []
+        for _ in range(20):
+            sent = now - timedelta(days=rng.randrange(1, 50), hours=rng.randrange(24))
+            how = (sent.isoweekday() % 7) * 24 + sent.hour
+            tapped = None
+            for j, k in enumerate(kernel):
+                if rng.random() < 0.5 * k * presences[f"c{i}"][(how + j) % 168] * 168 / 8:
+                    tapped = sent + timedelta(hours=j, minutes=rng.randrange(60))
+                    break
+            pushes.append((sent, tapped))
+        sends[f"c{i}"] = pushes
+    zones: dict[str, str | None] = dict.fromkeys(presences)
+    model = SendTimeModel(lag_taps=50.0)
+    weights = read_lag(zones, presences, sends, now=now, model=model)
+    # the first tap ends a push's chances, so later lags see fewer pushes still untapped: compare the first hours
+    shape = [w / weights[2] for w in weights[:4]]
+    assert all(abs(s - k) < 0.2 for s, k in zip(shape, kernel[:4], strict=True)), shape
+    assert weights.index(max(weights)) == 2
+    # without learning, or with a handful of taps, the prior (halving every 2 hours) stands or nearly
+    prior = [0.5 ** (j / 2) for j in range(8)]
+    assert read_lag(zones, presences, sends, now=now, model=SendTimeModel(lag_taps=None)) == prior
+    few = dict(list(sends.items())[:3])
+    weights = read_lag(zones, presences, few, now=now, model=model)
+    shape = [w / weights[0] for w in weights]  # 14 taps against the prior's 50
+    assert all(abs(s - p) < abs(s - k / kernel[0]) for s, p, k in zip(shape[1:], prior[1:], kernel[1:], strict=True)), shape
