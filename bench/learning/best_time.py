@@ -245,6 +245,8 @@ def measure_once(n: int, seed: int, truth: Truth = DESIGNED, model: SendTimeMode
     gains: dict[str, dict[str, list[float]]] = {}
     trap_peak_chosen = 0
     trap_peak_random = 0.0
+    trap_peak_oracle = 0
+    wrong_peak = [0.0, 0.0, 0.0]  # trap contacts whose best slot is not their peak; chosen at the peak; random
     traps = 0
     for p in people:
         allowed = [float(p.effect[s.how]) for s in choices[p.id].slots]
@@ -259,9 +261,18 @@ def measure_once(n: int, seed: int, truth: Truth = DESIGNED, model: SendTimeMode
             traps += 1
             peak = max((s for s in choices[p.id].slots), key=lambda s: p.activity[s.how])
             trap_peak_chosen += chosen.how == peak.how
+            best = max(choices[p.id].slots, key=lambda s: p.effect[s.how])
+            trap_peak_oracle += best.how == peak.how
             trap_peak_random += 1 / len(choices[p.id].slots)
+            if best.how != peak.how:  # where the peak is not the best slot: chosen there is chosen for coincidence
+                wrong_peak[0] += 1
+                wrong_peak[1] += chosen.how == peak.how
+                wrong_peak[2] += 1 / len(choices[p.id].slots)
     out: dict[str, Any] = {"fixed_local_hour": fixed_hour, "trap_peak_chosen": trap_peak_chosen / max(traps, 1),
                            "trap_peak_random": trap_peak_random / max(traps, 1),
+                           "trap_peak_oracle": trap_peak_oracle / max(traps, 1),
+                           "trap_wrong_peak_chosen": wrong_peak[1] / max(wrong_peak[0], 1),
+                           "trap_wrong_peak_random": wrong_peak[2] / max(wrong_peak[0], 1),
                            "new_local_hours": sorted({choices[p.id].chosen.local_hour for p in people if p.new}),  # type: ignore[union-attr]
                            "daily_conversion": daily_conversion(people)}  # fmt: skip
     for group, by_policy in gains.items():
@@ -331,7 +342,10 @@ def measure(n: int, runs: int, first_seed: int = 0, truth: str = "designed", lea
         "history": {"model": summary("history", "captured_model"), "fixed": summary("history", "captured_fixed")},
         "trap": {"model": summary("trap", "captured_model"), "fixed": summary("trap", "captured_fixed"),
                  "peak_chosen": statistics.fmean(r["trap_peak_chosen"] for r in results),
-                 "peak_random": statistics.fmean(r["trap_peak_random"] for r in results)},
+                 "peak_random": statistics.fmean(r["trap_peak_random"] for r in results),
+                 "peak_oracle": statistics.fmean(r["trap_peak_oracle"] for r in results),
+                 "wrong_peak_chosen": statistics.fmean(r["trap_wrong_peak_chosen"] for r in results),
+                 "wrong_peak_random": statistics.fmean(r["trap_wrong_peak_random"] for r in results)},
         "fixed_local_hours": [r["fixed_local_hour"] for r in results],
         "no_history_vs_fixed": no_history_against_fixed(results),
     }
@@ -397,7 +411,9 @@ def main() -> None:
         print(f"  {label:<20} model {model['mean']:.3f} [{model['min']:.3f}, {model['max']:.3f}]   "
               f"fixed hour {fixed['mean']:.3f} [{fixed['min']:.3f}, {fixed['max']:.3f}]")  # fmt: skip
     print(f"trap contacts sent at their (non-responsive) activity peak: {m['trap']['peak_chosen']:.3f} "
-          f"(a random allowed slot: {m['trap']['peak_random']:.3f})")
+          f"(a random allowed slot: {m['trap']['peak_random']:.3f}; the oracle, where the responsive hours reach it: "
+          f"{m['trap']['peak_oracle']:.3f}); where the peak is not the best slot: {m['trap']['wrong_peak_chosen']:.3f} "
+          f"(random {m['trap']['wrong_peak_random']:.3f})")
     vs = m["no_history_vs_fixed"]
     apart = (f", where telling the two hours apart takes at least {vs['fewest_sends_to_tell_below_apart']:,.0f} sends "
              "per arm (two-sided 5%, power 80%)") if vs["below"] else ""  # fmt: skip
