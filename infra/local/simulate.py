@@ -171,6 +171,8 @@ def outcome_lines(members: list[Member], rng: random.Random, message_ids: dict[s
     """The later export: receipts and taps of sent pushes (carrying the message id, as the app must), conversions
     inside the window with each member's true probability, and what must not count: orders the day before or just
     after the window, and another event inside it. Sets each member's outcome."""
+    from shared.push.schedule import MESSAGE_ID_DATA_KEY, OPENED_EVENT, RECEIVED_EVENT
+
     lines: list[dict[str, Any]] = []
     window = timedelta(hours=WINDOW_HOURS)
     for m in members:
@@ -189,9 +191,9 @@ def outcome_lines(members: list[Member], rng: random.Random, message_ids: dict[s
             m.received = rng.random() < RECEIVED_SHARE
             m.opened = m.received and rng.random() < TAPPED_SHARE
             if m.received:
-                event = "Push Notification Tapped" if m.opened else "Push Notification Received"
+                event = OPENED_EVENT if m.opened else RECEIVED_EVENT
                 lines.append(_track(m.contact_id, event, m.start + timedelta(seconds=20), 4,
-                                    landline_message_id=message_ids[m.contact_id]))  # fmt: skip
+                                    **{MESSAGE_ID_DATA_KEY: message_ids[m.contact_id]}))  # fmt: skip
     return lines
 
 
