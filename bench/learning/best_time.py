@@ -45,7 +45,7 @@ import argparse
 import json
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -142,10 +142,10 @@ def _kernel(half_life: float, truth: Truth) -> np.ndarray:
     return kernel
 
 
-def _pull(seen: np.ndarray, half_life: float, truth: Truth) -> np.ndarray:
+def _pull(seen: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """Per hour of the week a push is sent at: how much it is seen, as the delivery delay and the push's decaying
-    pull spread it over the following hours of the contact's presence (``seen``)."""
-    return sum(weight * np.roll(seen, -hours) for hours, weight in enumerate(_kernel(half_life, truth)))
+    pull (``kernel``) spread it over the following hours of the contact's presence (``seen``)."""
+    return sum(weight * np.roll(seen, -hours) for hours, weight in enumerate(kernel))
 
 
 TAP_SCALE = 0.01  # a push's chance of a tap in an hour: this times the kernel times presence against its mean
@@ -207,12 +207,13 @@ def population(n: int, rng: np.random.Generator, truth: Truth = DESIGNED,
                     buys = 0.9 * float(main_share[dow * 24 + hour]) if main_share is not None else truth.organic
                     if rng.random() < buys:
                         events.append((at, True))
-        pull = _pull(seen, half_lives[level], truth)
+        kernel = _kernel(half_lives[level], truth)
+        pull = _pull(seen, kernel)
         fatigue = truth.fatigue ** int(rng.poisson(truth.pushes_last_week))
         effect = responsiveness * fatigue * pull / pull.max()
         sends = []
         if not new and send_rng is not None:
-            sends = _past_sends(seen, tz, _kernel(half_lives[level], truth), 4, truth.pushes_last_week, send_rng)
+            sends = _past_sends(seen, tz, kernel, 4, truth.pushes_last_week, send_rng)
             events.extend((tapped, False) for _, tapped in sends if tapped is not None)
         people.append(Person(f"p{i:05d}", tz, activity, effect, new, trap, events, sends))
     return people
@@ -232,7 +233,7 @@ def measure_once(n: int, seed: int, truth: Truth = DESIGNED, model: SendTimeMode
     people = population(n, rng, truth, send_rng=np.random.default_rng([seed, 1]))
     slots = [NOW + timedelta(hours=k) for k in range(24)]
     choices = choose({p.id: (p.tz, p.events) for p in people}, activity_levels(people), start=NOW, hours=24,
-                     allowed=ALLOWED, now=NOW, seed=f"sim-{seed}", model=model or SendTimeModel(explore=0.0),
+                     allowed=ALLOWED, now=NOW, seed=f"sim-{seed}", model=model or _model(True),
                      sends={p.id: p.sends for p in people})  # fmt: skip
     # the fixed local hour best for everyone: each contact's gain at that local hour within the window
     def at_local_hour(p: Person, hour: int) -> float:
@@ -325,8 +326,13 @@ def no_history_against_fixed(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _model(learn_lag: bool) -> SendTimeModel:
+    """The model as measured: no exploration; the look-ahead learned from taps, or the prior's (model v4)."""
+    return SendTimeModel(explore=0.0, lag_taps=SendTimeModel.lag_taps if learn_lag else None)
+
+
 def measure(n: int, runs: int, first_seed: int = 0, truth: str = "designed", learn_lag: bool = True) -> dict[str, Any]:
-    model = SendTimeModel(explore=0.0, lag_taps=SendTimeModel.lag_taps if learn_lag else None)
+    model = _model(learn_lag)
     results = [measure_once(n, seed, TRUTHS[truth], model) for seed in range(first_seed, first_seed + runs)]
 
     def summary(group: str, key: str) -> dict[str, float]:
@@ -353,12 +359,10 @@ def measure(n: int, runs: int, first_seed: int = 0, truth: str = "designed", lea
 
 def sensitivity(n: int, runs: int, first_seed: int, learn_lag: bool = True) -> list[dict[str, Any]]:
     """The designed world with one of the held-out world's values at a time: which difference moves which figure."""
-    from dataclasses import fields, replace
-
     rows = []
     for name in ["none"] + [f.name for f in fields(Truth)]:
         truth = DESIGNED if name == "none" else replace(DESIGNED, **{name: getattr(HELD_OUT, name)})
-        model = SendTimeModel(explore=0.0, lag_taps=SendTimeModel.lag_taps if learn_lag else None)
+        model = _model(learn_lag)
         results = [measure_once(n, seed, truth, model) for seed in range(first_seed, first_seed + runs)]
 
         def mean(group: str, key: str, results: list[dict[str, Any]] = results) -> float:

@@ -115,7 +115,8 @@ WITH people AS (
   SELECT u.contact_id, IFNULL(u.timezone, 'UTC') AS tz, a.activity
   FROM users_latest AS u JOIN contact_activity AS a ON a.contact_id = u.contact_id
 ), timed AS (
-  SELECT e.contact_id, e.event_name IN UNNEST(@bt_conversions) AS conversion,
+  SELECT e.contact_id, e.event_name IN UNNEST(@bt_conversions) AS conversion, e.timestamp,
+         IF(e.event_name = @bt_tapped, JSON_VALUE(e.metadata, '$.{message_id_key}'), NULL) AS tapped_message_id,
          (EXTRACT(DAYOFWEEK FROM e.timestamp AT TIME ZONE p.tz) - 1) * 24
            + EXTRACT(HOUR FROM e.timestamp AT TIME ZONE p.tz) AS how
   FROM events_deduped AS e JOIN people AS p ON p.contact_id = e.contact_id
@@ -170,9 +171,8 @@ WITH people AS (
   WHERE status = 'sent' AND at >= @bt_since AND at <= TIMESTAMP_SUB(@bt_until, INTERVAL @bt_ahead_hours HOUR)
   GROUP BY 1
 ), tapped AS (
-  SELECT JSON_VALUE(metadata, '$.{message_id_key}') AS message_id, MIN(timestamp) AS tapped_at
-  FROM events_deduped
-  WHERE event_name = @bt_tapped AND timestamp >= @bt_since AND timestamp < @bt_until
+  SELECT tapped_message_id AS message_id, MIN(timestamp) AS tapped_at
+  FROM timed WHERE tapped_message_id IS NOT NULL
   GROUP BY 1
 ), send_ahead AS (
   SELECT s.message_id, p.contact_id, p.tz, p.activity, j,
